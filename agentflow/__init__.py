@@ -1,0 +1,73 @@
+"""agentflow: durable AI agent runs for Django on Celery.
+
+This module is the only public face. Names that need the app registry (models and
+everything that touches them) load on first access, so importing ``agentflow`` from a
+settings file or an ``agents.py`` module is safe.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from agentflow.definitions import AgentDefinition, ToolDefinition, agent, tool
+from agentflow.exceptions import (
+    AgentflowError,
+    AlreadyDecided,
+    BudgetExceeded,
+    InvalidInput,
+    InvalidState,
+    NonDeterminismError,
+    PayloadError,
+    PolicyDenied,
+    ToolArgumentError,
+    ToolError,
+    UnknownAgent,
+    UnknownTool,
+)
+
+_LAZY = {
+    "RunContext": "agentflow.engine.context",
+    "ReplayReport": "agentflow.engine.replay",
+    "start": "agentflow.api",
+    "wait": "agentflow.api",
+    "signal": "agentflow.api",
+    "cancel": "agentflow.api",
+    "replay": "agentflow.api",
+    "get_run": "agentflow.api",
+}
+
+__all__ = [
+    "AgentDefinition",
+    "AgentflowError",
+    "AlreadyDecided",
+    "BudgetExceeded",
+    "InvalidInput",
+    "InvalidState",
+    "NonDeterminismError",
+    "PayloadError",
+    "PolicyDenied",
+    "ReplayReport",
+    "RunContext",
+    "ToolArgumentError",
+    "ToolDefinition",
+    "ToolError",
+    "UnknownAgent",
+    "UnknownTool",
+    "agent",
+    "cancel",
+    "get_run",
+    "replay",
+    "signal",
+    "start",
+    "tool",
+    "wait",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'agentflow' has no attribute {name!r}")

@@ -1,0 +1,40 @@
+"""System checks: settings that would make runs slow, stuck or unsafe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.checks import Error, Warning, register
+
+from agentflow import conf
+
+POSITIVE = ("LEASE_SECONDS", "RECONCILE_EVERY", "MAX_PAYLOAD_BYTES", "VERSION_RETRY_SECONDS")
+
+
+@register("agentflow")
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Numbers must be positive, and the reconciler must run well within a lease."""
+    messages: list[Any] = []
+    try:
+        values = conf.get()
+    except Exception as exc:
+        return [Error(str(exc), id="agentflow.E001")]
+    for key in POSITIVE:
+        value = values[key]
+        if not isinstance(value, int | float) or value <= 0:
+            messages.append(
+                Error(
+                    f"AGENTFLOW['{key}'] must be a positive number, not {value!r}.",
+                    id="agentflow.E002",
+                )
+            )
+    if not messages and values["RECONCILE_EVERY"] > values["LEASE_SECONDS"]:
+        messages.append(
+            Warning(
+                "AGENTFLOW['RECONCILE_EVERY'] is longer than LEASE_SECONDS, so runs of a dead "
+                "worker wait longer than a lease to be recovered.",
+                hint="Reconcile at least once per lease, e.g. RECONCILE_EVERY = LEASE_SECONDS / 3.",
+                id="agentflow.W001",
+            )
+        )
+    return messages

@@ -1,0 +1,57 @@
+"""The ``AGENTFLOW`` settings dict, with defaults, read lazily and reloaded on change.
+
+Never read at import time: ``get()`` builds the merged dict on first use and the
+``setting_changed`` receiver in ``apps.py`` clears the cache (as debug-toolbar does).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Celery queue for agentflow's tasks; None means the site's default queue.
+    "QUEUE": None,
+    # How long a worker holds a run without renewing its lease. Recovery after a
+    # worker dies takes at most about this long plus RECONCILE_EVERY.
+    "LEASE_SECONDS": 15.0,
+    # How often the beat-driven reconciler looks for runs to bring back.
+    "RECONCILE_EVERY": 5.0,
+    # A step output, tool argument set, event or input larger than this is refused.
+    "MAX_PAYLOAD_BYTES": 1_000_000,
+    # A run whose pinned agent version is not deployed here is retried this often.
+    "VERSION_RETRY_SECONDS": 60.0,
+    # Timers further out than this are left to the reconciler instead of a Celery
+    # countdown, which Redis would redeliver after its visibility timeout.
+    "MAX_COUNTDOWN_SECONDS": 300.0,
+    # Dotted path of the object that sends wake-ups (see engine.ports.Dispatcher).
+    "DISPATCHER": "agentflow.tasks.CeleryDispatcher",
+}
+
+
+@cache
+def get() -> dict[str, Any]:
+    """Return the merged settings dict."""
+    user = getattr(settings, "AGENTFLOW", {}) or {}
+    unknown = set(user) - set(DEFAULTS)
+    if unknown:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"Unknown AGENTFLOW setting(s): {', '.join(sorted(unknown))}. "
+            f"Known keys: {', '.join(sorted(DEFAULTS))}."
+        )
+    return {**DEFAULTS, **user}
+
+
+def setting(name: str) -> Any:
+    """Return one agentflow setting."""
+    return get()[name]
+
+
+def reload(**kwargs: Any) -> None:
+    """Drop the cache when ``AGENTFLOW`` changes (connected to ``setting_changed``)."""
+    if kwargs.get("setting") == "AGENTFLOW":
+        get.cache_clear()

@@ -1,0 +1,490 @@
+"""``RunContext``: the ``ctx`` an agent receives; every call takes the next position.
+
+At a position that already has a finished Step, the context checks that the code asks
+for the same thing (kind, name, args hash) and hands back the recorded result; no side
+effect runs again. At a new position it runs the operation and records it.
+"""
+
+from __future__ import annotations
+
+import random as _random
+import uuid as _uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from agentflow import registry
+from agentflow.definitions import ToolDefinition
+from agentflow.engine import store
+from agentflow.engine.errors import rebuild_exception, tool_error
+from agentflow.engine.interrupts import Interrupt, LeaseLost, Suspend
+from agentflow.engine.serialize import args_hash, dumps, error_record
+from agentflow.engine.timeouts import call_with_timeout
+from agentflow.exceptions import NonDeterminismError, PayloadError, ToolArgumentError
+from agentflow.models import Step
+
+if TYPE_CHECKING:
+    from agentflow.engine.leases import Lease
+    from agentflow.models import Run
+
+FINISHED = (Step.Status.SUCCEEDED, Step.Status.FAILED)
+RESERVED_EVENT_PREFIXES = ("run.", "step.", "signal.")
+
+
+class EndOfHistory(Interrupt):
+    """Replay-only mode reached a position the history does not have."""
+
+    def __init__(self, position: int, kind: str, name: str) -> None:
+        super().__init__(f"position {position}: {kind} {name!r}")
+        self.position, self.kind, self.name = position, kind, name
+
+
+class RunContext:
+    """The agent's handle on its run. Agent code must be deterministic between calls."""
+
+    def __init__(
+        self,
+        run: Run,
+        history: dict[int, store.StepRecord],
+        *,
+        lease: Lease | None = None,
+    ) -> None:
+        self.run = run
+        self._history = history
+        self._lease = lease
+        self._position = 0
+        self._current: int | None = None
+        self._in_step = False
+        # Once set, every later call raises it: user code cannot catch its way past it.
+        self.diverged: NonDeterminismError | None = None
+
+    # -- identity -------------------------------------------------------------------
+
+    @property
+    def position(self) -> int:
+        """The position the next call will take."""
+        return self._position
+
+    @property
+    def idempotency_key(self) -> str:
+        """The stable key of the position in progress (or of the next one)."""
+        position = self._position if self._current is None else self._current
+        return f"{self.run.id}:{position}"
+
+    # -- bookkeeping ----------------------------------------------------------------
+
+    def _take(
+        self, kind: str, name: str, args_json: str
+    ) -> tuple[int, str, store.StepRecord | None]:
+        """Claim the next position; check it against history; return (position, hash, record)."""
+        if self.diverged is not None:
+            raise self.diverged
+        if self._in_step:
+            raise RuntimeError(
+                f"ctx.{kind}() was called inside a ctx.step() function in run {self.run.id}; "
+                "ctx calls cannot be nested. Call them from the agent body instead."
+            )
+        position = self._position
+        self._position += 1
+        self._current = position
+        digest = args_hash(args_json)
+        record = self._history.get(position)
+        if record is not None:
+            if (record.kind, record.name, record.args_hash) != (kind, name, digest):
+                self.diverged = NonDeterminismError(
+                    f"Run {self.run.id} ({self.run.agent} version {self.run.agent_version}) "
+                    f"diverged from its history at position {position}: the history has "
+                    f"{record.kind} '{record.name}' (args {record.args_hash}), the code now asks "
+                    f"for {kind} '{name}' (args {digest}). Deploy the code the run started "
+                    "with, guard the change with ctx.patched('change-id'), or cancel the run."
+                )
+                raise self.diverged
+            if self._lease is None and record.status not in FINISHED:
+                raise EndOfHistory(position, kind, name)  # replay stops where the run stopped
+        elif self._lease is None:
+            raise EndOfHistory(position, kind, name)
+        elif self._lease.lost.is_set():
+            raise LeaseLost(f"run {self.run.id} was cancelled or taken over")
+        return position, digest, record
+
+    @property
+    def _fence(self) -> store.Fence:
+        assert self._lease is not None
+        return self._lease.fence
+
+    def _key(self, position: int) -> str:
+        return f"{self.run.id}:{position}"
+
+    @staticmethod
+    def _replayed(record: store.StepRecord) -> Any:
+        if record.status == Step.Status.FAILED:
+            raise rebuild_exception(record.kind, record.error or {})
+        return record.output
+
+    def _record(
+        self, position: int, kind: str, name: str, args_json: str, digest: str, **fields: Any
+    ) -> tuple[int, Any]:
+        return store.insert_step(
+            self._fence,
+            position=position,
+            kind=kind,
+            name=name,
+            args_json=args_json,
+            args_hash=digest,
+            key=self._key(position),
+            **fields,
+        )
+
+    @staticmethod
+    def _event(
+        type_: str, position: int, kind: str, name: str, **extra: Any
+    ) -> tuple[str, dict[str, Any]]:
+        return type_, {"position": position, "kind": kind, "name": name, **extra}
+
+    # -- operations -----------------------------------------------------------------
+
+    def step(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` once and memoize its (JSON) result."""
+        name = f"{fn.__module__}.{fn.__qualname__}"
+        args_json = dumps([list(args), kwargs], what=f"arguments of step {name}", sort_keys=True)
+        position, digest, record = self._take("step", name, args_json)
+        if record is not None:
+            return self._replayed(record)
+        started = timezone.now()
+        self._in_step = True
+        try:
+            result = fn(*args, **kwargs)
+            output_json = dumps(result, what=f"output of step {name} at position {position}")
+        except Exception as exc:
+            self._record(
+                position,
+                "step",
+                name,
+                args_json,
+                digest,
+                status=Step.Status.FAILED,
+                error=error_record(exc),
+                started_at=started,
+                finished_at=timezone.now(),
+                event=self._event("step.failed", position, "step", name, error=str(exc)),
+            )
+            raise
+        finally:
+            self._in_step = False
+        _, output = self._record(
+            position,
+            "step",
+            name,
+            args_json,
+            digest,
+            status=Step.Status.SUCCEEDED,
+            output_json=output_json,
+            started_at=started,
+            finished_at=timezone.now(),
+            event=self._event("step.completed", position, "step", name),
+        )
+        return output
+
+    def call(self, tool: ToolDefinition | str, /, **args: Any) -> Any:
+        """Call a tool durably; its failure after retries raises ``ToolError`` here."""
+        definition = tool if isinstance(tool, ToolDefinition) else registry.get_tool(tool)
+        try:
+            args_json = dumps(args, what=f"arguments of tool {definition.name}", sort_keys=True)
+        except PayloadError as exc:
+            raise ToolArgumentError(
+                f"Tool '{definition.name}' was called with arguments it cannot store at run "
+                f"{self.run.id} position {self._position}: {exc}",
+                tool=definition.name,
+            ) from None
+        position, digest, record = self._take("call", definition.name, args_json)
+        if record is not None and record.status in FINISHED:
+            return self._replayed(record)
+        return _ToolCall(self, definition, args, args_json, digest, position, record).run()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` on a durable timer; no worker is held meanwhile."""
+        args_json = dumps({"seconds": seconds}, what="sleep arguments", sort_keys=True)
+        position, digest, record = self._take("sleep", "sleep", args_json)
+        now = timezone.now()
+        if record is None:
+            wake_at = now + timedelta(seconds=seconds)
+            done = seconds <= 0
+            self._record(
+                position,
+                "sleep",
+                "sleep",
+                args_json,
+                digest,
+                status=Step.Status.SUCCEEDED if done else Step.Status.WAITING,
+                started_at=now,
+                finished_at=now if done else None,
+                wake_at=wake_at,
+                event=self._event(
+                    "step.waiting", position, "sleep", "sleep", wake_at=wake_at.isoformat()
+                ),
+            )
+            if done:
+                return None
+            raise Suspend(f"sleeping until {wake_at.isoformat()} (position {position})", wake_at)
+        if record.status == Step.Status.SUCCEEDED:
+            return None
+        if record.wake_at is not None and record.wake_at <= now:
+            store.update_step(
+                self._fence,
+                record.id,
+                status=Step.Status.SUCCEEDED,
+                finished_at=now,
+                wake_at=record.wake_at,
+                event=self._event("step.completed", position, "sleep", "sleep"),
+            )
+            return None
+        raise Suspend(
+            f"sleeping until {record.wake_at.isoformat()} (position {position})", record.wake_at
+        )
+
+    def wait_for(self, name: str, *, timeout: float | None = None) -> Any:
+        """Wait for ``agentflow.signal(run, name, data)`` and return its data.
+
+        Raises ``TimeoutError`` if no signal arrives within ``timeout`` seconds.
+        """
+        from agentflow.engine import waits
+
+        args_json = dumps(
+            {"name": name, "timeout": timeout}, what="wait_for arguments", sort_keys=True
+        )
+        position, digest, record = self._take("wait", name, args_json)
+        if record is not None and record.status in FINISHED:
+            return self._replayed(record)
+        return waits.wait(self, position, name, timeout, args_json, digest, record)
+
+    def emit(self, type: str, data: Any = None) -> None:
+        """Write a durable event of the agent's own, streamed live and kept."""
+        if not isinstance(type, str) or not type or type.startswith(RESERVED_EVENT_PREFIXES):
+            raise ValueError(
+                f"event type {type!r} must be a non-empty string not starting with "
+                f"{', '.join(RESERVED_EVENT_PREFIXES)} (those are agentflow's own)"
+            )
+        data_json = dumps(data, what=f"data of event {type}", sort_keys=True)
+        position, digest, record = self._take("emit", type, data_json)
+        if record is not None:
+            return None
+        now = timezone.now()
+        self._record(
+            position,
+            "emit",
+            type,
+            data_json,
+            digest,
+            status=Step.Status.SUCCEEDED,
+            started_at=now,
+            finished_at=now,
+            event=(type, {"position": position, "data": data}),
+        )
+        return None
+
+    def _recorded_value(self, kind: str, make: Callable[[], Any]) -> Any:
+        position, digest, record = self._take(kind, kind, "null")
+        if record is not None:
+            return record.output
+        now = timezone.now()
+        _, output = self._record(
+            position,
+            kind,
+            kind,
+            "null",
+            digest,
+            status=Step.Status.SUCCEEDED,
+            output_json=dumps(make(), what=kind),
+            started_at=now,
+            finished_at=now,
+        )
+        return output
+
+    def now(self) -> datetime:
+        """The current time, recorded once and identical on replay."""
+        return parse_datetime(self._recorded_value("now", timezone.now))
+
+    def random(self) -> float:
+        """A random float in [0, 1), recorded once and identical on replay."""
+        return self._recorded_value("random", _random.random)
+
+    def uuid(self) -> _uuid.UUID:
+        """A random UUID, recorded once and identical on replay."""
+        return _uuid.UUID(self._recorded_value("uuid", lambda: str(_uuid.uuid4())))
+
+    def patched(self, change_id: str) -> bool:
+        """True where the run reaches this point on new code; False on older history.
+
+        Wrap a change to agent code in ``if ctx.patched("id"):`` so runs recorded before
+        the change keep replaying the old path.
+        """
+        record = self._history.get(self._position)
+        if record is not None and (record.kind, record.name) != ("patch", change_id):
+            return False
+        if record is None and self._lease is None:
+            return False  # replaying history that ended before this point
+        position, digest, record = self._take("patch", change_id, "null")
+        if record is None:
+            now = timezone.now()
+            self._record(
+                position,
+                "patch",
+                change_id,
+                "null",
+                digest,
+                status=Step.Status.SUCCEEDED,
+                started_at=now,
+                finished_at=now,
+            )
+        return True
+
+
+class _ToolCall:
+    """One attempt of a tool call at a new (or unfinished) position."""
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        definition: ToolDefinition,
+        args: dict[str, Any],
+        args_json: str,
+        digest: str,
+        position: int,
+        record: store.StepRecord | None,
+    ) -> None:
+        self.ctx, self.tool, self.args = ctx, definition, args
+        self.args_json, self.digest, self.position, self.record = (
+            args_json,
+            digest,
+            position,
+            record,
+        )
+        self.where = f"run {ctx.run.id} position {position}"
+
+    def _event(self, type_: str, **extra: Any) -> tuple[str, dict[str, Any]]:
+        return self.ctx._event(type_, self.position, "call", self.tool.name, **extra)
+
+    def run(self) -> Any:
+        try:
+            kwargs = self.tool.validate(self.args)
+        except ValueError as exc:
+            error = ToolArgumentError(
+                f"Tool '{self.tool.name}' got invalid arguments at {self.where}: {exc}. "
+                "The tool did not run; fix the arguments in the agent code.",
+                tool=self.tool.name,
+                error_type="ToolArgumentError",
+            )
+            self._finish_new(Step.Status.FAILED, error=error_record(error))
+            raise error from None
+        record, now = self.record, timezone.now()
+        if record is not None and record.status == Step.Status.SCHEDULED and record.wake_at > now:
+            raise Suspend(
+                f"tool {self.tool.name} retries at {record.wake_at.isoformat()}", record.wake_at
+            )
+        attempt = (record.attempts if record else 0) + 1
+        if record is None:
+            step_id, _ = self.ctx._record(
+                self.position,
+                "call",
+                self.tool.name,
+                self.args_json,
+                self.digest,
+                status=Step.Status.RUNNING,
+                attempts=attempt,
+                started_at=now,
+                event=self._event("step.started", attempt=attempt),
+            )
+        else:
+            step_id = record.id
+            store.update_step(
+                self.ctx._fence,
+                step_id,
+                status=Step.Status.RUNNING,
+                attempts=attempt,
+                event=self._event("step.started", attempt=attempt),
+            )
+        if attempt > self.tool.retries + 1:
+            # Every earlier attempt was cut off without an outcome: its worker died.
+            crash = RuntimeError(f"the worker died during each of the {attempt - 1} attempts")
+            return self._fail(step_id, attempt - 1, crash)
+        if self.tool.takes_idempotency_key:
+            kwargs["idempotency_key"] = self.ctx._key(self.position)
+        try:
+            result = call_with_timeout(
+                self.tool.fn, kwargs, self.tool.timeout, f"tool {self.tool.name}"
+            )
+            output_json = dumps(result, what=f"output of tool {self.tool.name} at {self.where}")
+        except Exception as exc:
+            retryable = not isinstance(exc, (*self.tool.non_retryable, PayloadError))
+            if retryable and attempt <= self.tool.retries:
+                return self._schedule_retry(step_id, attempt, exc)
+            return self._fail(step_id, attempt, exc)
+        return store.update_step(
+            self.ctx._fence,
+            step_id,
+            status=Step.Status.SUCCEEDED,
+            output_json=output_json,
+            finished_at=timezone.now(),
+            event=self._event("step.completed", attempt=attempt),
+        )
+
+    def _finish_new(self, status: str, **fields: Any) -> None:
+        now = timezone.now()
+        if self.record is None:
+            self.ctx._record(
+                self.position,
+                "call",
+                self.tool.name,
+                self.args_json,
+                self.digest,
+                status=status,
+                started_at=now,
+                finished_at=now,
+                event=self._event("step.failed", error=fields["error"]["message"]),
+                **fields,
+            )
+        else:
+            store.update_step(
+                self.ctx._fence,
+                self.record.id,
+                status=status,
+                finished_at=now,
+                event=self._event("step.failed", error=fields["error"]["message"]),
+                **fields,
+            )
+
+    def _schedule_retry(self, step_id: int, attempt: int, exc: Exception) -> Any:
+        delay = min(self.tool.retry_backoff * 2 ** (attempt - 1), self.tool.retry_backoff_max)
+        wake_at = timezone.now() + timedelta(seconds=delay)
+        store.update_step(
+            self.ctx._fence,
+            step_id,
+            status=Step.Status.SCHEDULED,
+            attempts=attempt,
+            error=error_record(exc),
+            wake_at=wake_at,
+            event=self._event(
+                "step.retrying", attempt=attempt, error=str(exc), wake_at=wake_at.isoformat()
+            ),
+        )
+        raise Suspend(
+            f"tool {self.tool.name} failed attempt {attempt} ({type(exc).__name__}: {exc}); "
+            f"retrying at {wake_at.isoformat()}",
+            wake_at,
+        )
+
+    def _fail(self, step_id: int, attempts: int, exc: BaseException) -> Any:
+        error = tool_error(self.tool.name, self.where, attempts, exc)
+        store.update_step(
+            self.ctx._fence,
+            step_id,
+            status=Step.Status.FAILED,
+            attempts=attempts,
+            error=error_record(exc, message=str(error), tool=self.tool.name, attempts=attempts),
+            finished_at=timezone.now(),
+            event=self._event("step.failed", error=str(error)),
+        )
+        raise error from exc

@@ -1,0 +1,47 @@
+"""Turn failures into the errors an agent sees, the first time and on every replay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.module_loading import import_string
+
+from agentflow.exceptions import AgentflowError, ToolArgumentError, ToolError
+
+
+def qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def tool_error(tool: str, where: str, attempts: int, exc: BaseException) -> ToolError:
+    """The ``ToolError`` an agent sees when a tool has failed for good."""
+    return ToolError(
+        f"Tool '{tool}' failed at {where} after {attempts} attempt(s): "
+        f"{type(exc).__name__}: {exc}. Catch agentflow.ToolError in the agent to handle it, "
+        "or fix the tool and retry the run.",
+        tool=tool,
+        error_type=qualified_name(type(exc)),
+        attempts=attempts,
+    )
+
+
+def rebuild_exception(kind: str, error: dict[str, Any]) -> BaseException:
+    """Recreate the exception a recorded failed step raised, so replay raises it again."""
+    type_path, message = error.get("type", ""), error.get("message", "")
+    if kind == "call":
+        cls = ToolArgumentError if type_path == qualified_name(ToolArgumentError) else ToolError
+        return cls(
+            message,
+            tool=error.get("tool", ""),
+            error_type=type_path,
+            attempts=error.get("attempts", 0),
+        )
+    if kind == "wait":
+        return TimeoutError(message)
+    try:
+        cls = import_string(type_path)
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            return cls(message)
+    except Exception:  # not importable, or a constructor that wants other arguments
+        pass
+    return AgentflowError(f"{type_path}: {message}")

@@ -1,0 +1,89 @@
+"""``advance``: take a run's lease, replay its agent from the top, and hand it back.
+
+Called by the transport (a Celery task) with a run id. Safe to call twice at once:
+the lease admits one caller and the other asks it to look again before it parks.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from uuid import UUID
+
+from django.utils import timezone
+
+from agentflow import conf, registry
+from agentflow.engine import leases, store
+from agentflow.engine.context import RunContext
+from agentflow.engine.interrupts import LeaseLost, Suspend
+from agentflow.engine.ports import dispatcher
+from agentflow.engine.serialize import dumps, error_record
+from agentflow.exceptions import PayloadError, UnknownAgent
+from agentflow.models import Run
+
+logger = logging.getLogger("agentflow.executor")
+
+
+def advance(run_id: UUID, *, worker: str) -> str:
+    """Advance the run as far as it can go now; return what happened, for logs and tests."""
+    lease = leases.acquire(run_id, worker)
+    if lease is None:
+        return "skipped"
+    with leases.heartbeat.holding(lease):
+        try:
+            return _drive(lease)
+        except LeaseLost as exc:
+            logger.info("stopped advancing run %s: %s", run_id, exc)
+            return "lease-lost"
+
+
+def _drive(lease: leases.Lease) -> str:
+    run = lease.run
+    try:
+        definition = registry.get_agent(run.agent, run.agent_version)
+    except UnknownAgent as exc:
+        retry_at = timezone.now() + timedelta(seconds=conf.setting("VERSION_RETRY_SECONDS"))
+        logger.warning("run %s waits: %s", run.id, exc)
+        leases.release_waiting(lease, reason=str(exc), wake_at=retry_at)
+        return "version-missing"
+    while True:
+        ctx = RunContext(run, store.load_history(run.id), lease=lease)
+        try:
+            output = definition.fn(ctx, **run.input)
+            if ctx.diverged is not None:  # user code caught it; the run fails all the same
+                raise ctx.diverged
+            output_json = dumps(output, what=f"output of run {run.id}")
+        except Suspend as suspend:
+            if leases.release_waiting(lease, reason=suspend.reason, wake_at=suspend.wake_at):
+                _schedule(run.id, suspend)
+                return "waiting"
+            continue  # something we wait on moved while we ran: look again
+        except Exception as exc:
+            if isinstance(exc, PayloadError) and ctx.diverged is None:
+                exc = PayloadError(f"{exc} (the agent's return value)")
+            error = error_record(ctx.diverged or exc, position=ctx.position - 1)
+            store.finish_run(
+                lease.fence,
+                status=Run.Status.FAILED,
+                output_json=None,
+                error=error,
+                event=("run.failed", {"type": error["type"], "message": error["message"]}),
+            )
+            return "failed"
+        store.finish_run(
+            lease.fence,
+            status=Run.Status.SUCCEEDED,
+            output_json=output_json,
+            error=None,
+            event=("run.succeeded", {}),
+        )
+        return "succeeded"
+
+
+def _schedule(run_id: UUID, suspend: Suspend) -> None:
+    """Send the fast-path wake-up for a timer; the reconciler covers longer ones."""
+    if suspend.wake_at is None:
+        return
+    ahead = (suspend.wake_at - timezone.now()).total_seconds()
+    if ahead <= conf.setting("MAX_COUNTDOWN_SECONDS"):
+        dispatcher().advance(run_id, eta=suspend.wake_at)

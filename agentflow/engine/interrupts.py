@@ -1,0 +1,22 @@
+"""The runtime's own control flow, kept out of reach of ``except Exception``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+class Interrupt(BaseException):
+    """Base of the runtime's control-flow exceptions (like DBOS's cancellation)."""
+
+
+class Suspend(Interrupt):
+    """The run must wait: unwind the agent, record why, release the lease."""
+
+    def __init__(self, reason: str, wake_at: datetime | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.wake_at = wake_at
+
+
+class LeaseLost(Interrupt):
+    """Another worker took the run, or it was cancelled: stop without writing anything."""

@@ -1,0 +1,37 @@
+"""Bring back runs that a dead worker, a lost message or a due timer left behind.
+
+Runs on beat every RECONCILE_EVERY seconds, at worker start and from
+``manage.py agentflow recover``. It only sends wake-ups; ``advance`` decides.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+from django.db.models import Q
+from django.utils import timezone
+
+from agentflow import conf
+from agentflow.engine.ports import dispatcher
+from agentflow.models import Run
+
+BATCH = 1000
+
+
+def reconcile() -> dict[str, int]:
+    """Wake every run that needs it; return how many were woken, by status."""
+    now = timezone.now()
+    quiet = now - timedelta(seconds=conf.setting("LEASE_SECONDS"))
+    due = Run.objects.needing_wakeup(now, pending_before=quiet).filter(
+        Q(nudged_at__isnull=True) | Q(nudged_at__lt=quiet)
+    )
+    rows = list(due.order_by("created_at").values_list("id", "status")[:BATCH])
+    if not rows:
+        return {}
+    # Several reconcilers may race here; a duplicate wake-up is harmless, only wasteful.
+    Run.objects.filter(id__in=[run_id for run_id, _ in rows]).update(nudged_at=now)
+    send = dispatcher()
+    for run_id, _ in rows:
+        send.advance(run_id)
+    return dict(Counter(status for _, status in rows))

@@ -1,0 +1,52 @@
+"""JSON encoding of everything a run stores, with the size limit and the args hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import traceback
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+from agentflow import conf
+from agentflow.exceptions import PayloadError
+
+
+def dumps(value: Any, *, what: str, sort_keys: bool = False) -> str:
+    """Encode ``value`` as JSON, refusing what is not JSON or larger than MAX_PAYLOAD_BYTES."""
+    try:
+        text = json.dumps(value, cls=DjangoJSONEncoder, separators=(",", ":"), sort_keys=sort_keys)
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(
+            f"{what} is not JSON-serializable ({exc}). Return and pass only JSON values "
+            "(dict, list, str, int, float, bool, None; dates, decimals and UUIDs become strings)."
+        ) from None
+    limit = conf.setting("MAX_PAYLOAD_BYTES")
+    if len(text) > limit:
+        raise PayloadError(
+            f"{what} is {len(text):,} bytes, over AGENTFLOW['MAX_PAYLOAD_BYTES'] = {limit:,}. "
+            "Store large data elsewhere (a file or a model) and pass a reference."
+        )
+    return text
+
+
+def loads(value: Any) -> Any:
+    """Decode a JSON column value; some backends hand back text, others parsed values."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def args_hash(canonical_json: str) -> str:
+    """A short, stable fingerprint of a step's arguments (JSON dumped with sorted keys)."""
+    return hashlib.sha256(canonical_json.encode()).hexdigest()[:16]
+
+
+def error_record(exc: BaseException, **extra: Any) -> dict[str, Any]:
+    """Describe an exception for storage: type, message and traceback."""
+    cls = type(exc)
+    return {
+        "type": f"{cls.__module__}.{cls.__qualname__}",
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+        **extra,
+    }

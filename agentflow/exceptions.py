@@ -1,0 +1,82 @@
+"""The one exception hierarchy of agentflow.
+
+    AgentflowError
+    ├── ToolError                 a tool failed after its retries (raised inside the agent)
+    │   └── ToolArgumentError     a tool was called with arguments its schema refuses
+    ├── PolicyDenied              a policy rule refused a tool
+    ├── BudgetExceeded            a budget has no room left
+    ├── AlreadyDecided            an approval was already decided
+    ├── NonDeterminismError       agent code no longer matches a run's recorded history
+    ├── UnknownAgent              no agent is registered under a name (or version)
+    ├── UnknownTool               no tool is registered under a name
+    ├── InvalidInput              a run's input does not fit its agent's signature
+    ├── InvalidState              an operation does not apply to the run in its current status
+    └── PayloadError              a value cannot be stored (not JSON, or too large)
+
+The runtime's own control flow (``Suspend``, ``LeaseLost``) lives in
+``agentflow.engine.interrupts`` and derives from ``BaseException``, so user code that
+catches ``Exception`` cannot swallow it.
+"""
+
+from __future__ import annotations
+
+
+class AgentflowError(Exception):
+    """Root of every error agentflow raises on purpose."""
+
+
+class ToolError(AgentflowError):
+    """A tool call failed; raised inside the agent at the call's position."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        tool: str = "",
+        error_type: str = "",
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.tool = tool
+        self.error_type = error_type
+        self.attempts = attempts
+
+
+class ToolArgumentError(ToolError):
+    """A tool call's arguments failed validation; the tool did not run."""
+
+
+class PolicyDenied(AgentflowError):
+    """A policy rule refused the tool."""
+
+
+class BudgetExceeded(AgentflowError):
+    """A budget has no room for the next step."""
+
+
+class AlreadyDecided(AgentflowError):
+    """The approval already has a decision."""
+
+
+class NonDeterminismError(AgentflowError):
+    """The agent's code took a different path than the run's recorded history."""
+
+
+class UnknownAgent(AgentflowError):
+    """No agent is registered under that name or version."""
+
+
+class UnknownTool(AgentflowError):
+    """No tool is registered under that name."""
+
+
+class InvalidInput(AgentflowError):
+    """A run's input does not match the agent's parameters."""
+
+
+class InvalidState(AgentflowError):
+    """The run's status does not allow the operation."""
+
+
+class PayloadError(AgentflowError):
+    """A value cannot be stored: it is not JSON-serializable or it is too large."""

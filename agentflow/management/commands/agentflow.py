@@ -1,0 +1,152 @@
+"""``manage.py agentflow``: start, inspect, replay and recover runs from the shell."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+import agentflow
+from agentflow import embedded, registry
+from agentflow.engine import reconciler
+from agentflow.management.follow import follow
+from agentflow.models import Run
+
+
+class Command(BaseCommand):
+    help = "Start, inspect, replay and recover agentflow runs."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+        start = sub.add_parser("start", help="start a run of an agent")
+        start.add_argument("agent", help="agent name, as listed by list-agents")
+        start.add_argument(
+            "--input", default="{}", help="JSON object of arguments, e.g. '{\"n\": 3}'"
+        )
+        start.add_argument(
+            "--idempotency-key", default=None, help="return the existing run for a repeated key"
+        )
+        start.add_argument(
+            "--wait", action="store_true", help="follow the run's events until it ends"
+        )
+        start.add_argument(
+            "--timeout", type=float, default=600.0, help="seconds to follow (default 600)"
+        )
+
+        status = sub.add_parser("status", help="show a run, its last steps and its outcome")
+        status.add_argument("run", help="run id")
+        status.add_argument("--steps", type=int, default=10, help="how many recent steps to show")
+
+        replay = sub.add_parser("replay", help="check deployed code against a run's history")
+        replay.add_argument("run", help="run id")
+
+        sub.add_parser(
+            "recover", help="wake runs left by dead workers, lost messages or due timers"
+        )
+        sub.add_parser("list-agents", help="list registered agents and tools")
+
+    def handle(self, *args: Any, action: str, **options: Any) -> None:
+        try:
+            getattr(self, "do_" + action.replace("-", "_"))(**options)
+        except agentflow.AgentflowError as exc:
+            raise CommandError(str(exc)) from exc
+
+    # -- actions ----------------------------------------------------------------------
+
+    def do_start(
+        self,
+        *,
+        agent: str,
+        input: str,
+        idempotency_key: str | None,
+        wait: bool,
+        timeout: float,
+        **_: Any,
+    ) -> None:
+        try:
+            value = json.loads(input)
+        except json.JSONDecodeError as exc:
+            raise CommandError(
+                f"--input is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}). "
+                'Pass an object, e.g. --input \'{"period": "2026-10"}\'.'
+            ) from None
+        if not isinstance(value, dict):
+            raise CommandError(
+                f"--input must be a JSON object of named arguments, not {type(value).__name__}."
+            )
+        in_process = wait and embedded.is_embedded()
+        with embedded.worker() if in_process else contextlib.nullcontext():
+            run = agentflow.start(agent, value, idempotency_key=idempotency_key)
+            self.stdout.write(
+                f"run {run.id} ({run.agent} version {run.agent_version}): {run.status}"
+            )
+            if not wait:
+                if embedded.is_embedded():
+                    self.stdout.write(
+                        "The broker is in-memory: a running `manage.py demo` (or "
+                        "`agentflow start --wait`) process picks this run up."
+                    )
+                return
+            run = follow(run, self.stdout.write, timeout)
+        self._outcome(run)
+
+    def do_status(self, *, run: str, steps: int, **_: Any) -> None:
+        current = agentflow.get_run(run)
+        self.stdout.write(
+            f"run {current.id}\n  agent   {current.agent} version {current.agent_version}"
+        )
+        self.stdout.write(
+            f"  status  {current.status}"
+            + (f" ({current.wait_reason})" if current.wait_reason else "")
+        )
+        self.stdout.write(
+            f"  created {current.created_at:%Y-%m-%d %H:%M:%S}  steps {current.steps.count()}"
+        )
+        recent = list(current.steps.order_by("-position", "-index")[:steps])
+        for step in reversed(recent):
+            self.stdout.write(f"    {step}  attempts={step.attempts}")
+        self._outcome(current)
+
+    def do_replay(self, *, run: str, **_: Any) -> None:
+        report = agentflow.replay(run)
+        self.stdout.write(str(report))
+        if not report.ok:
+            raise CommandError("replay found mismatches")
+
+    def do_recover(self, **_: Any) -> None:
+        started = time.monotonic()
+        self.stdout.write("looking for runs to recover...")
+        woken = reconciler.reconcile()
+        total = sum(woken.values())
+        detail = ", ".join(f"{n} {status}" for status, n in sorted(woken.items())) or "none needed"
+        self.stdout.write(f"woke {total} run(s): {detail} ({time.monotonic() - started:.2f}s)")
+
+    def do_list_agents(self, **_: Any) -> None:
+        agents = registry.agents()
+        self.stdout.write(f"{len(agents)} agent version(s):")
+        for definition in agents:
+            fields = ", ".join(definition.input_model.model_fields) or "-"
+            self.stdout.write(f"  {definition.name}  version {definition.version}  input: {fields}")
+        tools = registry.tools()
+        self.stdout.write(f"{len(tools)} tool(s):")
+        for definition in tools:
+            self.stdout.write(
+                f"  {definition.name}  retries={definition.retries} timeout={definition.timeout}"
+            )
+
+    # -- output -----------------------------------------------------------------------
+
+    def _outcome(self, run: Run) -> None:
+        if run.status == Run.Status.SUCCEEDED:
+            self.stdout.write(
+                self.style.SUCCESS("output: " + json.dumps(run.output, indent=2, default=str))
+            )
+        elif run.status == Run.Status.FAILED:
+            error = run.error or {}
+            self.stdout.write(
+                self.style.ERROR(f"error: {error.get('type')}: {error.get('message')}")
+            )

@@ -1,0 +1,68 @@
+"""The demo agent: reconcile a month of invoices against the bank, and pay the unmatched.
+
+Everything runs locally on made-up data, so the demo needs no network and no model.
+"""
+
+from decimal import Decimal
+
+from agentflow import RunContext, agent, tool
+from apps.billing.models import Payment
+
+LEDGER = {
+    "2026-10": [
+        {"id": "INV-1001", "customer": "Acme", "amount": "120.00"},
+        {"id": "INV-1002", "customer": "Globex", "amount": "80.50"},
+        {"id": "INV-1003", "customer": "Initech", "amount": "42.00"},
+        {"id": "INV-1004", "customer": "Umbrella", "amount": "310.25"},
+    ],
+}
+BANK_STATEMENT = {"INV-1001", "INV-1003"}
+
+
+@tool
+def fetch_invoices(period: str) -> list[dict]:
+    """Return the invoices of a period (YYYY-MM)."""
+    return LEDGER.get(period, [])
+
+
+@tool
+def match_invoice(invoice: dict) -> dict:
+    """Look the invoice up on the bank statement."""
+    return {
+        "id": invoice["id"],
+        "amount": invoice["amount"],
+        "matched": invoice["id"] in BANK_STATEMENT,
+    }
+
+
+@tool(name="billing.pay", retries=3, timeout=30)
+def pay(invoice_id: str, amount: str, *, idempotency_key: str) -> dict:
+    """Pay an invoice once, whatever happens to the worker: the key makes it idempotent."""
+    payment, created = Payment.objects.get_or_create(
+        idempotency_key=idempotency_key,
+        defaults={"invoice_id": invoice_id, "amount": Decimal(amount)},
+    )
+    return {"payment": payment.pk, "invoice": invoice_id, "new": created}
+
+
+def total(amounts: list[str]) -> str:
+    return str(sum((Decimal(a) for a in amounts), Decimal("0")))
+
+
+@agent(name="billing.reconcile", version="1")
+def reconcile(ctx: RunContext, period: str = "2026-10", settle_seconds: float = 1.0) -> dict:
+    """Fetch, match, wait for the bank's settlement window, then pay what is unmatched."""
+    ctx.emit("progress", {"stage": "fetching invoices", "period": period})
+    invoices = ctx.call(fetch_invoices, period=period)
+    matches = [ctx.call(match_invoice, invoice=invoice) for invoice in invoices]
+    unmatched = [m for m in matches if not m["matched"]]
+    ctx.emit("progress", {"stage": "waiting for settlement", "unmatched": len(unmatched)})
+    ctx.sleep(settle_seconds)
+    paid = [ctx.call(pay, invoice_id=m["id"], amount=m["amount"]) for m in unmatched]
+    return {
+        "period": period,
+        "invoices": len(invoices),
+        "matched": len(matches) - len(unmatched),
+        "paid": [p["invoice"] for p in paid],
+        "total_paid": ctx.step(total, [m["amount"] for m in unmatched]),
+    }

@@ -1,0 +1,47 @@
+"""``manage.py demo``: run the demo agent on the embedded stack, then serve the admin."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+
+import agentflow
+from agentflow import embedded
+from agentflow.management.follow import follow
+
+
+class Command(BaseCommand):
+    help = "Run the billing.reconcile demo agent with an in-process worker, then serve the site."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--once", action="store_true", help="exit after the demo run")
+        parser.add_argument("--addr", default="127.0.0.1:8000", help="address to serve on")
+        parser.add_argument("--period", default="2026-10", help="invoice period to reconcile")
+
+    def handle(self, *args: Any, once: bool, addr: str, period: str, **options: Any) -> None:
+        user = self._admin_user()
+        with embedded.worker() if embedded.is_embedded() else contextlib.nullcontext():
+            self.stdout.write(f"starting billing.reconcile for {period}...")
+            run = agentflow.start("billing.reconcile", {"period": period}, owner=user)
+            run = follow(run, self.stdout.write, timeout=120)
+            self.stdout.write(f"run {run.id} {run.status}")
+            self.stdout.write("output: " + json.dumps(run.output, indent=2))
+            if run.status != run.Status.SUCCEEDED:
+                raise SystemExit(1)
+            if once:
+                return
+            self.stdout.write(f"admin: http://{addr}/admin/  (user admin, password admin)")
+            call_command("runserver", addr, use_reloader=False)
+
+    def _admin_user(self) -> Any:
+        users = get_user_model()
+        user = users.objects.filter(username="admin").first()
+        if user is None:
+            user = users.objects.create_superuser("admin", "admin@example.com", "admin")
+            self.stdout.write("created the admin user (admin / admin)")
+        return user
