@@ -56,8 +56,8 @@ class RunContext:
         self._history = history
         self._lease = lease
         self._position = 0
-        self._current: int | None = None
-        self._in_step = False
+        # Set while a ctx.step function runs: its key is the step's, and ctx calls are refused.
+        self._step_position: int | None = None
         # Once set, every later call raises it: user code cannot catch its way past it.
         self.diverged: NonDeterminismError | None = None
 
@@ -70,8 +70,8 @@ class RunContext:
 
     @property
     def idempotency_key(self) -> str:
-        """The stable key of the position in progress (or of the next one)."""
-        position = self._position if self._current is None else self._current
+        """The stable key of the ctx.step in progress, else of the next position."""
+        position = self._position if self._step_position is None else self._step_position
         return f"{self.run.id}:{position}"
 
     # -- bookkeeping ----------------------------------------------------------------
@@ -82,14 +82,13 @@ class RunContext:
         """Claim the next position; check it against history; return (position, hash, record)."""
         if self.diverged is not None:
             raise self.diverged
-        if self._in_step:
+        if self._step_position is not None:
             raise RuntimeError(
                 f"ctx.{kind}() was called inside a ctx.step() function in run {self.run.id}; "
                 "ctx calls cannot be nested. Call them from the agent body instead."
             )
         position = self._position
         self._position += 1
-        self._current = position
         digest = args_hash(args_json)
         record = self._history.get(position)
         if record is not None:
@@ -154,7 +153,7 @@ class RunContext:
         if record is not None:
             return self._replayed(record)
         started = timezone.now()
-        self._in_step = True
+        self._step_position = position
         try:
             result = fn(*args, **kwargs)
             output_json = dumps(result, what=f"output of step {name} at position {position}")
@@ -173,7 +172,7 @@ class RunContext:
             )
             raise
         finally:
-            self._in_step = False
+            self._step_position = None
         _, output = self._record(
             position,
             "step",

@@ -1,0 +1,34 @@
+# agentflow: `make demo` runs the demo on the embedded default; `make test` runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: demo test bench lint services clean
+
+$(STAMP): pyproject.toml
+	bash scripts/bootstrap.sh "$(PYTHON)"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+demo: $(STAMP)  ## SQLite + in-process worker: no services needed
+	$(BIN)/python manage.py migrate --noinput -v 0
+	$(BIN)/python manage.py demo $(DEMO_ARGS)
+
+services:  ## start PostgreSQL and Redis on 127.0.0.1 if they are not running
+	bash scripts/services.sh
+
+test: $(STAMP) services  ## the whole suite: real workers, PostgreSQL and Redis
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) services  ## per-step overhead against raw INSERTs and DBOS
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf var .pytest_cache

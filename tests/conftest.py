@@ -1,0 +1,126 @@
+"""Fixtures that start real Celery worker processes against the test database and Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+
+from tests.support import RecordingDispatcher, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Worker:
+    """A `celery worker` process group (its pool children and, with beat, the beat child)."""
+
+    def __init__(self, name: str, process: subprocess.Popen, log_path: Path) -> None:
+        self.name, self.process, self.log_path = name, process, log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no cleanup, no acks, like a machine dying."""
+        if self.alive():
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        """Warm shutdown (SIGTERM), as a deploy would do."""
+        if self.alive():
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def redis_client() -> redis.Redis:
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.flushdb()  # a clean queue: no wake-ups left over from another test
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def workers(transactional_db, redis_client, tmp_path):
+    """Start worker processes with ``workers(name, concurrency=2, beat=False, env=None)``."""
+    started: list[Worker] = []
+
+    def start(
+        name: str = "w1", *, concurrency: int = 2, beat: bool = False, env: dict | None = None
+    ) -> Worker:
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "apps.project",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{name}@%h",
+            "-l",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+        if beat:
+            command += ["-B", "-s", str(tmp_path / f"{name}-beat-schedule")]
+        environment = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "AGENTFLOW_TEST_WORKER": "1",
+            "CELERY_SKIP_CHECKS": "1",
+            **(env or {}),
+        }
+        log_path = tmp_path / f"{name}-{len(started)}.log"
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        worker = Worker(name, process, log_path)
+        started.append(worker)
+        wait_until(
+            lambda: " ready." in worker.log() or not worker.alive(),
+            timeout=60,
+            what=f"worker {name} to start",
+        )
+        assert worker.alive(), f"worker {name} exited:\n{worker.log()[-3000:]}"
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()
+
+
+@pytest.fixture
+def recording_dispatcher(settings):
+    """Make the engine record wake-ups instead of sending Celery messages."""
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "DISPATCHER": "tests.support.RecordingDispatcher"}
+    RecordingDispatcher.sent = []
+    from agentflow.engine import ports
+
+    ports._load.cache_clear()
+    yield RecordingDispatcher.sent
+    ports._load.cache_clear()

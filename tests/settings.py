@@ -1,0 +1,35 @@
+"""Test settings: the demo site on real PostgreSQL and Redis, with short leases.
+
+Worker processes started by the tests set AGENTFLOW_TEST_WORKER=1 so they connect to
+the test database pytest-django created.
+"""
+
+import os
+
+import dj_database_url
+
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
+
+from apps.project.settings import *  # noqa: F403
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/agentflow"),
+        conn_max_age=None,
+        conn_health_checks=True,
+    )
+}
+DATABASES["default"]["TEST"] = {"NAME": "test_agentflow"}
+if os.environ.get("AGENTFLOW_TEST_WORKER"):
+    DATABASES["default"]["NAME"] = DATABASES["default"]["TEST"]["NAME"]
+
+AGENTFLOW = {
+    "LEASE_SECONDS": 3.0,
+    "RECONCILE_EVERY": 1.0,
+    "VERSION_RETRY_SECONDS": 2.0,
+}
+# Beat in tests keeps its schedule in a file: the database is flushed between tests.
+CELERY_BEAT_SCHEDULER = "celery.beat:PersistentScheduler"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

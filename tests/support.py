@@ -1,0 +1,38 @@
+"""Helpers shared by the tests: waiting on conditions, and a dispatcher that records."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T], *, timeout: float, what: str, interval: float = 0.05
+) -> T:
+    """Return the first truthy value of ``predicate()``; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+class RecordingDispatcher:
+    """Records wake-ups instead of sending them: for tests that drive the engine directly."""
+
+    sent: list[tuple[UUID, datetime | None]] = []
+
+    def advance(self, run_id: UUID, *, eta: datetime | None = None) -> None:
+        self.sent.append((run_id, eta))
+
+
+def run_ids(sent: list[tuple[UUID, Any]]) -> list[UUID]:
+    return [run_id for run_id, _ in sent]

@@ -1,0 +1,177 @@
+"""Agents and tools the tests run on real workers.
+
+Every body records an ``Execution`` row so tests can count how often it ran, and
+side-effecting tools write a ``SideEffect`` row under their idempotency key.
+"""
+
+import os
+import time
+
+from django.db import IntegrityError, transaction
+
+from agentflow import RunContext, ToolArgumentError, ToolError, agent, tool
+from tests.testapp.models import Execution, Flag, SideEffect
+
+# Deployed "code version" of tests.variant; a worker started with another value runs other code.
+VARIANT = os.environ.get("AGENTFLOW_TEST_VARIANT", "a")
+
+
+def executed(key: str) -> int:
+    """Record one execution of ``key``; return how many there have been, this one included."""
+    Execution.objects.create(key=key, pid=os.getpid())
+    return Execution.objects.filter(key=key).count()
+
+
+def wait_for_flag(name: str, limit: float = 60.0) -> bool:
+    """Block until a test sets the flag (bounded, so a broken test cannot hang a worker)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if Flag.objects.filter(name=name).exists():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@tool(name="tests.record_effect")
+def record_effect(tag: str, *, idempotency_key: str) -> str:
+    executed(idempotency_key)
+    with transaction.atomic():
+        SideEffect.objects.get_or_create(key=idempotency_key, defaults={"tool": "record_effect"})
+    return f"{tag}:done"
+
+
+def square(run_id: str, i: int) -> int:
+    executed(f"{run_id}:step:{i}")
+    return i * i
+
+
+@agent(name="tests.mixed")
+def mixed(ctx: RunContext, n: int) -> dict:
+    """n positions alternating ctx.step and ctx.call."""
+    squares, effects = 0, 0
+    for i in range(n):
+        if i % 2:
+            squares += ctx.step(square, str(ctx.run.id), i)
+        else:
+            effects += ctx.call(record_effect, tag=f"t{i}") == f"t{i}:done"
+    return {"squares": squares, "effects": effects}
+
+
+@tool(name="tests.slow_effect", retries=2)
+def slow_effect(hold: float, *, idempotency_key: str) -> str:
+    """Write the side effect first, then (on the first execution only) hold for a long time."""
+    count = executed(idempotency_key)
+    try:
+        with transaction.atomic():
+            SideEffect.objects.create(key=idempotency_key, tool="slow_effect")
+    except IntegrityError:
+        pass  # the earlier attempt already did it: the key makes this attempt a no-op
+    if count == 1:
+        time.sleep(hold)
+    return "slow:done"
+
+
+@agent(name="tests.crashy")
+def crashy(ctx: RunContext, hold: float = 60.0) -> dict:
+    before = [ctx.call(record_effect, tag=f"b{i}") for i in range(3)]
+    slow = ctx.call(slow_effect, hold=hold)
+    after = [ctx.call(record_effect, tag=f"a{i}") for i in range(3)]
+    return {"before": before, "slow": slow, "after": after}
+
+
+@agent(name="tests.sleeper")
+def sleeper(ctx: RunContext, seconds: float) -> dict:
+    before = ctx.now()
+    ctx.call(record_effect, tag="before")
+    ctx.sleep(seconds)
+    after = ctx.now()
+    return {"slept": (after - before).total_seconds()}
+
+
+@agent(name="tests.waiter")
+def waiter(ctx: RunContext, timeout: float | None = None) -> dict:
+    try:
+        data = ctx.wait_for("go", timeout=timeout)
+    except TimeoutError as exc:
+        return {"timed_out": str(exc)}
+    return {"got": data}
+
+
+def step_a() -> str:
+    return "a"
+
+
+def step_b() -> str:
+    return "b"
+
+
+@agent(name="tests.variant")
+def variant(ctx: RunContext) -> str:
+    # Variant b changes the first step, which runs before the wait and is already recorded.
+    first = ctx.step(step_a) if VARIANT == "a" else ctx.call(record_effect, tag="changed")
+    ctx.wait_for("continue")
+    return first + ctx.step(step_b)
+
+
+@tool(name="tests.typed")
+def typed(count: int, label: str, ratio: float = 1.0) -> str:
+    executed("typed")
+    return f"{label}x{count}"
+
+
+@agent(name="tests.bad_args")
+def bad_args(ctx: RunContext) -> dict:
+    try:
+        ctx.call(typed, count="many", label="x")
+    except ToolArgumentError as exc:
+        error = str(exc)
+    return {"error": error, "after": ctx.call(typed, count=2, label="ok")}
+
+
+class Flaky(Exception):
+    pass
+
+
+@tool(name="tests.flaky", retries=3, retry_backoff=0.2)
+def flaky(fail_times: int, *, idempotency_key: str) -> int:
+    attempt = executed(idempotency_key)
+    if attempt <= fail_times:
+        raise Flaky(f"attempt {attempt} fails")
+    return attempt
+
+
+@tool(name="tests.fatal", retries=5, non_retryable=(ValueError,))
+def fatal(*, idempotency_key: str) -> None:
+    executed(idempotency_key)
+    raise ValueError("bad data, retrying will not help")
+
+
+@tool(name="tests.hang", retries=0, timeout=0.5)
+def hang(*, idempotency_key: str) -> None:
+    executed(idempotency_key)
+    time.sleep(30)
+
+
+@agent(name="tests.retries")
+def retries(ctx: RunContext) -> dict:
+    result = {"flaky": ctx.call(flaky, fail_times=2)}
+    for name, target in (("fatal", fatal), ("hang", hang)):
+        try:
+            ctx.call(target)
+        except ToolError as exc:
+            result[name] = {"attempts": exc.attempts, "type": exc.error_type, "message": str(exc)}
+    return result
+
+
+@tool(name="tests.block", retries=0)
+def block(flag: str) -> bool:
+    executed(f"block:{flag}")
+    return wait_for_flag(flag)
+
+
+@agent(name="tests.cancellable")
+def cancellable(ctx: RunContext) -> str:
+    ctx.call(block, flag="release")
+    for i in range(5):
+        ctx.call(record_effect, tag=f"after-cancel-{i}")
+    return "finished"
