@@ -45,7 +45,16 @@ def square(run_id: str, i: int) -> int:
     return i * i
 
 
-@agent(name="tests.mixed")
+def mixed_v0(ctx: RunContext, n: int) -> dict:
+    """The version of tests.mixed that old runs were pinned to."""
+    return {"v0": [ctx.step(square, str(ctx.run.id), i) for i in range(n)]}
+
+
+if os.environ.get("AGENTFLOW_TEST_DEPLOY_V0"):  # a worker that still carries version 0
+    agent(name="tests.mixed", version="0")(mixed_v0)
+
+
+@agent(name="tests.mixed", version="1")
 def mixed(ctx: RunContext, n: int) -> dict:
     """n positions alternating ctx.step and ctx.call."""
     squares, effects = 0, 0
