@@ -67,7 +67,8 @@ def test_run_pinned_to_an_undeployed_version_waits_with_a_clear_error(workers):
     advance.delay(str(run.id))
     waiting = wait_until(
         lambda: Run.objects.filter(id=run.id, status=Run.Status.WAITING).first(),
-        timeout=30, what="the run to wait for its version",
+        timeout=30,
+        what="the run to wait for its version",
     )
     assert "Agent 'tests.mixed' version 0 is not deployed here" in waiting.wait_reason
     assert "deployed versions: 1" in waiting.wait_reason

@@ -16,7 +16,13 @@ from agentflow.exceptions import PayloadError
 def dumps(value: Any, *, what: str, sort_keys: bool = False) -> str:
     """Encode ``value`` as JSON, refusing what is not JSON or larger than MAX_PAYLOAD_BYTES."""
     try:
-        text = json.dumps(value, cls=DjangoJSONEncoder, separators=(",", ":"), sort_keys=sort_keys)
+        text = json.dumps(
+            value,
+            cls=DjangoJSONEncoder,
+            separators=(",", ":"),
+            sort_keys=sort_keys,
+            allow_nan=False,
+        )
     except (TypeError, ValueError) as exc:
         raise PayloadError(
             f"{what} is not JSON-serializable ({exc}). Return and pass only JSON values "

@@ -1,0 +1,74 @@
+"""`manage.py agentflow` subcommands."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+import agentflow
+from agentflow.models import Run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_command(*args: str) -> str:
+    out = StringIO()
+    call_command("agentflow", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_list_agents_shows_versions_inputs_and_tools():
+    out = run_command("list-agents")
+    assert "billing.reconcile  version 1  input: period, settle_seconds" in out
+    assert "tests.mixed  version 1  input: n" in out
+    assert "billing.pay  retries=3 timeout=30" in out
+
+
+def test_start_wait_follows_events_on_a_real_worker_and_status_shows_the_run(workers):
+    workers("w1", concurrency=1)
+    out = run_command("start", "tests.mixed", "--input", '{"n": 3}', "--wait", "--timeout", "60")
+    assert "step.completed" in out
+    assert "run.succeeded" in out
+    assert '"squares": 1' in out
+    run = Run.objects.get()
+    status = run_command("status", str(run.id))
+    assert f"run {run.id}" in status
+    assert "status  succeeded" in status
+    assert "#2 call tests.record_effect (succeeded)" in status
+    assert "replay of run" in run_command("replay", str(run.id))
+
+
+def test_start_with_an_idempotency_key_returns_the_same_run():
+    first = run_command("start", "tests.mixed", "--input", '{"n": 1}', "--idempotency-key", "k1")
+    second = run_command("start", "tests.mixed", "--input", '{"n": 1}', "--idempotency-key", "k1")
+    assert first.split()[1] == second.split()[1]
+    assert Run.objects.count() == 1
+
+
+def test_recover_reports_what_it_woke(recording_dispatcher):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    run = Run.objects.create(agent="tests.mixed", agent_version="1", input={"n": 1})
+    Run.objects.filter(id=run.id).update(created_at=timezone.now() - timedelta(minutes=5))
+    out = run_command("recover")
+    assert "looking for runs to recover" in out
+    assert "woke 1 run(s): 1 pending" in out
+    assert [r for r, _ in recording_dispatcher] == [run.id]
+
+
+def test_replay_command_fails_on_mismatch(workers, monkeypatch):
+    from django.core.management import CommandError
+
+    from tests.testapp import agents as test_agents
+
+    workers("w1", concurrency=1)
+    run = agentflow.start("tests.variant", {})
+    agentflow.signal(run, "continue")
+    assert agentflow.wait(run).status == Run.Status.SUCCEEDED
+    monkeypatch.setattr(test_agents, "VARIANT", "b")
+    with pytest.raises(CommandError, match="replay found mismatches"):
+        run_command("replay", str(run.id))

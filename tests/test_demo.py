@@ -1,0 +1,32 @@
+"""The embedded default: `make demo` on SQLite with an in-process worker, no services."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from tests.conftest import ROOT
+
+
+def test_make_demo_runs_the_demo_agent_to_completion(tmp_path):
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL"}
+    }
+    environment["AGENTFLOW_VAR_DIR"] = str(tmp_path)
+    result = subprocess.run(
+        ["make", "--no-print-directory", "demo", "DEMO_ARGS=--once"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert (tmp_path / "agentflow.sqlite3").exists()  # the embedded database, not PostgreSQL
+    assert "created the admin user" in output
+    assert "run.succeeded" in output
+    assert '"paid": [\n    "INV-1002",\n    "INV-1004"\n  ]' in output
+    assert '"total_paid": "390.75"' in output

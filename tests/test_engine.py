@@ -1,0 +1,162 @@
+"""The engine at its ports: leases, wake-ups and the reconciler, on real PostgreSQL.
+
+These drive ``executor.advance`` in this process with a recording dispatcher; the
+Celery path is covered by the worker tests.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+import agentflow
+from agentflow.engine import executor, leases, reconciler
+from agentflow.models import Event, Run, Step
+from tests.support import run_ids
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_advance_runs_a_run_to_completion_and_writes_ordered_events(recording_dispatcher):
+    run = agentflow.start("tests.mixed", {"n": 4})
+    assert run_ids(recording_dispatcher) == [run.id]
+    assert executor.advance(run.id, worker="test") == "succeeded"
+    run.refresh_from_db()
+    assert run.status == Run.Status.SUCCEEDED
+    assert run.lease_expires_at is None
+    types = list(Event.objects.filter(run=run).order_by("seq").values_list("type", flat=True))
+    assert types[:2] == ["run.created", "run.started"]
+    assert types[-1] == "run.succeeded"
+    seqs = list(Event.objects.filter(run=run).order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert executor.advance(run.id, worker="test") == "skipped"  # finished runs stay finished
+
+
+def test_a_held_lease_turns_a_second_advance_into_a_wake_up_for_the_holder(recording_dispatcher):
+    run = agentflow.start("tests.waiter", {})
+    lease = leases.acquire(run.id, "holder")
+    assert lease is not None
+    assert executor.advance(run.id, worker="intruder") == "skipped"
+    assert Run.objects.get(id=run.id).wake_seq == lease.wake_seq + 1
+    # The holder cannot park the run: something it waits on may have arrived meanwhile.
+    assert leases.release_waiting(lease, reason="test", wake_at=None) is False
+    assert leases.release_waiting(lease, reason="test", wake_at=None) is True
+    assert Run.objects.get(id=run.id).status == Run.Status.WAITING
+
+
+def test_a_stale_lease_holder_cannot_write(recording_dispatcher):
+    from agentflow.engine import store
+    from agentflow.engine.interrupts import LeaseLost
+
+    run = agentflow.start("tests.mixed", {"n": 1})
+    stale = leases.acquire(run.id, "stale")
+    Run.objects.filter(id=run.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    fresh = leases.acquire(run.id, "fresh")
+    assert fresh.fence.token == stale.fence.token + 1
+    with pytest.raises(LeaseLost):
+        store.insert_step(
+            stale.fence,
+            position=0,
+            kind="step",
+            name="x",
+            status="succeeded",
+            args_json="[]",
+            args_hash="0",
+            output_json="1",
+        )
+    assert not Step.objects.filter(run=run).exists()
+    assert leases.renew(stale) is False
+    assert leases.renew(fresh) is True
+
+
+def test_signal_during_an_advance_is_not_lost(recording_dispatcher):
+    run = agentflow.start("tests.waiter", {})
+    lease = leases.acquire(run.id, "holder")
+    agentflow.signal(run, "go", 7)  # arrives while the run is held
+    assert leases.release_waiting(lease, reason="waiting", wake_at=None) is False
+    Run.objects.filter(id=run.id).update(lease_expires_at=None, status=Run.Status.WAITING)
+    assert executor.advance(run.id, worker="test") == "succeeded"
+    assert Run.objects.get(id=run.id).output == {"got": 7}
+
+
+def test_reconciler_wakes_dead_leases_due_timers_and_lost_starts_once(recording_dispatcher):
+    now = timezone.now()
+    make = Run.objects.create
+    dead = make(
+        agent="tests.mixed",
+        agent_version="1",
+        status="running",
+        lease_token=1,
+        lease_expires_at=now - timedelta(seconds=1),
+        input={"n": 1},
+    )
+    alive = make(
+        agent="tests.mixed",
+        agent_version="1",
+        status="running",
+        lease_token=1,
+        lease_expires_at=now + timedelta(seconds=60),
+        input={"n": 1},
+    )
+    due = make(
+        agent="tests.mixed",
+        agent_version="1",
+        status="waiting",
+        wake_at=now - timedelta(seconds=1),
+        input={"n": 1},
+    )
+    later = make(
+        agent="tests.mixed",
+        agent_version="1",
+        status="waiting",
+        wake_at=now + timedelta(seconds=60),
+        input={"n": 1},
+    )
+    lost = make(agent="tests.mixed", agent_version="1", input={"n": 1})
+    Run.objects.filter(id=lost.id).update(created_at=now - timedelta(minutes=1))
+    fresh = make(agent="tests.mixed", agent_version="1", input={"n": 1})
+    done = make(
+        agent="tests.mixed",
+        agent_version="1",
+        status="succeeded",
+        wake_at=now - timedelta(seconds=1),
+        input={"n": 1},
+    )
+
+    woken = reconciler.reconcile()
+    assert woken == {"running": 1, "waiting": 1, "pending": 1}
+    assert set(run_ids(recording_dispatcher)) == {dead.id, due.id, lost.id}
+    assert not {alive.id, later.id, fresh.id, done.id} & set(run_ids(recording_dispatcher))
+    # A second pass within a lease does not send the same wake-ups again.
+    assert reconciler.reconcile() == {}
+
+
+def test_a_wake_up_after_a_sleep_is_scheduled_at_the_timer(recording_dispatcher):
+    run = agentflow.start("tests.sleeper", {"seconds": 30})
+    assert executor.advance(run.id, worker="test") == "waiting"
+    run.refresh_from_db()
+    (_, eta) = recording_dispatcher[-1]
+    assert eta == run.wake_at
+    assert "sleeping until" in run.wait_reason
+
+
+def test_user_code_cannot_swallow_non_determinism(recording_dispatcher, monkeypatch):
+    from tests.testapp import agents as test_agents
+
+    run = agentflow.start("tests.variant", {})
+    assert executor.advance(run.id, worker="test") == "waiting"
+
+    def swallowing(ctx):
+        try:
+            ctx.call(test_agents.record_effect, tag="x")  # position 0 was a ctx.step
+        except Exception:
+            pass
+        return "carried on"
+
+    monkeypatch.setattr(test_agents.variant, "fn", swallowing)
+    agentflow.signal(run, "continue")
+    assert executor.advance(run.id, worker="test") == "failed"
+    run.refresh_from_db()
+    assert run.error["type"] == "agentflow.exceptions.NonDeterminismError"

@@ -1,0 +1,70 @@
+"""Guards on the project itself: migrations, the public API and system checks."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+import agentflow
+
+API_NAMES = {
+    "AgentDefinition",
+    "AgentflowError",
+    "AlreadyDecided",
+    "BudgetExceeded",
+    "InvalidInput",
+    "InvalidState",
+    "NonDeterminismError",
+    "PayloadError",
+    "PolicyDenied",
+    "ReplayReport",
+    "RunContext",
+    "ToolArgumentError",
+    "ToolDefinition",
+    "ToolError",
+    "UnknownAgent",
+    "UnknownTool",
+    "agent",
+    "cancel",
+    "get_run",
+    "replay",
+    "signal",
+    "start",
+    "tool",
+    "wait",
+}
+
+
+@pytest.mark.django_db
+def test_models_and_migrations_agree():
+    out = StringIO()
+    call_command("makemigrations", "--check", "--dry-run", stdout=out)
+    assert "No changes detected" in out.getvalue()
+
+
+def test_public_names_are_exactly_the_contract():
+    assert set(agentflow.__all__) == API_NAMES
+    for name in API_NAMES:
+        assert getattr(agentflow, name) is not None
+
+
+def test_every_error_derives_from_the_root():
+    for name in API_NAMES:
+        value = getattr(agentflow, name)
+        if isinstance(value, type) and issubclass(value, Exception):
+            assert issubclass(value, agentflow.AgentflowError), name
+
+
+def test_system_checks_refuse_bad_settings(settings):
+    from agentflow.checks import check_settings
+
+    assert check_settings() == []
+    settings.AGENTFLOW = {"LEASE_SECONDS": -1}
+    assert [m.id for m in check_settings()] == ["agentflow.E002"]
+    settings.AGENTFLOW = {"LEASE_SECONDS": 2, "RECONCILE_EVERY": 10}
+    assert [m.id for m in check_settings()] == ["agentflow.W001"]
+    settings.AGENTFLOW = {"LEASE_SECOND": 2}
+    (error,) = check_settings()
+    assert error.id == "agentflow.E001" and "LEASE_SECOND" in error.msg
