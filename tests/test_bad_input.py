@@ -48,7 +48,7 @@ def test_input_of_the_wrong_type_or_not_json_is_refused():
     with pytest.raises(agentflow.InvalidInput, match="timeout: Input should be a valid number"):
         agentflow.start("tests.waiter", {"timeout": "soon"})
     with pytest.raises(
-        agentflow.PayloadError, match="input of agent billing.reconcile is not JSON"
+        agentflow.PayloadError, match=r"input of agent billing\.reconcile is not JSON"
     ):
         agentflow.start("billing.reconcile", {"settle_seconds": float("nan")})
     assert not Run.objects.exists()

@@ -87,7 +87,7 @@ def test_same_name_for_two_functions_is_an_error(clean_registry):
 
 
 def test_unknown_tool_lists_the_known_ones():
-    with pytest.raises(agentflow.UnknownTool, match="known tools: .*billing.pay"):
+    with pytest.raises(agentflow.UnknownTool, match=r"known tools: .*billing\.pay"):
         registry.get_tool("billing.refund")
 
 

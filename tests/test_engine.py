@@ -6,6 +6,8 @@ Celery path is covered by the worker tests.
 
 from __future__ import annotations
 
+import contextlib
+
 from datetime import timedelta
 
 import pytest
@@ -149,10 +151,8 @@ def test_user_code_cannot_swallow_non_determinism(recording_dispatcher, monkeypa
     assert executor.advance(run.id, worker="test") == "waiting"
 
     def swallowing(ctx):
-        try:
+        with contextlib.suppress(Exception):
             ctx.call(test_agents.record_effect, tag="x")  # position 0 was a ctx.step
-        except Exception:
-            pass
         return "carried on"
 
     monkeypatch.setattr(test_agents.variant, "fn", swallowing)
