@@ -7,7 +7,6 @@ Celery path is covered by the worker tests.
 from __future__ import annotations
 
 import contextlib
-
 from datetime import timedelta
 
 import pytest
