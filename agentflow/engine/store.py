@@ -7,6 +7,7 @@ the hot path: one ``ctx.step`` must cost about one commit.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -77,33 +78,102 @@ def _json(value: Any, what: str) -> str | None:
     return None if value is None else dumps(value, what=what)
 
 
-def _bump_seq(cursor: Any, fence: Fence) -> int:
-    """Take the next event number, proving the lease in the same statement."""
-    cursor.execute(
-        f"UPDATE {RUN} SET event_seq = event_seq + 1 "
-        "WHERE id = %s AND lease_token = %s AND status = 'running' RETURNING event_seq",
-        [_uuid(fence.run_id), fence.token],
+def _fence_sql(with_event: bool) -> str:
+    """A CTE ``fence`` with one row (the next event seq) only if the lease still holds."""
+    if with_event:
+        return (
+            f"fence AS (UPDATE {RUN} SET event_seq = event_seq + 1 "
+            "WHERE id = %s AND lease_token = %s AND status = 'running' RETURNING event_seq)"
+        )
+    return (
+        f"fence AS (SELECT event_seq FROM {RUN} "
+        "WHERE id = %s AND lease_token = %s AND status = 'running')"
     )
-    row = cursor.fetchone()
-    if row is None:
-        raise LeaseLost(f"run {fence.run_id} is no longer held with token {fence.token}")
-    return row[0]
 
 
-def _check_fence(cursor: Any, fence: Fence) -> None:
-    cursor.execute(
-        f"SELECT 1 FROM {RUN} WHERE id = %s AND lease_token = %s AND status = 'running'",
-        [_uuid(fence.run_id), fence.token],
-    )
-    if cursor.fetchone() is None:
-        raise LeaseLost(f"run {fence.run_id} is no longer held with token {fence.token}")
+EVENT_COLUMNS = "(run_id, seq, type, data, created_at)"
 
 
 def _insert_event(cursor: Any, run_id: UUID, seq: int, type_: str, data_json: str) -> None:
     cursor.execute(
-        f"INSERT INTO {EVENT} (run_id, seq, type, data, created_at) VALUES (%s, %s, %s, %s, %s)",
+        f"INSERT INTO {EVENT} {EVENT_COLUMNS} VALUES (%s, %s, %s, %s, %s)",
         [_uuid(run_id), seq, type_, data_json, _when(timezone.now())],
     )
+
+
+def _next_seq(cursor: Any, run_id: UUID) -> int:
+    cursor.execute(
+        f"UPDATE {RUN} SET event_seq = event_seq + 1 WHERE id = %s RETURNING event_seq",
+        [_uuid(run_id)],
+    )
+    return cursor.fetchone()[0]
+
+
+def _write(
+    fence: Fence,
+    write: str,
+    values: list[Any],
+    event: tuple[str, dict[str, Any]] | None,
+) -> tuple[Any, ...]:
+    """Run ``write`` (reading the CTE ``fence``, returning one row) and the event, atomically.
+
+    PostgreSQL does it all in one statement: one round trip, one commit. Elsewhere
+    (SQLite) it takes one transaction of two or three statements.
+    """
+    event_json = dumps(event[1], what=f"event {event[0]}") if event else None
+    fence_values = [_uuid(fence.run_id), fence.token]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            sql = f"WITH {_fence_sql(bool(event))}, written AS ({write})"
+            params = [*fence_values, *values]
+            if event:
+                sql += (
+                    f", evented AS (INSERT INTO {EVENT} {EVENT_COLUMNS} "
+                    "SELECT %s, fence.event_seq, %s, %s, %s FROM fence, written)"
+                )
+                params += [_uuid(fence.run_id), event[0], event_json, _when(timezone.now())]
+            cursor.execute(f"{sql} SELECT * FROM written", params)
+            row = cursor.fetchone()
+        else:
+            with transaction.atomic():
+                cursor.execute(f"WITH {_fence_sql(False)} {write}", [*fence_values, *values])
+                row = cursor.fetchone()
+                if row is not None and event:
+                    seq = _next_seq(cursor, fence.run_id)
+                    _insert_event(cursor, fence.run_id, seq, event[0], event_json)
+    if row is None:
+        raise LeaseLost(f"run {fence.run_id} is no longer held with token {fence.token}")
+    return row
+
+
+STEP_COLUMNS = (
+    "run_id",
+    "position",
+    "index",
+    "kind",
+    "name",
+    "status",
+    "args",
+    "args_hash",
+    "output",
+    "error",
+    "attempts",
+    "idempotency_key",
+    "started_at",
+    "finished_at",
+    "wake_at",
+    "input_tokens",
+    "output_tokens",
+    "cost",
+)
+
+
+@functools.cache
+def _insert_step_sql(vendor: str) -> str:
+    """The step INSERT for this database, built once (quoting names is not free)."""
+    columns = ", ".join(connection.ops.quote_name(c) for c in STEP_COLUMNS)
+    placeholders = ", ".join(["%s"] * len(STEP_COLUMNS))
+    return f"INSERT INTO {STEP} ({columns}) SELECT {placeholders} FROM fence RETURNING id, output"
 
 
 def insert_step(
@@ -124,41 +194,34 @@ def insert_step(
     wake_at: datetime | None = None,
     event: tuple[str, dict[str, Any]] | None = None,
 ) -> tuple[int, Any]:
-    """Record a new step (and its event) if the lease still holds; return (id, stored output)."""
-    error_json = _json(error, f"error of step {position}")
-    event_json = _json(event[1], f"event {event[0]}") if event else None
+    """Record a new step (and its event) if the lease still holds; return (id, stored output).
+
+    The output comes back as the database stores it, so the agent sees the same value
+    now and on every replay (PostgreSQL's jsonb, for one, reorders object keys).
+    """
+    values = [
+        _uuid(fence.run_id),
+        position,
+        None,
+        kind,
+        name,
+        status,
+        args_json,
+        args_hash,
+        output_json,
+        _json(error, f"error of step {position}"),
+        attempts,
+        key,
+        _when(started_at),
+        _when(finished_at),
+        _when(wake_at),
+        0,
+        0,
+        0,
+    ]
+    write = _insert_step_sql(connection.vendor)
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            if event:
-                seq = _bump_seq(cursor, fence)
-            else:
-                _check_fence(cursor, fence)
-            cursor.execute(
-                f"INSERT INTO {STEP} (run_id, position, {connection.ops.quote_name('index')}, "
-                "kind, name, status, args, args_hash, output, error, attempts, idempotency_key, "
-                "started_at, finished_at, wake_at, input_tokens, output_tokens, cost) "
-                "VALUES (%s, %s, NULL, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, 0, 0) "
-                "RETURNING id, output",
-                [
-                    _uuid(fence.run_id),
-                    position,
-                    kind,
-                    name,
-                    status,
-                    args_json,
-                    args_hash,
-                    output_json,
-                    error_json,
-                    attempts,
-                    key,
-                    _when(started_at),
-                    _when(finished_at),
-                    _when(wake_at),
-                ],
-            )
-            step_id, output = cursor.fetchone()
-            if event:
-                _insert_event(cursor, fence.run_id, seq, event[0], event_json)
+        step_id, output = _write(fence, write, values, event)
     except IntegrityError as exc:
         # Another holder recorded this position first: this writer is stale.
         raise LeaseLost(
@@ -180,33 +243,22 @@ def update_step(
     event: tuple[str, dict[str, Any]] | None = None,
 ) -> Any:
     """Move a step to a new status (and write its event) if the lease still holds."""
-    error_json = _json(error, f"error of step {step_id}")
-    event_json = _json(event[1], f"event {event[0]}") if event else None
-    with transaction.atomic(), connection.cursor() as cursor:
-        if event:
-            seq = _bump_seq(cursor, fence)
-        else:
-            _check_fence(cursor, fence)
-        cursor.execute(
-            f"UPDATE {STEP} SET status = %s, output = %s, error = %s, "
-            "attempts = COALESCE(%s, attempts), finished_at = %s, wake_at = %s "
-            "WHERE id = %s RETURNING output",
-            [
-                status,
-                output_json,
-                error_json,
-                attempts,
-                _when(finished_at),
-                _when(wake_at),
-                step_id,
-            ],
-        )
-        row = cursor.fetchone()
-        if row is None:
-            raise LeaseLost(f"step {step_id} of run {fence.run_id} no longer exists")
-        if event:
-            _insert_event(cursor, fence.run_id, seq, event[0], event_json)
-    return loads(row[0])
+    write = (
+        f"UPDATE {STEP} SET status = %s, output = %s, error = %s, "
+        "attempts = COALESCE(%s, attempts), finished_at = %s, wake_at = %s "
+        "WHERE id = %s AND EXISTS (SELECT 1 FROM fence) RETURNING id, output"
+    )
+    values = [
+        status,
+        output_json,
+        _json(error, f"error of step {step_id}"),
+        attempts,
+        _when(finished_at),
+        _when(wake_at),
+        step_id,
+    ]
+    _, output = _write(fence, write, values, event)
+    return loads(output)
 
 
 def append_event(run_id: UUID, type_: str, data: dict[str, Any]) -> int:
@@ -217,11 +269,7 @@ def append_event(run_id: UUID, type_: str, data: dict[str, Any]) -> int:
     """
     data_json = dumps(data, what=f"event {type_}")
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {RUN} SET event_seq = event_seq + 1 WHERE id = %s RETURNING event_seq",
-            [_uuid(run_id)],
-        )
-        (seq,) = cursor.fetchone()
+        seq = _next_seq(cursor, run_id)
         _insert_event(cursor, run_id, seq, type_, data_json)
     return seq
 

@@ -1,0 +1,1 @@
+"""Benchmarks of agentflow against its physical floor and its peers, run with `python -m bench`."""

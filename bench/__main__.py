@@ -1,0 +1,79 @@
+"""Run every benchmark, each in its own process, and print one table of ratios and goals.
+
+    python -m bench [--steps 5500] [--workflows 300]
+
+Each system runs in a fresh process on a fresh PostgreSQL database of this machine, in
+the same invocation, so the ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def measure(module: str, *args: int) -> dict[str, float]:
+    print(f"  running {module} {' '.join(map(str, args))} ...", flush=True)
+    result = subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH ")]
+    if result.returncode or not lines:
+        sys.exit(f"{module} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return json.loads(lines[-1].removeprefix("BENCH "))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--steps", type=int, default=5500, help="length of the long run")
+    parser.add_argument("--workflows", type=int, default=300, help="how many 3-step runs")
+    parser.add_argument("--window", type=int, default=400, help="steps per cost window")
+    options = parser.parse_args()
+    early, late = 100, options.steps - options.window
+    print("per-step overhead on PostgreSQL")
+    r: dict[str, float] = {}
+    r |= measure("bench.floor", options.steps)
+    r |= measure("bench.agentflow_steps", options.steps, options.workflows, early, late, options.window)
+    r |= measure("bench.dbos_steps", options.steps, options.workflows, early)
+
+    rows = [
+        ("raw INSERT, autocommit (floor)", r["floor_insert"], None, None),
+        ("agentflow ctx.step, long run", r["agentflow_step"], None, None),
+        ("agentflow 3-step run, per step", r["agentflow_three"], None, None),
+        ("DBOS step, long workflow", r["dbos_step"], None, None),
+        ("DBOS 3-step workflow, per step", r["dbos_three"], None, None),
+        (f"agentflow ctx.step at step {early}", r["agentflow_step_early"], None, None),
+        (f"agentflow ctx.step at step {late}", r["agentflow_step_late"], None, None),
+    ]
+    ratios = [
+        ("ctx.step / raw INSERT", r["agentflow_step"] / r["floor_insert"], 4.0),
+        ("ctx.step / DBOS 3-step workflow step", r["agentflow_step"] / r["dbos_three"], 0.35),
+        ("ctx.step / DBOS step (long workflows)", r["agentflow_step"] / r["dbos_step"], None),
+        ("3-step run / DBOS 3-step workflow", r["agentflow_three"] / r["dbos_three"], None),
+        (f"step {late} / step {early}", r["agentflow_step_late"] / r["agentflow_step_early"], 1.2),
+    ]
+    print()
+    print(f"{'measurement':<44}{'ms/step':>10}")
+    print("-" * 54)
+    for name, value, *_ in rows:
+        print(f"{name:<44}{value:>10.3f}")
+    print()
+    print(f"{'ratio':<44}{'value':>8}{'goal':>9}  result")
+    print("-" * 70)
+    failed = False
+    for name, value, goal in ratios:
+        verdict = "" if goal is None else ("met" if value <= goal else "MISSED")
+        failed |= verdict == "MISSED"
+        goal_text = "" if goal is None else f"<= {goal:g}"
+        print(f"{name:<44}{value:>8.2f}{goal_text:>9}  {verdict}")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

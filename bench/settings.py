@@ -1,0 +1,15 @@
+"""The demo site's settings on a PostgreSQL database of the benchmark's own."""
+
+import os
+
+import dj_database_url
+
+from apps.project.settings import *  # noqa: F403
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ["BENCH_DATABASE_URL"], conn_max_age=None, conn_health_checks=False
+    )
+}
+LOGGING = {"version": 1, "disable_existing_loggers": False}
+DEBUG = False
