@@ -21,7 +21,10 @@ def measure(module: str, *args: int) -> dict[str, float]:
     print(f"  running {module} {' '.join(map(str, args))} ...", flush=True)
     result = subprocess.run(
         [sys.executable, "-m", module, *map(str, args)],
-        cwd=ROOT, capture_output=True, text=True, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH ")]
     if result.returncode or not lines:
@@ -30,7 +33,9 @@ def measure(module: str, *args: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=5500, help="length of the long run")
     parser.add_argument("--workflows", type=int, default=300, help="how many 3-step runs")
     parser.add_argument("--window", type=int, default=400, help="steps per cost window")
@@ -39,7 +44,9 @@ def main() -> None:
     print("per-step overhead on PostgreSQL")
     r: dict[str, float] = {}
     r |= measure("bench.floor", options.steps)
-    r |= measure("bench.agentflow_steps", options.steps, options.workflows, early, late, options.window)
+    r |= measure(
+        "bench.agentflow_steps", options.steps, options.workflows, early, late, options.window
+    )
     r |= measure("bench.dbos_steps", options.steps, options.workflows, early)
 
     rows = [

@@ -6,24 +6,17 @@ the test database pytest-django created.
 
 import os
 
-import dj_database_url
-
+# The same switches a production site uses: PostgreSQL and Redis through their URLs.
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/agentflow")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
 
 from apps.project.settings import *  # noqa: F403
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405
 
-DATABASES = {
-    "default": dj_database_url.parse(
-        os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/agentflow"),
-        conn_max_age=None,
-        conn_health_checks=True,
-    )
-}
-DATABASES["default"]["TEST"] = {"NAME": "test_agentflow"}
+DATABASES["default"]["TEST"] = {"NAME": "test_agentflow"}  # noqa: F405
 if os.environ.get("AGENTFLOW_TEST_WORKER"):
-    DATABASES["default"]["NAME"] = DATABASES["default"]["TEST"]["NAME"]
+    DATABASES["default"]["NAME"] = DATABASES["default"]["TEST"]["NAME"]  # noqa: F405
 
 AGENTFLOW = {
     "LEASE_SECONDS": 3.0,

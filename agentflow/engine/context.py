@@ -23,7 +23,12 @@ from agentflow.engine.errors import rebuild_exception, tool_error
 from agentflow.engine.interrupts import Interrupt, LeaseLost, Suspend
 from agentflow.engine.serialize import args_hash, dumps, error_record
 from agentflow.engine.timeouts import call_with_timeout
-from agentflow.exceptions import NonDeterminismError, PayloadError, ToolArgumentError
+from agentflow.exceptions import (
+    NonDeterminismError,
+    PayloadError,
+    PolicyDenied,
+    ToolArgumentError,
+)
 from agentflow.models import Step
 
 if TYPE_CHECKING:
@@ -367,6 +372,15 @@ class _ToolCall:
         return self.ctx._event(type_, self.position, "call", self.tool.name, **extra)
 
     def run(self) -> Any:
+        if self.tool.requires_approval:
+            # Fail closed: this version cannot ask a person yet, so the tool must not run.
+            denied = PolicyDenied(
+                f"Tool '{self.tool.name}' requires approval at {self.where}, and this agentflow "
+                "version cannot request approvals yet. The tool did not run; remove "
+                "requires_approval=True or upgrade agentflow."
+            )
+            self._finish_new(Step.Status.FAILED, error=error_record(denied))
+            raise denied
         try:
             kwargs = self.tool.validate(self.args)
         except ValueError as exc:

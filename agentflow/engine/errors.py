@@ -6,7 +6,7 @@ from typing import Any
 
 from django.utils.module_loading import import_string
 
-from agentflow.exceptions import AgentflowError, ToolArgumentError, ToolError
+from agentflow.exceptions import AgentflowError, PolicyDenied, ToolArgumentError, ToolError
 
 
 def qualified_name(cls: type) -> str:
@@ -28,6 +28,8 @@ def tool_error(tool: str, where: str, attempts: int, exc: BaseException) -> Tool
 def rebuild_exception(kind: str, error: dict[str, Any]) -> BaseException:
     """Recreate the exception a recorded failed step raised, so replay raises it again."""
     type_path, message = error.get("type", ""), error.get("message", "")
+    if kind == "call" and type_path == qualified_name(PolicyDenied):
+        return PolicyDenied(message)
     if kind == "call":
         cls = ToolArgumentError if type_path == qualified_name(ToolArgumentError) else ToolError
         return cls(

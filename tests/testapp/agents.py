@@ -9,7 +9,7 @@ import time
 
 from django.db import IntegrityError, transaction
 
-from agentflow import RunContext, ToolArgumentError, ToolError, agent, tool
+from agentflow import PolicyDenied, RunContext, ToolArgumentError, ToolError, agent, tool
 from tests.testapp.models import Execution, Flag, SideEffect
 
 # Deployed "code version" of tests.variant; a worker started with another value runs other code.
@@ -184,3 +184,39 @@ def cancellable(ctx: RunContext) -> str:
     for i in range(5):
         ctx.call(record_effect, tag=f"after-cancel-{i}")
     return "finished"
+
+
+@agent(name="tests.recorded")
+def recorded(ctx: RunContext) -> dict:
+    """Values that must be identical on replay, and an event of the agent's own."""
+    values = {"now": ctx.now().isoformat(), "random": ctx.random(), "uuid": str(ctx.uuid())}
+    ctx.emit("progress", {"stage": "values drawn"})
+    ctx.wait_for("go")
+    return values
+
+
+# Whether the deployed code carries the "add-b" change (see test_patched_*).
+ADD_B = False
+
+
+@agent(name="tests.patchy")
+def patchy(ctx: RunContext) -> list:
+    done = [ctx.step(step_a)]
+    if ADD_B and ctx.patched("add-b"):
+        done.append(ctx.step(step_b))
+    ctx.wait_for("go")
+    return done
+
+
+@tool(name="tests.guarded", requires_approval=True)
+def guarded() -> str:
+    executed("guarded")
+    return "ran"
+
+
+@agent(name="tests.guarded_agent")
+def guarded_agent(ctx: RunContext) -> str:
+    try:
+        return ctx.call(guarded)
+    except PolicyDenied as exc:
+        return str(exc)

@@ -1,0 +1,8 @@
+# The demo site as one image; docker-compose.yml runs it as web, worker and beat.
+FROM python:3.11-slim
+WORKDIR /app
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+COPY pyproject.toml README.md ./
+COPY agentflow ./agentflow
+RUN pip install --no-cache-dir .
+COPY . .
