@@ -159,3 +159,43 @@ def test_user_code_cannot_swallow_non_determinism(recording_dispatcher, monkeypa
     assert executor.advance(run.id, worker="test") == "failed"
     run.refresh_from_db()
     assert run.error["type"] == "agentflow.exceptions.NonDeterminismError"
+
+
+def test_a_database_failure_under_the_engine_leaves_the_run_to_be_retried(
+    recording_dispatcher, monkeypatch
+):
+    import psycopg
+    from django.db import connection
+
+    from tests.testapp import agents as test_agents
+
+    killed = []
+
+    def kill_my_connection() -> str:
+        """Terminate this process's own PostgreSQL session, once, as a failover would."""
+        if not killed:
+            pid = connection.connection.info.backend_pid
+            params = connection.get_connection_params()
+            with psycopg.connect(
+                host=params["host"],
+                port=params["port"],
+                user=params["user"],
+                dbname=params["dbname"],
+                autocommit=True,
+            ) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+            killed.append(pid)
+        return "survived"
+
+    monkeypatch.setattr(test_agents.recorded, "fn", lambda ctx: ctx.step(kill_my_connection))
+    run = agentflow.start("tests.recorded", {})
+    assert executor.advance(run.id, worker="test") == "store-unavailable"
+    run.refresh_from_db()
+    assert run.status == Run.Status.RUNNING  # not failed: the lease will lapse and it resumes
+    assert not Step.objects.filter(run=run).exists()
+
+    Run.objects.filter(id=run.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert reconciler.reconcile() == {"running": 1}
+    assert executor.advance(run.id, worker="test") == "succeeded"
+    run.refresh_from_db()
+    assert (run.status, run.output) == (Run.Status.SUCCEEDED, "survived")

@@ -10,12 +10,13 @@ import logging
 from datetime import timedelta
 from uuid import UUID
 
+from django.db import close_old_connections
 from django.utils import timezone
 
 from agentflow import conf, registry
 from agentflow.engine import leases, store
 from agentflow.engine.context import RunContext
-from agentflow.engine.interrupts import LeaseLost, Suspend
+from agentflow.engine.interrupts import LeaseLost, StoreUnavailable, Suspend
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import dumps, error_record
 from agentflow.exceptions import PayloadError, UnknownAgent
@@ -35,6 +36,11 @@ def advance(run_id: UUID, *, worker: str) -> str:
         except LeaseLost as exc:
             logger.info("stopped advancing run %s: %s", run_id, exc)
             return "lease-lost"
+        except StoreUnavailable as exc:
+            # The lease runs out and the reconciler brings the run back; nothing is failed.
+            logger.warning("could not advance run %s: %s", run_id, exc)
+            close_old_connections()
+            return "store-unavailable"
 
 
 def _drive(lease: leases.Lease) -> str:
@@ -55,7 +61,8 @@ def _drive(lease: leases.Lease) -> str:
             output_json = dumps(output, what=f"output of run {run.id}")
         except Suspend as suspend:
             if leases.release_waiting(lease, reason=suspend.reason, wake_at=suspend.wake_at):
-                _schedule(run.id, suspend)
+                if suspend.wake_at != run.wake_at:  # else an earlier advance already sent it
+                    _schedule(run.id, suspend)
                 return "waiting"
             continue  # something we wait on moved while we ran: look again
         except Exception as exc:

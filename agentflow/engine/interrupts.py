@@ -20,3 +20,11 @@ class Suspend(Interrupt):
 
 class LeaseLost(Interrupt):
     """Another worker took the run, or it was cancelled: stop without writing anything."""
+
+
+class StoreUnavailable(Interrupt):
+    """The database failed under the engine (not under user code): retry later, fail nothing.
+
+    Deriving from ``BaseException`` keeps a dropped connection from being mistaken for the
+    agent's own failure; the lease expires and the reconciler advances the run again.
+    """

@@ -7,16 +7,18 @@ the hot path: one ``ctx.step`` must cost about one commit.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from agentflow.engine.interrupts import LeaseLost
+from agentflow.engine.interrupts import LeaseLost, StoreUnavailable
 from agentflow.engine.serialize import dumps, loads
 from agentflow.models import Event, Run, Step
 
@@ -78,6 +80,17 @@ def _json(value: Any, what: str) -> str | None:
     return None if value is None else dumps(value, what=what)
 
 
+@contextlib.contextmanager
+def unavailable_as_interrupt() -> Iterator[None]:
+    """Turn database failures other than constraint violations into ``StoreUnavailable``."""
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except DatabaseError as exc:
+        raise StoreUnavailable(f"the database failed while recording a step: {exc}") from exc
+
+
 def _fence_sql(with_event: bool) -> str:
     """A CTE ``fence`` with one row (the next event seq) only if the lease still holds."""
     if with_event:
@@ -122,7 +135,7 @@ def _write(
     """
     event_json = dumps(event[1], what=f"event {event[0]}") if event else None
     fence_values = [_uuid(fence.run_id), fence.token]
-    with connection.cursor() as cursor:
+    with unavailable_as_interrupt(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             sql = f"WITH {_fence_sql(bool(event))}, written AS ({write})"
             params = [*fence_values, *values]

@@ -45,7 +45,7 @@ def wait(
     fence, now = ctx._fence, timezone.now()
     event = ctx._event
     timed_out: TimeoutError | None = None
-    with transaction.atomic():
+    with store.unavailable_as_interrupt(), transaction.atomic():
         found, data = _consume(fence.run_id, name, position)
         if found:
             output_json = dumps(data, what=f"data of signal {name}")
