@@ -10,7 +10,17 @@ from django.contrib import admin
 from agentflow.models import Event, Run, Step
 
 
-class StepInline(admin.TabularInline):
+class ReadOnlyMixin:
+    """Runs are changed by the runtime and the API, never by editing rows."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class StepInline(ReadOnlyMixin, admin.TabularInline):
     model = Step
     extra = 0
     can_delete = False
@@ -27,46 +37,25 @@ class StepInline(admin.TabularInline):
     readonly_fields = fields
     show_change_link = True
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(Run)
-class RunAdmin(admin.ModelAdmin):
+class RunAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("id", "agent", "agent_version", "status", "created_at", "finished_at")
     list_filter = ("status", "agent")
     search_fields = ("=id", "agent", "idempotency_key")
     date_hierarchy = "created_at"
     inlines = [StepInline]
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(Step)
-class StepAdmin(admin.ModelAdmin):
+class StepAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("run", "position", "index", "kind", "name", "status", "attempts")
     list_filter = ("status", "kind")
     search_fields = ("=run__id", "name", "idempotency_key")
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("run", "seq", "type", "created_at")
     list_filter = ("type",)
     search_fields = ("=run__id", "type")
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False

@@ -56,7 +56,7 @@ class ToolDefinition:
         """Call the function directly, outside any run (no durability, no checks)."""
         return self.fn(*args, **kwargs)
 
-    @property
+    @functools.cached_property
     def takes_idempotency_key(self) -> bool:
         """Whether the runtime must pass the step's stable key to the function."""
         param = inspect.signature(self.fn).parameters.get(IDEMPOTENCY_PARAM)
