@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from agentflow.models import Event, Run, Step
+from agentflow.models import Event, Policy, Run, Step
 
 
 class ReadOnlyMixin:
@@ -59,3 +59,17 @@ class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("run", "seq", "type", "created_at")
     list_filter = ("type",)
     search_fields = ("=run__id", "type")
+
+
+@admin.register(Policy)
+class PolicyAdmin(admin.ModelAdmin):
+    """Limits take effect on every worker within AGENTFLOW['POLICY_CACHE_SECONDS']."""
+
+    list_display = ("name", "enabled", "tool", "agent", "owner", "rate_limit", "max_concurrency")
+    list_filter = ("enabled",)
+    search_fields = ("name", "tool", "agent")
+    fieldsets = (
+        (None, {"fields": ("name", "enabled")}),
+        ("Applies to", {"fields": ("tool", "agent", "owner")}),
+        ("Limits", {"fields": ("rate_limit", "max_concurrency", "per_agent", "per_owner")}),
+    )

@@ -143,7 +143,12 @@ def cancel(run: RunRef, *, by: Any = None) -> Run:
         who = getattr(by, "get_username", lambda: str(by))() if by is not None else None
         Step.objects.filter(
             run_id=run_id,
-            status__in=(Step.Status.RUNNING, Step.Status.WAITING, Step.Status.SCHEDULED),
+            status__in=(
+                Step.Status.PENDING,
+                Step.Status.RUNNING,
+                Step.Status.WAITING,
+                Step.Status.SCHEDULED,
+            ),
         ).update(
             status=Step.Status.FAILED,
             finished_at=now,

@@ -26,6 +26,19 @@ DEFAULTS: dict[str, Any] = {
     # Timers further out than this are left to the reconciler instead of a Celery
     # countdown, which Redis would redeliver after its visibility timeout.
     "MAX_COUNTDOWN_SECONDS": 300.0,
+    # Redis for fleet-wide rate limits and concurrency slots. None: the Celery broker when
+    # it is Redis, else an in-process store (the embedded default).
+    "REDIS_URL": None,
+    # Extra seconds each rate-limit window is held, so start-time jitter never lets two
+    # windows' worth of calls land in one measured window.
+    "RATE_LIMIT_GUARD_SECONDS": 0.01,
+    # Policy rows are re-read by each worker at most this often.
+    "POLICY_CACHE_SECONDS": 2.0,
+    # A fan-out child whose wake-up has not arrived after this long is sent again
+    # (a lost message, e.g. after a Redis restart); the claim makes the copy harmless.
+    "REDISPATCH_SECONDS": 60.0,
+    # Fan-out children per Celery chord; larger fan-outs are sent as several chords.
+    "CHORD_SIZE": 500,
     # Dotted path of the object that sends wake-ups (see engine.ports.Dispatcher).
     "DISPATCHER": "agentflow.tasks.CeleryDispatcher",
 }

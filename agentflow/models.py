@@ -94,6 +94,7 @@ class Step(models.Model):
     """One recorded operation of a run at a position (and child index in a fan-out)."""
 
     class Status(models.TextChoices):
+        PENDING = "pending"
         RUNNING = "running"
         WAITING = "waiting"
         SCHEDULED = "scheduled"
@@ -119,9 +120,24 @@ class Step(models.Model):
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    # Fan-out parent: children not yet finished. The join happens when it reaches 0.
+    children_left = models.PositiveIntegerField(default=0)
+    # Fan-out child: renewed while it runs, so the reconciler can tell a dead claim.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Fan-out child: when its wake-up message was last sent (lost messages are re-sent).
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    # A rate-limit slot booked for this call: at that time it runs without asking again.
+    rate_slot = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "position", "index"]
+        indexes = [
+            models.Index(
+                fields=["status", "dispatched_at"],
+                condition=Q(index__isnull=False, status__in=["pending", "scheduled", "running"]),
+                name="agentflow_step_open_child",
+            ),
+        ]
         constraints = [
             # (run, position, index) is unique; NULL index needs its own partial index
             # because NULLs never collide in a plain unique index.
@@ -177,3 +193,77 @@ class Signal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id} {self.name}"
+
+
+class Policy(models.Model):
+    """A runtime rule, edited in the admin; the most specific enabled match wins.
+
+    This version holds rate-limit and concurrency overrides for tools, optionally scoped to
+    one agent or one owner. Changes apply to every worker within POLICY_CACHE_SECONDS.
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    enabled = models.BooleanField(default=True)
+    tool = models.CharField(
+        max_length=300, help_text="tool name or glob, e.g. 'billing.*' or 'search.web'"
+    )
+    agent = models.CharField(
+        max_length=200, blank=True, default="", help_text="agent name or glob; blank for all"
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="agentflow_policies",
+        help_text="limit this owner's runs only; blank for everyone",
+    )
+    per_agent = models.BooleanField(
+        default=False, help_text="count the limit separately for each agent"
+    )
+    per_owner = models.BooleanField(
+        default=False, help_text="count the limit separately for each owner"
+    )
+    rate_limit = models.CharField(
+        max_length=20,
+        blank=True,
+        default="",
+        help_text="'N/s', 'N/m', 'N/h' or 'N/d'; blank: keep the tool's",
+    )
+    max_concurrency = models.PositiveIntegerField(
+        null=True, blank=True, help_text="overlapping calls allowed; blank: keep the tool's"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "policies"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from agentflow.definitions import parse_rate
+        from agentflow.gates.matching import validate_glob
+
+        errors = {}
+        for field in ("tool", "agent"):
+            try:
+                validate_glob(getattr(self, field))
+            except ValueError as exc:
+                errors[field] = str(exc)
+        if self.rate_limit:
+            try:
+                parse_rate(self.rate_limit)
+            except ValueError as exc:
+                errors["rate_limit"] = str(exc)
+        if self.max_concurrency == 0:
+            errors["max_concurrency"] = (
+                "must be 1 or more; leave blank to keep the tool's own limit"
+            )
+        if not self.rate_limit and self.max_concurrency is None:
+            errors["rate_limit"] = "set a rate limit, a concurrency limit, or both"
+        if errors:
+            from django.core.exceptions import ValidationError
+
+            raise ValidationError(errors)

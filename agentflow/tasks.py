@@ -11,12 +11,12 @@ import socket
 from datetime import datetime
 from uuid import UUID
 
-from celery import shared_task
+from celery import chord, shared_task
 from celery.signals import worker_ready
 from django.db import transaction
 
 from agentflow import conf
-from agentflow.engine import executor, reconciler
+from agentflow.engine import children, executor, fanout, reconciler
 
 DURABLE = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}
 
@@ -31,6 +31,18 @@ def advance(run_id: str) -> str:
     return executor.advance(UUID(run_id), worker=worker_name())
 
 
+@shared_task(name="agentflow.run_tool", acks_late=True, reject_on_worker_lost=True)
+def run_tool(step_id: int) -> str:
+    """Run one fan-out child (a chord header task: its result feeds the chord counter)."""
+    return children.run_child(step_id)
+
+
+@shared_task(name="agentflow.join", **DURABLE)
+def join(results: object, run_id: str, position: int) -> bool:
+    """Chord body: close the fan-out if its children are done. Safe to fire twice or never."""
+    return fanout.join(UUID(run_id), position)
+
+
 @shared_task(name="agentflow.reconcile", **DURABLE)
 def reconcile() -> dict[str, int]:
     """Wake runs left behind by dead workers, lost messages or due timers."""
@@ -43,11 +55,36 @@ def _queue_options() -> dict[str, str]:
 
 
 class CeleryDispatcher:
-    """Send ``agentflow.advance`` messages once the current transaction commits."""
+    """Send agentflow's messages once the current transaction commits.
+
+    Sends are ``robust``: a broker error is logged, never raised into the run, because the
+    rows are already committed and the reconciler sends what was lost.
+    """
 
     def advance(self, run_id: UUID, *, eta: datetime | None = None) -> None:
         options = _queue_options()
-        transaction.on_commit(lambda: advance.apply_async((str(run_id),), eta=eta, **options))
+        transaction.on_commit(
+            lambda: advance.apply_async((str(run_id),), eta=eta, **options), robust=True
+        )
+
+    def run_child(self, step_id: int, *, eta: datetime | None = None) -> None:
+        options = _queue_options()
+        transaction.on_commit(
+            lambda: run_tool.apply_async((step_id,), eta=eta, **options), robust=True
+        )
+
+    def fan_out(self, run_id: UUID, position: int, step_ids: list[int]) -> None:
+        """One chord per CHORD_SIZE children, so no message or group grows without bound."""
+        options = _queue_options()
+        size = conf.setting("CHORD_SIZE")
+
+        def send() -> None:
+            body = join.s(str(run_id), position).set(**options)
+            for start in range(0, len(step_ids), size):
+                chunk = step_ids[start : start + size]
+                chord([run_tool.si(step_id).set(**options) for step_id in chunk])(body)
+
+        transaction.on_commit(send, robust=True)
 
 
 @worker_ready.connect

@@ -7,6 +7,7 @@ effect runs again. At a new position it runs the operation and records it.
 
 from __future__ import annotations
 
+import contextlib
 import random as _random
 import uuid as _uuid
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from django.utils.dateparse import parse_datetime
 
 from agentflow import registry
 from agentflow.definitions import ToolDefinition
-from agentflow.engine import store
+from agentflow.engine import children, fanout, leases, store
 from agentflow.engine.errors import rebuild_exception, tool_error
 from agentflow.engine.interrupts import Interrupt, LeaseLost, Suspend
 from agentflow.engine.serialize import args_hash, dumps, error_record
@@ -28,7 +29,10 @@ from agentflow.exceptions import (
     PayloadError,
     PolicyDenied,
     ToolArgumentError,
+    ToolError,
 )
+from agentflow.gates import admission
+from agentflow.gates.limits import limits_for
 from agentflow.models import Step
 
 if TYPE_CHECKING:
@@ -194,7 +198,7 @@ class RunContext:
 
     def call(self, tool: ToolDefinition | str, /, **args: Any) -> Any:
         """Call a tool durably; its failure after retries raises ``ToolError`` here."""
-        definition = tool if isinstance(tool, ToolDefinition) else registry.get_tool(tool)
+        definition = self._tool(tool)
         try:
             args_json = dumps(args, what=f"arguments of tool {definition.name}", sort_keys=True)
         except PayloadError as exc:
@@ -207,6 +211,120 @@ class RunContext:
         if record is not None and record.status in FINISHED:
             return self._replayed(record)
         return _ToolCall(self, definition, args, args_json, digest, position, record).run()
+
+    def map(
+        self,
+        tool: ToolDefinition | str,
+        items: list[dict[str, Any]],
+        *,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Call ``tool`` once per kwargs dict in ``items``, in parallel; results in item order.
+
+        With ``return_exceptions=False`` the first failure (after every call has finished)
+        raises ``ToolError`` listing each failed index; with True, a failed call's
+        ``ToolError`` stands in its slot.
+        """
+        definition = self._tool(tool)
+        items = list(items)
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ToolArgumentError(
+                    f"ctx.map({definition.name}) item {index} is {type(item).__name__}, not a "
+                    "dict of keyword arguments",
+                    tool=definition.name,
+                )
+        calls = [(definition, item) for item in items]
+        return self._fan_out("map", definition.name, calls, return_exceptions)
+
+    def parallel(
+        self,
+        calls: list[tuple[ToolDefinition | str, dict[str, Any]]],
+        *,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Call several tools in parallel: ``[(tool, kwargs), ...]``; results in order."""
+        resolved = [(self._tool(tool), dict(kwargs)) for tool, kwargs in calls]
+        return self._fan_out("parallel", "parallel", resolved, return_exceptions)
+
+    def _tool(self, tool: ToolDefinition | str) -> ToolDefinition:
+        return tool if isinstance(tool, ToolDefinition) else registry.get_tool(tool)
+
+    def _fan_out(
+        self,
+        kind: str,
+        name: str,
+        calls: list[tuple[ToolDefinition, dict[str, Any]]],
+        return_exceptions: bool,
+    ) -> list[Any]:
+        try:
+            args_json = dumps(
+                [[tool.name, kwargs] for tool, kwargs in calls],
+                what=f"arguments of {kind} {name}",
+                sort_keys=True,
+            )
+        except PayloadError as exc:
+            raise ToolArgumentError(
+                f"{kind} {name} at run {self.run.id}: {exc}", tool=name
+            ) from None
+        position, digest, record = self._take(kind, name, args_json)
+        if record is None:
+            children = [
+                self._child(position, index, tool, kwargs)
+                for index, (tool, kwargs) in enumerate(calls)
+            ]
+            fanout.create(
+                self._fence,
+                position=position,
+                kind=kind,
+                name=name,
+                args_json=args_json,
+                args_hash=digest,
+                children=children,
+            )
+            raise Suspend(f"waiting for {len(calls)} calls of {kind} {name} (position {position})")
+        if record.status not in FINISHED:
+            raise Suspend(f"waiting for the calls of {kind} {name} (position {position})")
+        outcomes = []
+        failed = []
+        for index, (status, output, error) in enumerate(fanout.results(self.run.id, position)):
+            if status == Step.Status.SUCCEEDED:
+                outcomes.append(output)
+            else:
+                exc = rebuild_exception("call", error or {})
+                outcomes.append(exc)
+                failed.append(f"[{index}] {exc}")
+        if failed and not return_exceptions:
+            raise ToolError(
+                f"{len(failed)} of {len(outcomes)} calls of {kind} {name} failed at run "
+                f"{self.run.id} position {position}: "
+                + "; ".join(failed[:20])
+                + (f"; and {len(failed) - 20} more" if len(failed) > 20 else ""),
+                tool=name,
+            )
+        return outcomes
+
+    def _child(
+        self, position: int, index: int, tool: ToolDefinition, kwargs: dict[str, Any]
+    ) -> fanout.Child:
+        args_json = dumps(kwargs, what=f"arguments of {tool.name}", sort_keys=True)
+        if tool.requires_approval:
+            refused = PolicyDenied(
+                f"Tool '{tool.name}' requires approval at run {self.run.id} position {position} "
+                f"child {index}, and this agentflow version cannot request approvals yet. "
+                "The tool did not run."
+            )
+            return fanout.Child(tool.name, args_json, error_record(refused))
+        try:
+            tool.validate(kwargs)
+        except ValueError as exc:
+            refused = ToolArgumentError(
+                f"Tool '{tool.name}' got invalid arguments at run {self.run.id} position "
+                f"{position} child {index}: {exc}. The tool did not run.",
+                tool=tool.name,
+            )
+            return fanout.Child(tool.name, args_json, error_record(refused, tool=tool.name))
+        return fanout.Child(tool.name, args_json)
 
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` on a durable timer; no worker is held meanwhile."""
@@ -395,9 +513,60 @@ class _ToolCall:
         record, now = self.record, timezone.now()
         if record is not None and record.status == Step.Status.SCHEDULED and record.wake_at > now:
             raise Suspend(
-                f"tool {self.tool.name} retries at {record.wake_at.isoformat()}", record.wake_at
+                f"tool {self.tool.name} waits until {record.wake_at.isoformat()}", record.wake_at
             )
         attempt = (record.attempts if record else 0) + 1
+        run = self.ctx.run
+        limits = limits_for(self.tool, run.agent, run.owner_id)
+        gate = admission.Admission()
+        if limits.any:
+            gate = admission.admit(
+                limits,
+                member=f"{self.ctx._key(self.position)}:{attempt}",
+                rate_booked=record is not None and record.rate_slot is not None,
+                waiter=f"run:{run.id}",
+            )
+            if gate.delay:
+                self._throttle(gate, now)
+        try:
+            return self._attempt(kwargs, attempt, now, limits, gate)
+        finally:
+            children.wake(admission.release(limits, gate.slot))
+
+    def _throttle(self, gate: admission.Admission, now: datetime) -> None:
+        """Park the call until its booked slot (or a free concurrency slot) and suspend."""
+        wake_at = now + timedelta(seconds=gate.delay)
+        fields = {
+            "status": Step.Status.SCHEDULED,
+            "wake_at": wake_at,
+            "rate_slot": wake_at if gate.rate_booked else None,
+            "event": self._event("step.throttled", reason=gate.reason, wake_at=wake_at.isoformat()),
+        }
+        if self.record is None:
+            self.ctx._record(
+                self.position,
+                "call",
+                self.tool.name,
+                self.args_json,
+                self.digest,
+                started_at=now,
+                **fields,
+            )
+        else:
+            store.update_step(
+                self.ctx._fence, self.record.id, attempts=self.record.attempts, **fields
+            )
+        raise Suspend(gate.reason, wake_at)
+
+    def _attempt(
+        self,
+        kwargs: dict[str, Any],
+        attempt: int,
+        now: datetime,
+        limits: Any,
+        gate: admission.Admission,
+    ) -> Any:
+        record = self.record
         if record is None:
             step_id, _ = self.ctx._record(
                 self.position,
@@ -426,9 +595,14 @@ class _ToolCall:
         if self.tool.takes_idempotency_key:
             kwargs["idempotency_key"] = self.ctx._key(self.position)
         try:
-            result = call_with_timeout(
-                self.tool.fn, kwargs, self.tool.timeout, f"tool {self.tool.name}"
-            )
+            with contextlib.ExitStack() as held:
+                if gate.slot:
+                    held.enter_context(
+                        leases.heartbeat.holding(admission.SlotLease(limits, gate.slot))
+                    )
+                result = call_with_timeout(
+                    self.tool.fn, kwargs, self.tool.timeout, f"tool {self.tool.name}"
+                )
             output_json = dumps(result, what=f"output of tool {self.tool.name} at {self.where}")
         except Exception as exc:
             retryable = not isinstance(exc, (*self.tool.non_retryable, PayloadError))

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 from uuid import UUID
 
 from django.db import close_old_connections, transaction
@@ -42,6 +43,9 @@ class Lease:
     wake_seq: int
     # Set by the heartbeat thread when renewal finds the token gone (stolen or cancelled).
     lost: threading.Event = field(default_factory=threading.Event)
+
+    def renew(self) -> bool:
+        return renew(self)
 
 
 def acquire(run_id: UUID, owner: str) -> Lease | None:
@@ -128,17 +132,25 @@ def renew(lease: Lease) -> bool:
     )
 
 
+class Renewable(Protocol):
+    """Anything the heartbeat keeps alive: run leases, fan-out claims, concurrency slots."""
+
+    lost: threading.Event
+
+    def renew(self) -> bool: ...
+
+
 class Heartbeat:
     """One daemon thread per process that renews every lease this process holds."""
 
     def __init__(self) -> None:
-        self._leases: set[Lease] = set()
+        self._leases: set[Renewable] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
 
     @contextlib.contextmanager
-    def holding(self, lease: Lease) -> Iterator[Lease]:
+    def holding(self, lease: Renewable) -> Iterator[Renewable]:
         """Keep ``lease`` renewed while the block runs."""
         with self._lock:
             self._ensure_thread()
@@ -165,10 +177,10 @@ class Heartbeat:
                 leases = list(self._leases)
             for lease in leases:
                 try:
-                    if not renew(lease):
+                    if not lease.renew():
                         lease.lost.set()
-                except Exception:  # a database hiccup must not kill the heartbeat
-                    logger.exception("renewing the lease of run %s failed", lease.fence.run_id)
+                except Exception:  # a database or Redis hiccup must not kill the heartbeat
+                    logger.exception("renewing %r failed", lease)
                     close_old_connections()
 
 

@@ -13,10 +13,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agentflow import conf
+from agentflow.engine import children, fanout
 from agentflow.engine.ports import dispatcher
-from agentflow.models import Run
+from agentflow.models import Run, Step
 
 BATCH = 1000
+FAN_OUT_KINDS = ("map", "parallel")
 
 
 def reconcile() -> dict[str, int]:
@@ -27,11 +29,17 @@ def reconcile() -> dict[str, int]:
         Q(nudged_at__isnull=True) | Q(nudged_at__lt=quiet)
     )
     rows = list(due.order_by("created_at").values_list("id", "status")[:BATCH])
-    if not rows:
-        return {}
     # Several reconcilers may race here; a duplicate wake-up is harmless, only wasteful.
     Run.objects.filter(id__in=[run_id for run_id, _ in rows]).update(nudged_at=now)
     send = dispatcher()
     for run_id, _ in rows:
         send.advance(run_id)
-    return dict(Counter(status for _, status in rows))
+    woken = Counter(status for _, status in rows)
+    # Fan-outs whose children all finished but whose join was lost (e.g. the chord state
+    # vanished with a Redis FLUSHALL): the database says they are complete, so join them.
+    complete = Step.objects.filter(
+        index__isnull=True, status=Step.Status.WAITING, children_left=0, kind__in=FAN_OUT_KINDS
+    ).values_list("run_id", "position")[:BATCH]
+    woken["joined"] = sum(fanout.join(run_id, position) for run_id, position in complete)
+    woken.update(children.recover(now))
+    return {name: count for name, count in woken.items() if count}

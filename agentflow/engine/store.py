@@ -49,6 +49,7 @@ class StepRecord:
     error: dict[str, Any] | None
     attempts: int
     wake_at: datetime | None
+    rate_slot: datetime | None
 
 
 def load_history(run_id: UUID) -> dict[int, StepRecord]:
@@ -64,6 +65,7 @@ def load_history(run_id: UUID) -> dict[int, StepRecord]:
         "error",
         "attempts",
         "wake_at",
+        "rate_slot",
     )
     return {row[1]: StepRecord(*row) for row in rows}
 
@@ -178,6 +180,8 @@ STEP_COLUMNS = (
     "input_tokens",
     "output_tokens",
     "cost",
+    "children_left",
+    "rate_slot",
 )
 
 
@@ -205,6 +209,8 @@ def insert_step(
     started_at: datetime | None = None,
     finished_at: datetime | None = None,
     wake_at: datetime | None = None,
+    rate_slot: datetime | None = None,
+    children_left: int = 0,
     event: tuple[str, dict[str, Any]] | None = None,
 ) -> tuple[int, Any]:
     """Record a new step (and its event) if the lease still holds; return (id, stored output).
@@ -231,6 +237,8 @@ def insert_step(
         0,
         0,
         0,
+        children_left,
+        _when(rate_slot),
     ]
     write = _insert_step_sql(connection.vendor)
     try:
@@ -253,12 +261,13 @@ def update_step(
     attempts: int | None = None,
     finished_at: datetime | None = None,
     wake_at: datetime | None = None,
+    rate_slot: datetime | None = None,
     event: tuple[str, dict[str, Any]] | None = None,
 ) -> Any:
     """Move a step to a new status (and write its event) if the lease still holds."""
     write = (
         f"UPDATE {STEP} SET status = %s, output = %s, error = %s, "
-        "attempts = COALESCE(%s, attempts), finished_at = %s, wake_at = %s "
+        "attempts = COALESCE(%s, attempts), finished_at = %s, wake_at = %s, rate_slot = %s "
         "WHERE id = %s AND EXISTS (SELECT 1 FROM fence) RETURNING id, output"
     )
     values = [
@@ -268,6 +277,7 @@ def update_step(
         attempts,
         _when(finished_at),
         _when(wake_at),
+        _when(rate_slot),
         step_id,
     ]
     _, output = _write(fence, write, values, event)

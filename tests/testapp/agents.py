@@ -10,7 +10,7 @@ import time
 from django.db import IntegrityError, transaction
 
 from agentflow import PolicyDenied, RunContext, ToolArgumentError, ToolError, agent, tool
-from tests.testapp.models import Execution, Flag, SideEffect
+from tests.testapp.models import Call, Execution, Flag, SideEffect
 
 # Deployed "code version" of tests.variant; a worker started with another value runs other code.
 VARIANT = os.environ.get("AGENTFLOW_TEST_VARIANT", "a")
@@ -220,3 +220,88 @@ def guarded_agent(ctx: RunContext) -> str:
         return ctx.call(guarded)
     except PolicyDenied as exc:
         return str(exc)
+
+
+@tool(name="tests.child_effect")
+def child_effect(i: int, pause: float = 0.0, *, idempotency_key: str) -> int:
+    """A fan-out child with a side effect under its key (and an optional pause)."""
+    executed(idempotency_key)
+    SideEffect.objects.get_or_create(key=idempotency_key, defaults={"tool": "child_effect"})
+    if pause:
+        time.sleep(pause)
+    return i * 2
+
+
+@agent(name="tests.fan")
+def fan(ctx: RunContext, n: int, pause: float = 0.0) -> dict:
+    doubled = ctx.map(child_effect, [{"i": i, "pause": pause} for i in range(n)])
+    return {"doubled": doubled, "after": ctx.step(square, str(ctx.run.id), n)}
+
+
+@tool(name="tests.maybe_fail", retries=0)
+def maybe_fail(i: int) -> int:
+    if i % 3 == 0:
+        raise ValueError(f"item {i} is bad")
+    return i
+
+
+@agent(name="tests.fan_errors")
+def fan_errors(ctx: RunContext, n: int) -> dict:
+    slots = ctx.map(maybe_fail, [{"i": i} for i in range(n)], return_exceptions=True)
+    shown = [s if isinstance(s, int) else f"{type(s).__name__}: {s}" for s in slots]
+    try:
+        ctx.map(maybe_fail, [{"i": i} for i in range(n)])
+    except ToolError as exc:
+        return {"slots": shown, "raised": str(exc)}
+    return {"slots": shown, "raised": None}
+
+
+@agent(name="tests.mixed_parallel")
+def mixed_parallel(ctx: RunContext) -> list:
+    calls = [
+        (typed, {"count": 2, "label": "a"}),
+        ("tests.child_effect", {"i": 21}),
+        (typed, {"count": "bad", "label": "b"}),
+    ]
+    results = ctx.parallel(calls, return_exceptions=True)
+    return [type(r).__name__ if isinstance(r, Exception) else r for r in results]
+
+
+def timed(tool_name: str, key: str, hold: float) -> None:
+    call = Call.objects.create(tool=tool_name, key=key, started=time.time(), pid=os.getpid())
+    if hold:
+        time.sleep(hold)
+    Call.objects.filter(id=call.id).update(ended=time.time())
+
+
+@tool(name="tests.rated", rate_limit="20/s")
+def rated(i: int, *, idempotency_key: str) -> int:
+    timed("tests.rated", idempotency_key, 0)
+    return i
+
+
+@agent(name="tests.rated_fan")
+def rated_fan(ctx: RunContext, n: int) -> int:
+    return len(ctx.map(rated, [{"i": i} for i in range(n)]))
+
+
+@tool(name="tests.capped", max_concurrency=3, retries=1)
+def capped(hold: float, *, idempotency_key: str) -> None:
+    timed("tests.capped", idempotency_key, hold)
+
+
+@agent(name="tests.capped_fan")
+def capped_fan(ctx: RunContext, n: int, hold: float) -> int:
+    return len(ctx.map(capped, [{"hold": hold} for _ in range(n)]))
+
+
+@tool(name="tests.limited")
+def limited(i: int, *, idempotency_key: str) -> int:
+    """No limits of its own: Policy rows give it some."""
+    timed("tests.limited", idempotency_key, 0)
+    return i
+
+
+@agent(name="tests.limited_inline")
+def limited_inline(ctx: RunContext, n: int) -> int:
+    return sum(ctx.call(limited, i=i) for i in range(n))

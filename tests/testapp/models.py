@@ -20,3 +20,13 @@ class Flag(models.Model):
     """A switch a test flips to release a tool that waits for it."""
 
     name = models.CharField(max_length=100, unique=True)
+
+
+class Call(models.Model):
+    """When a tool body started and ended (epoch seconds), for rate and overlap checks."""
+
+    tool = models.CharField(max_length=100, db_index=True)
+    key = models.CharField(max_length=300)
+    started = models.FloatField()
+    ended = models.FloatField(null=True)
+    pid = models.IntegerField(default=0)

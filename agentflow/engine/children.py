@@ -1,0 +1,230 @@
+"""Run one fan-out child: pass its gates, claim it, call the tool, record, maybe join.
+
+Safe to receive any number of times: a child is claimed by a status transition that
+bumps its attempt counter, so a duplicate delivery of a claimed or finished child does
+nothing, and a claim whose worker died is found by its heartbeat and handed out again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from agentflow import conf, registry
+from agentflow.engine import fanout, leases
+from agentflow.engine.errors import tool_error
+from agentflow.engine.ports import dispatcher
+from agentflow.engine.serialize import dumps, error_record
+from agentflow.engine.store import _uuid, _when
+from agentflow.engine.timeouts import call_with_timeout
+from agentflow.exceptions import PayloadError, UnknownTool
+from agentflow.gates import admission
+from agentflow.gates.limits import limits_for
+from agentflow.models import Run, Step
+
+logger = logging.getLogger("agentflow.children")
+STEP = Step._meta.db_table
+OPEN = (Step.Status.PENDING, Step.Status.SCHEDULED)
+
+
+class Claim:
+    """A running child, renewed by the heartbeat thread (``heartbeat_at``)."""
+
+    def __init__(self, step_id: int, attempt: int) -> None:
+        self.step_id, self.attempt = step_id, attempt
+        self.lost = threading.Event()
+
+    def renew(self) -> bool:
+        return bool(
+            Step.objects.filter(
+                id=self.step_id, status=Step.Status.RUNNING, attempts=self.attempt
+            ).update(heartbeat_at=timezone.now())
+        )
+
+    def __repr__(self) -> str:
+        return f"<Claim step {self.step_id} attempt {self.attempt}>"
+
+
+def wake(waiters: list[str]) -> None:
+    """Dispatch the calls a freed concurrency slot admits next."""
+    send = dispatcher()
+    for waiter in waiters:
+        kind, _, ident = waiter.partition(":")
+        if kind == "step":
+            send.run_child(int(ident))
+        elif kind == "run":
+            send.advance(ident)
+
+
+def _defer(step: Step, delay: float, *, rate_booked: bool) -> str:
+    """Leave the child open and ask for it again after ``delay`` seconds."""
+    now = timezone.now()
+    eta = now + timedelta(seconds=delay)
+    Step.objects.filter(id=step.id, status__in=OPEN).update(
+        wake_at=eta, rate_slot=eta if rate_booked else None, dispatched_at=now
+    )
+    dispatcher().run_child(step.id, eta=eta)
+    return "deferred"
+
+
+def _claim(step_id: int) -> int | None:
+    """pending/scheduled -> running, with attempts + 1; None if someone else has it."""
+    now = _when(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {STEP} SET status = 'running', attempts = attempts + 1, heartbeat_at = %s, "
+            "wake_at = NULL, rate_slot = NULL "
+            "WHERE id = %s AND status IN ('pending', 'scheduled') RETURNING attempts",
+            [now, step_id],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _finish(step: Step, attempt: int, status: str, output_json: str | None, error: Any) -> bool:
+    """Record the outcome and take the child off its parent's count; True if it was last."""
+    now = _when(timezone.now())
+    error_json = None if error is None else dumps(error, what="child error")
+    quote = connection.ops.quote_name
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {STEP} SET status = %s, output = %s, error = %s, finished_at = %s, "
+            "heartbeat_at = NULL WHERE id = %s AND status = 'running' AND attempts = %s",
+            [status, output_json, error_json, now, step.id, attempt],
+        )
+        if cursor.rowcount != 1:
+            return False  # the claim lapsed and another attempt owns the child now
+        cursor.execute(
+            f"UPDATE {STEP} SET children_left = children_left - 1 WHERE run_id = %s "
+            f"AND position = %s AND {quote('index')} IS NULL RETURNING children_left",
+            [_uuid(step.run_id), step.position],
+        )
+        (left,) = cursor.fetchone()
+    return left == 0
+
+
+def _schedule_retry(step: Step, attempt: int, delay: float, error: dict[str, Any]) -> None:
+    eta = timezone.now() + timedelta(seconds=delay)
+    Step.objects.filter(id=step.id, status=Step.Status.RUNNING, attempts=attempt).update(
+        status=Step.Status.SCHEDULED,
+        wake_at=eta,
+        error=error,
+        heartbeat_at=None,
+        dispatched_at=timezone.now(),
+    )
+    dispatcher().run_child(step.id, eta=eta)
+
+
+def run_child(step_id: int) -> str:
+    """Execute one child if it is due and free; return what happened, for logs and tests."""
+    step = Step.objects.filter(id=step_id, status__in=OPEN).select_related("run").first()
+    if step is None:
+        return "skipped"
+    run = step.run
+    if run.status not in Run.ACTIVE:
+        return "skipped"
+    now = timezone.now()
+    if step.wake_at is not None and step.wake_at - now > timedelta(seconds=admission.NOW_ENOUGH):
+        return _defer(
+            step, (step.wake_at - now).total_seconds(), rate_booked=step.rate_slot is not None
+        )
+    try:
+        tool = registry.get_tool(step.name)
+    except UnknownTool as exc:
+        attempt = _claim(step.id)
+        if attempt is not None and _finish(
+            step, attempt, Step.Status.FAILED, None, error_record(exc)
+        ):
+            fanout.join(step.run_id, step.position)
+        return "failed"
+    limits = limits_for(tool, run.agent, run.owner_id)
+    gate = admission.Admission()
+    if limits.any:
+        gate = admission.admit(
+            limits,
+            member=f"step:{step.id}:{step.attempts + 1}",
+            rate_booked=step.rate_slot is not None,
+            waiter=f"step:{step.id}",
+        )
+        if gate.delay:
+            return _defer(step, gate.delay, rate_booked=gate.rate_booked)
+    attempt = _claim(step.id)
+    if attempt is None:
+        wake(admission.release(limits, gate.slot))
+        return "skipped"
+    try:
+        return _execute(step, tool, limits, gate, attempt)
+    finally:
+        wake(admission.release(limits, gate.slot))
+
+
+def _execute(step: Step, tool: Any, limits: Any, gate: admission.Admission, attempt: int) -> str:
+    where = f"run {step.run_id} position {step.position} child {step.index}"
+    if attempt > tool.retries + 1:
+        crash = RuntimeError(f"the worker died during each of the {attempt - 1} attempts")
+        error = tool_error(tool.name, where, attempt - 1, crash)
+        record = error_record(crash, message=str(error), tool=tool.name, attempts=attempt - 1)
+        return _close(step, attempt, Step.Status.FAILED, None, record)
+    kwargs = tool.validate(step.args)
+    if tool.takes_idempotency_key:
+        kwargs["idempotency_key"] = step.idempotency_key
+    claims: list[leases.Renewable] = [Claim(step.id, attempt)]
+    if gate.slot:
+        claims.append(admission.SlotLease(limits, gate.slot))
+    try:
+        with contextlib.ExitStack() as held:
+            for claim in claims:
+                held.enter_context(leases.heartbeat.holding(claim))
+            result = call_with_timeout(tool.fn, kwargs, tool.timeout, f"tool {tool.name}")
+        output_json = dumps(result, what=f"output of tool {tool.name} at {where}")
+    except Exception as exc:
+        retryable = not isinstance(exc, (*tool.non_retryable, PayloadError))
+        if retryable and attempt <= tool.retries:
+            delay = min(tool.retry_backoff * 2 ** (attempt - 1), tool.retry_backoff_max)
+            _schedule_retry(step, attempt, delay, error_record(exc))
+            return "retrying"
+        error = tool_error(tool.name, where, attempt, exc)
+        record = error_record(exc, message=str(error), tool=tool.name, attempts=attempt)
+        return _close(step, attempt, Step.Status.FAILED, None, record)
+    return _close(step, attempt, Step.Status.SUCCEEDED, output_json, None)
+
+
+def _close(step: Step, attempt: int, status: str, output_json: str | None, error: Any) -> str:
+    if _finish(step, attempt, status, output_json, error):
+        fanout.join(step.run_id, step.position)
+    return status
+
+
+def recover(now: datetime) -> dict[str, int]:
+    """Re-send children whose claim died (stale heartbeat) or whose wake-up was lost."""
+    lease = timedelta(seconds=conf.setting("LEASE_SECONDS"))
+    grace = timedelta(seconds=conf.setting("REDISPATCH_SECONDS"))
+    dead = list(
+        Step.objects.filter(
+            index__isnull=False, status=Step.Status.RUNNING, heartbeat_at__lt=now - lease
+        ).values_list("id", "attempts")
+    )
+    for step_id, attempts in dead:
+        Step.objects.filter(id=step_id, status=Step.Status.RUNNING, attempts=attempts).update(
+            status=Step.Status.SCHEDULED, wake_at=None, heartbeat_at=None
+        )
+    lost = Step.objects.filter(
+        Q(wake_at__isnull=True) | Q(wake_at__lt=now - grace),
+        index__isnull=False,
+        status__in=OPEN,
+        dispatched_at__lt=now - grace,
+        run__status__in=Run.ACTIVE,
+    )
+    resend = [step_id for step_id, _ in dead] + list(lost.values_list("id", flat=True)[:5000])
+    Step.objects.filter(id__in=resend).update(dispatched_at=now)
+    send = dispatcher()
+    for step_id in resend:
+        send.run_child(step_id)
+    return {"children_dead": len(dead), "children_resent": len(resend) - len(dead)}

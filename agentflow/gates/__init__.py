@@ -1,0 +1,1 @@
+"""Gates a tool call passes before it runs: fleet-wide rate limits and concurrency caps."""

@@ -1,0 +1,216 @@
+"""Where fleet-wide limits live: Redis in production, this process in the embedded default.
+
+Two primitives, shaped like a small ``django.tasks``-style backend:
+
+- ``reserve(key, limit, window)``: a moving window with reservations. Every call gets a
+  slot at the earliest time no window of ``window`` seconds holds more than ``limit``
+  slots, and the slot is booked at once. A caller over the limit is scheduled for its
+  slot instead of polling; callers get consecutive slots, so nobody retries in a herd.
+  A burst of at most ``limit`` calls may start together.
+- ``acquire/release/renew``: concurrency slots as leases that expire, so a holder that
+  dies gives its slot back after one lease. A caller refused a slot is queued as a
+  waiter; ``release`` hands back the waiters to wake, oldest first.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from agentflow import conf
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A concurrency slot was not free; retry after ``retry_in`` seconds at the latest."""
+
+    retry_in: float
+
+
+class BaseLimitStore:
+    def reserve(self, key: str, limit: int, window: float, member: str) -> float:
+        """Book a slot; return seconds from now until it (0 when it is now)."""
+        raise NotImplementedError
+
+    def acquire(
+        self, key: str, capacity: int, holder: str, lease: float, waiter: str
+    ) -> Refused | None:
+        """Take a slot for ``holder`` (None), or queue ``waiter`` and say when to retry."""
+        raise NotImplementedError
+
+    def release(self, key: str, capacity: int, holder: str) -> list[str]:
+        """Free ``holder``'s slot; return the waiters to wake for the slots now free."""
+        raise NotImplementedError
+
+    def renew(self, key: str, holder: str, lease: float) -> bool:
+        """Extend ``holder``'s lease; False if it already expired."""
+        raise NotImplementedError
+
+
+RESERVE = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local n = redis.call('ZCARD', KEYS[1])
+local slot = now
+if n >= limit then
+  local nth = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
+  slot = math.max(now, tonumber(nth[2]) + window)
+end
+redis.call('ZADD', KEYS[1], slot, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], slot - now + window + 1000)
+return slot - now
+"""
+
+ACQUIRE = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local capacity, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) or redis.call('ZCARD', KEYS[1]) < capacity then
+  redis.call('ZADD', KEYS[1], now + lease, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], lease + 60000)
+  redis.call('ZREM', KEYS[2], ARGV[4])
+  return -1
+end
+redis.call('ZADD', KEYS[2], 'NX', now, ARGV[4])
+redis.call('PEXPIRE', KEYS[2], 86400000)
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return tonumber(first[2]) - now
+"""
+
+RELEASE = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local free = tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[1])
+if free <= 0 then return {} end
+local woken = redis.call('ZRANGE', KEYS[2], 0, free - 1)
+if #woken > 0 then redis.call('ZREM', KEYS[2], unpack(woken)) end
+return woken
+"""
+
+RENEW = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+class RedisLimitStore(BaseLimitStore):
+    """Limits in Redis, each decision one atomic Lua script on Redis's own clock."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self._reserve = self.client.register_script(RESERVE)
+        self._acquire = self.client.register_script(ACQUIRE)
+        self._release = self.client.register_script(RELEASE)
+        self._renew = self.client.register_script(RENEW)
+
+    def reserve(self, key: str, limit: int, window: float, member: str) -> float:
+        return (
+            self._reserve(keys=[f"agentflow:rate:{key}"], args=[limit, int(window * 1000), member])
+            / 1000
+        )
+
+    def acquire(
+        self, key: str, capacity: int, holder: str, lease: float, waiter: str
+    ) -> Refused | None:
+        wait = self._acquire(
+            keys=[f"agentflow:slots:{key}", f"agentflow:waiters:{key}"],
+            args=[capacity, int(lease * 1000), holder, waiter],
+        )
+        return None if wait < 0 else Refused(max(wait, 0) / 1000)
+
+    def release(self, key: str, capacity: int, holder: str) -> list[str]:
+        woken = self._release(
+            keys=[f"agentflow:slots:{key}", f"agentflow:waiters:{key}"], args=[capacity, holder]
+        )
+        return [w.decode() for w in woken]
+
+    def renew(self, key: str, holder: str, lease: float) -> bool:
+        return bool(self._renew(keys=[f"agentflow:slots:{key}"], args=[holder, int(lease * 1000)]))
+
+
+class MemoryLimitStore(BaseLimitStore):
+    """The same semantics inside one process, for the embedded default (no Redis)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._slots: dict[str, list[float]] = {}
+        self._holders: dict[str, dict[str, float]] = {}
+        self._waiters: dict[str, dict[str, float]] = {}
+
+    def reserve(self, key: str, limit: int, window: float, member: str) -> float:
+        with self._lock:
+            now = time.time()
+            slots = [s for s in self._slots.get(key, []) if s > now - window]
+            slot = now if len(slots) < limit else max(now, slots[len(slots) - limit] + window)
+            slots.append(slot)
+            self._slots[key] = slots
+            return slot - now
+
+    def acquire(
+        self, key: str, capacity: int, holder: str, lease: float, waiter: str
+    ) -> Refused | None:
+        with self._lock:
+            now = time.time()
+            holders = {h: t for h, t in self._holders.get(key, {}).items() if t > now}
+            self._holders[key] = holders
+            waiters = self._waiters.setdefault(key, {})
+            if holder in holders or len(holders) < capacity:
+                holders[holder] = now + lease
+                waiters.pop(waiter, None)
+                return None
+            waiters.setdefault(waiter, now)
+            return Refused(max(min(holders.values()) - now, 0))
+
+    def release(self, key: str, capacity: int, holder: str) -> list[str]:
+        with self._lock:
+            now = time.time()
+            holders = {
+                h: t for h, t in self._holders.get(key, {}).items() if t > now and h != holder
+            }
+            self._holders[key] = holders
+            waiters = self._waiters.get(key, {})
+            woken = sorted(waiters, key=waiters.get)[: max(capacity - len(holders), 0)]
+            for waiter in woken:
+                del waiters[waiter]
+            return woken
+
+    def renew(self, key: str, holder: str, lease: float) -> bool:
+        with self._lock:
+            holders = self._holders.get(key, {})
+            if holder not in holders:
+                return False
+            holders[holder] = time.time() + lease
+            return True
+
+
+def redis_url() -> str | None:
+    """``AGENTFLOW["REDIS_URL"]``, else the Celery broker when it is Redis, else None."""
+    from django.conf import settings
+
+    url = conf.setting("REDIS_URL") or getattr(settings, "CELERY_BROKER_URL", "") or ""
+    return url if url.startswith(("redis://", "rediss://", "unix://")) else None
+
+
+@cache
+def _store(url: str | None) -> BaseLimitStore:
+    return RedisLimitStore(url) if url else MemoryLimitStore()
+
+
+def limit_store() -> Any:
+    """The limit store for this process's configuration."""
+    return _store(redis_url())
