@@ -37,7 +37,7 @@ def run_tool(step_id: int) -> str:
     return children.run_child(step_id)
 
 
-@shared_task(name="agentflow.join", **DURABLE)
+@shared_task(name="agentflow.join", acks_late=True, reject_on_worker_lost=True)
 def join(results: object, run_id: str, position: int) -> bool:
     """Chord body: close the fan-out if its children are done. Safe to fire twice or never."""
     return fanout.join(UUID(run_id), position)

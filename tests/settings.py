@@ -22,6 +22,7 @@ AGENTFLOW = {
     "LEASE_SECONDS": 3.0,
     "RECONCILE_EVERY": 1.0,
     "VERSION_RETRY_SECONDS": 2.0,
+    "REDISPATCH_SECONDS": 2.0,
 }
 # Beat in tests keeps its schedule in a file: the database is flushed between tests.
 CELERY_BEAT_SCHEDULER = "celery.beat:PersistentScheduler"

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from django.db.models import Count
 
 import agentflow
 from agentflow.models import Event, Run, Step
+from tests.support import wait_until
 from tests.testapp.models import Execution, SideEffect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -61,3 +65,114 @@ def test_parallel_runs_different_tools_and_refuses_bad_args_per_call(workers):
     assert run.status == Run.Status.SUCCEEDED, run.error
     assert run.output == ["ax2", 42, "ToolArgumentError"]
     assert Execution.objects.filter(key="typed").count() == 1  # the bad call never ran
+
+
+def test_sigkill_in_the_middle_of_a_200_child_fan_out(workers):
+    doomed = workers("doomed", concurrency=4)
+    workers("survivor", concurrency=4, beat=True)
+    run = agentflow.start("tests.fan", {"n": 200, "pause": 0.05})
+    children = Step.objects.filter(run=run, position=0, index__isnull=False)
+    wait_until(
+        lambda: children.filter(status="succeeded").count() >= 40,
+        timeout=60,
+        what="a fifth of the children to finish",
+    )
+    doomed.kill()
+    run = agentflow.wait(run, timeout=90)
+
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    assert run.output["doubled"] == [i * 2 for i in range(200)]
+    assert SideEffect.objects.filter(key__startswith=f"{run.id}:0:").count() == 200
+    assert joins(run) == 1
+    # The run itself advanced past the fan-out exactly once: its next step ran once.
+    assert Execution.objects.filter(key=f"{run.id}:step:200").count() == 1
+
+
+def test_redis_flushall_in_the_middle_of_a_fan_out(workers, redis_client):
+    workers("w1", concurrency=2, beat=True)
+    run = agentflow.start("tests.fan", {"n": 200, "pause": 0.05})
+    children = Step.objects.filter(run=run, position=0, index__isnull=False)
+    wait_until(
+        lambda: children.filter(status="succeeded").count() >= 20,
+        timeout=60,
+        what="some children to finish",
+    )
+    redis_client.flushall()  # queued messages and chord counters are gone
+    run = agentflow.wait(run, timeout=90)
+
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    assert run.output["doubled"] == [i * 2 for i in range(200)]
+    assert SideEffect.objects.filter(key__startswith=f"{run.id}:0:").count() == 200
+    assert joins(run) == 1
+
+
+def test_chord_body_delivered_twice_re_advances_once(workers):
+    from agentflow.tasks import join
+
+    workers("w1", concurrency=2)
+    run = agentflow.wait(agentflow.start("tests.fan", {"n": 5}), timeout=60)
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    advanced = Execution.objects.filter(key=f"{run.id}:step:5").count()
+    results = [join.delay(None, str(run.id), 0) for _ in range(2)]
+    assert [r.get(timeout=30) for r in results] == [False, False]
+    assert joins(run) == 1 and advanced == 1
+
+
+def test_concurrent_joins_win_once_in_process():
+    from agentflow.engine import fanout
+
+    run = Run.objects.create(agent="tests.fan", agent_version="1", input={"n": 0}, status="waiting")
+    Step.objects.create(
+        run=run, position=0, kind="map", name="x", status="waiting", children_left=0
+    )
+    outcomes: list[bool] = []
+
+    def attempt() -> None:
+        from django.db import connection
+
+        try:
+            outcomes.append(fanout.join(run.id, 0))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=attempt) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == [False] * 7 + [True]
+    assert Run.objects.get(id=run.id).wake_seq == 1
+
+
+def test_five_thousand_children_in_one_map(workers):
+    workers("w1", concurrency=4)
+    workers("w2", concurrency=4)
+    started = time.monotonic()
+    run = agentflow.wait(agentflow.start("tests.fan", {"n": 5000}), timeout=300)
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    assert run.output["doubled"] == [i * 2 for i in range(5000)]
+    assert joins(run) == 1
+    print(f"5,000 children in {time.monotonic() - started:.1f}s")
+
+
+def test_start_with_the_same_key_from_20_threads_makes_one_run():
+    from django.db import connection
+
+    runs: list = []
+    barrier = threading.Barrier(20)
+
+    def start() -> None:
+        try:
+            barrier.wait()
+            runs.append(agentflow.start("tests.mixed", {"n": 1}, idempotency_key="once").id)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=start) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(runs) == 20
+    assert len(set(runs)) == 1
+    assert Run.objects.filter(idempotency_key="once").count() == 1

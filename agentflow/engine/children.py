@@ -80,7 +80,7 @@ def _claim(step_id: int) -> int | None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {STEP} SET status = 'running', attempts = attempts + 1, heartbeat_at = %s, "
-            "wake_at = NULL, rate_slot = NULL "
+            "wake_at = NULL "
             "WHERE id = %s AND status IN ('pending', 'scheduled') RETURNING attempts",
             [now, step_id],
         )
@@ -96,7 +96,8 @@ def _finish(step: Step, attempt: int, status: str, output_json: str | None, erro
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {STEP} SET status = %s, output = %s, error = %s, finished_at = %s, "
-            "heartbeat_at = NULL WHERE id = %s AND status = 'running' AND attempts = %s",
+            "heartbeat_at = NULL, rate_slot = NULL "
+            "WHERE id = %s AND status = 'running' AND attempts = %s",
             [status, output_json, error_json, now, step.id, attempt],
         )
         if cursor.rowcount != 1:
@@ -117,6 +118,7 @@ def _schedule_retry(step: Step, attempt: int, delay: float, error: dict[str, Any
         wake_at=eta,
         error=error,
         heartbeat_at=None,
+        rate_slot=None,
         dispatched_at=timezone.now(),
     )
     dispatcher().run_child(step.id, eta=eta)
@@ -144,25 +146,41 @@ def run_child(step_id: int) -> str:
         ):
             fanout.join(step.run_id, step.position)
         return "failed"
+    attempt = _claim(step.id)
+    if attempt is None:
+        return "skipped"
+    # The gates come last, right before the call, so admission time is start time.
     limits = limits_for(tool, run.agent, run.owner_id)
     gate = admission.Admission()
-    if limits.any:
+    if limits.any and attempt <= tool.retries + 1:
         gate = admission.admit(
             limits,
-            member=f"step:{step.id}:{step.attempts + 1}",
-            rate_booked=step.rate_slot is not None,
+            member=f"step:{step.id}:{attempt}",
+            booked=step.rate_slot,
             waiter=f"step:{step.id}",
         )
         if gate.delay:
-            return _defer(step, gate.delay, rate_booked=gate.rate_booked)
-    attempt = _claim(step.id)
-    if attempt is None:
-        wake(admission.release(limits, gate.slot))
-        return "skipped"
+            return _unclaim(step, attempt, gate)
     try:
         return _execute(step, tool, limits, gate, attempt)
     finally:
         wake(admission.release(limits, gate.slot))
+
+
+def _unclaim(step: Step, attempt: int, gate: admission.Admission) -> str:
+    """Hand the claim back (the attempt does not count) and come back when admitted."""
+    now = timezone.now()
+    eta = now + timedelta(seconds=gate.delay)
+    Step.objects.filter(id=step.id, status=Step.Status.RUNNING, attempts=attempt).update(
+        status=step.status,
+        attempts=attempt - 1,
+        heartbeat_at=None,
+        wake_at=eta,
+        rate_slot=eta if gate.rate_booked else None,
+        dispatched_at=now,
+    )
+    dispatcher().run_child(step.id, eta=eta)
+    return "deferred"
 
 
 def _execute(step: Step, tool: Any, limits: Any, gate: admission.Admission, attempt: int) -> str:

@@ -516,6 +516,12 @@ class _ToolCall:
                 f"tool {self.tool.name} waits until {record.wake_at.isoformat()}", record.wake_at
             )
         attempt = (record.attempts if record else 0) + 1
+        step_id = self._claim(attempt, now)
+        if attempt > self.tool.retries + 1:
+            # Every earlier attempt was cut off without an outcome: its worker died.
+            crash = RuntimeError(f"the worker died during each of the {attempt - 1} attempts")
+            return self._fail(step_id, attempt - 1, crash)
+        # The gates come last, right before the call, so admission time is start time.
         run = self.ctx.run
         limits = limits_for(self.tool, run.agent, run.owner_id)
         gate = admission.Admission()
@@ -523,51 +529,20 @@ class _ToolCall:
             gate = admission.admit(
                 limits,
                 member=f"{self.ctx._key(self.position)}:{attempt}",
-                rate_booked=record is not None and record.rate_slot is not None,
+                booked=record.rate_slot if record is not None else None,
                 waiter=f"run:{run.id}",
             )
             if gate.delay:
-                self._throttle(gate, now)
+                self._throttle(step_id, attempt, gate)
         try:
-            return self._attempt(kwargs, attempt, now, limits, gate)
+            return self._call(step_id, kwargs, attempt, limits, gate)
         finally:
             children.wake(admission.release(limits, gate.slot))
 
-    def _throttle(self, gate: admission.Admission, now: datetime) -> None:
-        """Park the call until its booked slot (or a free concurrency slot) and suspend."""
-        wake_at = now + timedelta(seconds=gate.delay)
-        fields = {
-            "status": Step.Status.SCHEDULED,
-            "wake_at": wake_at,
-            "rate_slot": wake_at if gate.rate_booked else None,
-            "event": self._event("step.throttled", reason=gate.reason, wake_at=wake_at.isoformat()),
-        }
+    def _claim(self, attempt: int, now: datetime) -> int:
+        """Record the attempt as running before the tool runs; return the step id."""
+        started = self._event("step.started", attempt=attempt)
         if self.record is None:
-            self.ctx._record(
-                self.position,
-                "call",
-                self.tool.name,
-                self.args_json,
-                self.digest,
-                started_at=now,
-                **fields,
-            )
-        else:
-            store.update_step(
-                self.ctx._fence, self.record.id, attempts=self.record.attempts, **fields
-            )
-        raise Suspend(gate.reason, wake_at)
-
-    def _attempt(
-        self,
-        kwargs: dict[str, Any],
-        attempt: int,
-        now: datetime,
-        limits: Any,
-        gate: admission.Admission,
-    ) -> Any:
-        record = self.record
-        if record is None:
             step_id, _ = self.ctx._record(
                 self.position,
                 "call",
@@ -577,21 +552,40 @@ class _ToolCall:
                 status=Step.Status.RUNNING,
                 attempts=attempt,
                 started_at=now,
-                event=self._event("step.started", attempt=attempt),
+                event=started,
             )
-        else:
-            step_id = record.id
-            store.update_step(
-                self.ctx._fence,
-                step_id,
-                status=Step.Status.RUNNING,
-                attempts=attempt,
-                event=self._event("step.started", attempt=attempt),
-            )
-        if attempt > self.tool.retries + 1:
-            # Every earlier attempt was cut off without an outcome: its worker died.
-            crash = RuntimeError(f"the worker died during each of the {attempt - 1} attempts")
-            return self._fail(step_id, attempt - 1, crash)
+            return step_id
+        store.update_step(
+            self.ctx._fence,
+            self.record.id,
+            status=Step.Status.RUNNING,
+            attempts=attempt,
+            event=started,
+        )
+        return self.record.id
+
+    def _throttle(self, step_id: int, attempt: int, gate: admission.Admission) -> None:
+        """Hand the attempt back, park the call until it is admitted, and suspend."""
+        wake_at = timezone.now() + timedelta(seconds=gate.delay)
+        store.update_step(
+            self.ctx._fence,
+            step_id,
+            status=Step.Status.SCHEDULED,
+            attempts=attempt - 1,
+            wake_at=wake_at,
+            rate_slot=wake_at if gate.rate_booked else None,
+            event=self._event("step.throttled", reason=gate.reason, wake_at=wake_at.isoformat()),
+        )
+        raise Suspend(gate.reason, wake_at)
+
+    def _call(
+        self,
+        step_id: int,
+        kwargs: dict[str, Any],
+        attempt: int,
+        limits: Any,
+        gate: admission.Admission,
+    ) -> Any:
         if self.tool.takes_idempotency_key:
             kwargs["idempotency_key"] = self.ctx._key(self.position)
         try:

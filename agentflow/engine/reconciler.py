@@ -15,6 +15,7 @@ from django.utils import timezone
 from agentflow import conf
 from agentflow.engine import children, fanout
 from agentflow.engine.ports import dispatcher
+from agentflow.gates import admission
 from agentflow.models import Run, Step
 
 BATCH = 1000
@@ -42,4 +43,8 @@ def reconcile() -> dict[str, int]:
     ).values_list("run_id", "position")[:BATCH]
     woken["joined"] = sum(fanout.join(run_id, position) for run_id, position in complete)
     woken.update(children.recover(now))
+    # Concurrency slots whose holder died expire on their own; wake who waits for them.
+    waiters = admission.sweep()
+    children.wake(waiters)
+    woken["slot_waiters"] = len(waiters)
     return {name: count for name, count in woken.items() if count}

@@ -8,13 +8,17 @@ time at which the oldest slot's lease runs out.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
+from datetime import datetime
+
+from django.utils import timezone
 
 from agentflow import conf
 from agentflow.gates.limits import Limits
 from agentflow.gates.stores import limit_store
 
-# A booked slot this close is taken now rather than scheduled (the window guard covers it).
+# A slot this close is waited for in place: less than one message round trip.
 NOW_ENOUGH = 0.005
 
 
@@ -28,19 +32,31 @@ class Admission:
     reason: str = ""
 
 
-def admit(limits: Limits, *, member: str, rate_booked: bool, waiter: str) -> Admission:
-    """Pass the rate gate (unless a slot was booked already), then the concurrency gate."""
+def admit(limits: Limits, *, member: str, booked: datetime | None, waiter: str) -> Admission:
+    """Pass the rate gate (keeping a slot booked earlier), then the concurrency gate.
+
+    A booked slot is kept only if the call starts within RATE_LIMIT_GUARD_SECONDS of it:
+    a call that starts later could crowd the calls after it into one window, so it books
+    a new slot instead. Calls therefore start no closer than period / N apart, give or
+    take the guard, and no window of the period sees more than N starts.
+    """
     store = limit_store()
-    if limits.rate and not rate_booked:
-        count, period = limits.rate
-        window = period + conf.setting("RATE_LIMIT_GUARD_SECONDS")
-        delay = store.reserve(limits.key, count, window, member)
-        if delay > NOW_ENOUGH:
-            return Admission(
-                delay=delay,
-                rate_booked=True,
-                reason=f"rate limit {count}/{period}s on {limits.key}: slot booked in {delay:.3f}s",
-            )
+    guard = conf.setting("RATE_LIMIT_GUARD_SECONDS")
+    if limits.rate:
+        late = None if booked is None else (timezone.now() - booked).total_seconds()
+        if late is not None and late < 0:
+            time.sleep(-late)  # woken a hair early (at most NOW_ENOUGH): start on the slot
+        elif late is None or late > guard:
+            count, period = limits.rate
+            delay = store.reserve(limits.key, (period + guard) / count)
+            if delay > NOW_ENOUGH:
+                return Admission(
+                    delay=delay,
+                    rate_booked=True,
+                    reason=f"rate limit {count}/{period}s on {limits.key}: "
+                    f"slot booked in {delay:.3f}s",
+                )
+            time.sleep(delay)
     if limits.concurrency:
         refused = store.acquire(
             limits.key, limits.concurrency, member, conf.setting("LEASE_SECONDS"), waiter
@@ -60,6 +76,11 @@ def release(limits: Limits, slot: str | None) -> list[str]:
     if slot is None or not limits.concurrency:
         return []
     return limit_store().release(limits.key, limits.concurrency, slot)
+
+
+def sweep() -> list[str]:
+    """Waiters admitted by slots whose holders died (see ``BaseLimitStore.sweep``)."""
+    return limit_store().sweep()
 
 
 class SlotLease:

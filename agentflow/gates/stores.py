@@ -2,11 +2,12 @@
 
 Two primitives, shaped like a small ``django.tasks``-style backend:
 
-- ``reserve(key, limit, window)``: a moving window with reservations. Every call gets a
-  slot at the earliest time no window of ``window`` seconds holds more than ``limit``
-  slots, and the slot is booked at once. A caller over the limit is scheduled for its
-  slot instead of polling; callers get consecutive slots, so nobody retries in a herd.
-  A burst of at most ``limit`` calls may start together.
+- ``reserve(key, interval)``: evenly spaced slots (the generic cell rate algorithm with a
+  bucket of one). Each call books the next free slot, ``interval`` seconds after the
+  previous one, and is told how long until it. A caller over the limit is scheduled for
+  its own slot instead of polling, and callers get consecutive slots, so nobody retries
+  in a herd. N calls per period are spaced period / N apart, so no window of the period
+  ever holds more than N starts.
 - ``acquire/release/renew``: concurrency slots as leases that expire, so a holder that
   dies gives its slot back after one lease. A caller refused a slot is queued as a
   waiter; ``release`` hands back the waiters to wake, oldest first.
@@ -31,8 +32,8 @@ class Refused:
 
 
 class BaseLimitStore:
-    def reserve(self, key: str, limit: int, window: float, member: str) -> float:
-        """Book a slot; return seconds from now until it (0 when it is now)."""
+    def reserve(self, key: str, interval: float) -> float:
+        """Book the next slot; return seconds from now until it (0 when it is now)."""
         raise NotImplementedError
 
     def acquire(
@@ -49,20 +50,20 @@ class BaseLimitStore:
         """Extend ``holder``'s lease; False if it already expired."""
         raise NotImplementedError
 
+    def sweep(self) -> list[str]:
+        """Drop expired slots everywhere and return the waiters the freed slots admit.
+
+        A holder that died never calls ``release``; the reconciler calls this instead.
+        """
+        raise NotImplementedError
+
 
 RESERVE = """
 local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
-local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local n = redis.call('ZCARD', KEYS[1])
-local slot = now
-if n >= limit then
-  local nth = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
-  slot = math.max(now, tonumber(nth[2]) + window)
-end
-redis.call('ZADD', KEYS[1], slot, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], slot - now + window + 1000)
+local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
+local interval = tonumber(ARGV[1])
+local slot = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+redis.call('SET', KEYS[1], slot + interval, 'PX', math.ceil((slot + interval - now) / 1000) + 1000)
 return slot - now
 """
 
@@ -79,6 +80,7 @@ if redis.call('ZSCORE', KEYS[1], ARGV[3]) or redis.call('ZCARD', KEYS[1]) < capa
 end
 redis.call('ZADD', KEYS[2], 'NX', now, ARGV[4])
 redis.call('PEXPIRE', KEYS[2], 86400000)
+redis.call('HSET', KEYS[3], ARGV[5], capacity)
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return tonumber(first[2]) - now
 """
@@ -106,6 +108,9 @@ return 0
 """
 
 
+WAITING = "agentflow:waiting"  # hash: limit key -> capacity, for keys with waiters
+
+
 class RedisLimitStore(BaseLimitStore):
     """Limits in Redis, each decision one atomic Lua script on Redis's own clock."""
 
@@ -118,18 +123,16 @@ class RedisLimitStore(BaseLimitStore):
         self._release = self.client.register_script(RELEASE)
         self._renew = self.client.register_script(RENEW)
 
-    def reserve(self, key: str, limit: int, window: float, member: str) -> float:
-        return (
-            self._reserve(keys=[f"agentflow:rate:{key}"], args=[limit, int(window * 1000), member])
-            / 1000
-        )
+    def reserve(self, key: str, interval: float) -> float:
+        micros = self._reserve(keys=[f"agentflow:rate:{key}"], args=[int(interval * 1_000_000)])
+        return micros / 1_000_000
 
     def acquire(
         self, key: str, capacity: int, holder: str, lease: float, waiter: str
     ) -> Refused | None:
         wait = self._acquire(
-            keys=[f"agentflow:slots:{key}", f"agentflow:waiters:{key}"],
-            args=[capacity, int(lease * 1000), holder, waiter],
+            keys=[f"agentflow:slots:{key}", f"agentflow:waiters:{key}", WAITING],
+            args=[capacity, int(lease * 1000), holder, waiter, key],
         )
         return None if wait < 0 else Refused(max(wait, 0) / 1000)
 
@@ -142,23 +145,31 @@ class RedisLimitStore(BaseLimitStore):
     def renew(self, key: str, holder: str, lease: float) -> bool:
         return bool(self._renew(keys=[f"agentflow:slots:{key}"], args=[holder, int(lease * 1000)]))
 
+    def sweep(self) -> list[str]:
+        woken: list[str] = []
+        for raw_key, capacity in self.client.hgetall(WAITING).items():
+            key = raw_key.decode()
+            woken += self.release(key, int(capacity), "")
+            if not self.client.zcard(f"agentflow:waiters:{key}"):
+                self.client.hdel(WAITING, key)
+        return woken
+
 
 class MemoryLimitStore(BaseLimitStore):
     """The same semantics inside one process, for the embedded default (no Redis)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._slots: dict[str, list[float]] = {}
+        self._next: dict[str, float] = {}
         self._holders: dict[str, dict[str, float]] = {}
         self._waiters: dict[str, dict[str, float]] = {}
+        self._capacity: dict[str, int] = {}
 
-    def reserve(self, key: str, limit: int, window: float, member: str) -> float:
+    def reserve(self, key: str, interval: float) -> float:
         with self._lock:
             now = time.time()
-            slots = [s for s in self._slots.get(key, []) if s > now - window]
-            slot = now if len(slots) < limit else max(now, slots[len(slots) - limit] + window)
-            slots.append(slot)
-            self._slots[key] = slots
+            slot = max(now, self._next.get(key, 0.0))
+            self._next[key] = slot + interval
             return slot - now
 
     def acquire(
@@ -174,6 +185,7 @@ class MemoryLimitStore(BaseLimitStore):
                 waiters.pop(waiter, None)
                 return None
             waiters.setdefault(waiter, now)
+            self._capacity[key] = capacity
             return Refused(max(min(holders.values()) - now, 0))
 
     def release(self, key: str, capacity: int, holder: str) -> list[str]:
@@ -196,6 +208,12 @@ class MemoryLimitStore(BaseLimitStore):
                 return False
             holders[holder] = time.time() + lease
             return True
+
+    def sweep(self) -> list[str]:
+        woken: list[str] = []
+        for key, capacity in list(self._capacity.items()):
+            woken += self.release(key, capacity, "")
+        return woken
 
 
 def redis_url() -> str | None:

@@ -25,7 +25,7 @@ def fetch_invoices(period: str) -> list[dict]:
     return LEDGER.get(period, [])
 
 
-@tool
+@tool(rate_limit="20/s", max_concurrency=4)
 def match_invoice(invoice: dict) -> dict:
     """Look the invoice up on the bank statement."""
     return {
@@ -51,10 +51,10 @@ def total(amounts: list[str]) -> str:
 
 @agent(name="billing.reconcile", version="1")
 def reconcile(ctx: RunContext, period: str = "2026-10", settle_seconds: float = 1.0) -> dict:
-    """Fetch, match, wait for the bank's settlement window, then pay what is unmatched."""
+    """Fetch, match in parallel, wait for the bank's settlement window, pay the unmatched."""
     ctx.emit("progress", {"stage": "fetching invoices", "period": period})
     invoices = ctx.call(fetch_invoices, period=period)
-    matches = [ctx.call(match_invoice, invoice=invoice) for invoice in invoices]
+    matches = ctx.map(match_invoice, [{"invoice": invoice} for invoice in invoices])
     unmatched = [m for m in matches if not m["matched"]]
     ctx.emit("progress", {"stage": "waiting for settlement", "unmatched": len(unmatched)})
     ctx.sleep(settle_seconds)

@@ -1,0 +1,151 @@
+"""Fleet-wide rate limits and concurrency caps, on real workers and Redis."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import agentflow
+from agentflow.gates.stores import MemoryLimitStore, RedisLimitStore
+from agentflow.models import Policy, Run
+from tests.support import wait_until
+from tests.testapp.models import Call
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def busiest_window(starts: list[float], width: float = 1.0) -> int:
+    """The most starts in any window [t, t + width) that begins at a start."""
+    starts = sorted(starts)
+    best, j = 0, 0
+    for i, begin in enumerate(starts):
+        j = max(j, i)
+        while j < len(starts) and starts[j] < begin + width:
+            j += 1
+        best = max(best, j - i)
+    return best
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    current = best = 0
+    for _, delta in edges:
+        current += delta
+        best = max(best, current)
+    return best
+
+
+def test_300_calls_at_20_per_second_across_two_workers(workers):
+    workers("w1", concurrency=4)
+    workers("w2", concurrency=4)
+    started = time.monotonic()
+    run = agentflow.wait(agentflow.start("tests.rated_fan", {"n": 300}), timeout=60)
+    elapsed = time.monotonic() - started
+
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    starts = list(Call.objects.filter(tool="tests.rated").values_list("started", flat=True))
+    assert len(starts) == 300
+    assert busiest_window(starts) <= 20  # spaced 1/20 s apart: never 21 in one second
+    assert elapsed <= 1.15 * 300 / 20, f"took {elapsed:.1f}s"
+
+
+def test_concurrency_cap_of_3_holds_across_workers(workers):
+    workers("w1", concurrency=4)
+    workers("w2", concurrency=4)
+    run = agentflow.wait(agentflow.start("tests.capped_fan", {"n": 24, "hold": 0.2}), timeout=60)
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    intervals = list(Call.objects.filter(tool="tests.capped").values_list("started", "ended"))
+    assert len(intervals) == 24
+    assert max_overlap(intervals) == 3  # never more, and the cap is actually used
+
+
+def test_a_sigkilled_holder_gives_its_slot_back_within_one_lease(workers, settings):
+    lease = settings.AGENTFLOW["LEASE_SECONDS"]
+    doomed = workers("doomed", concurrency=4)
+    run = agentflow.start("tests.capped_fan", {"n": 6, "hold": 20})
+    wait_until(
+        lambda: Call.objects.filter(tool="tests.capped").count() == 3,
+        timeout=30,
+        what="three calls to hold the three slots",
+    )
+    workers("survivor", concurrency=4, beat=True)
+    store = RedisLimitStore(settings.REDIS_URL)
+    assert store.acquire("tests.capped", 3, "probe", 1.0, "probe") is not None  # full
+    doomed.kill()
+    killed = time.monotonic()
+    wait_until(
+        lambda: store.acquire("tests.capped", 3, "probe", 0.001, "probe") is None,
+        timeout=lease + 0.5,
+        what="a slot to come back",
+    )
+    assert time.monotonic() - killed <= lease + 0.5
+    # The waiting calls and the killed ones all run in the end.
+    wait_until(
+        lambda: Call.objects.filter(tool="tests.capped").count() >= 6,
+        timeout=30,
+        what="the waiting calls to start",
+    )
+    assert Run.objects.get(id=run.id).status in Run.ACTIVE
+
+
+def test_a_policy_changes_a_limit_without_a_restart(workers, admin_client):
+    workers("w1", concurrency=2)
+    response = admin_client.post(
+        "/admin/agentflow/policy/add/",
+        {
+            "name": "slow limited",
+            "enabled": "on",
+            "tool": "tests.lim*",
+            "agent": "",
+            "rate_limit": "5/s",
+            "max_concurrency": "",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    time.sleep(0)  # the worker re-reads policies within POLICY_CACHE_SECONDS
+    wait_until(
+        lambda: Policy.objects.filter(name="slow limited").exists(), timeout=5, what="the policy"
+    )
+    started = time.monotonic()
+    run = agentflow.wait(agentflow.start("tests.limited_inline", {"n": 15}), timeout=60)
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    starts = list(Call.objects.filter(tool="tests.limited").values_list("started", flat=True))
+    assert busiest_window(starts) <= 5
+    assert time.monotonic() - started >= 1.9  # 15 calls at 5/s: two full windows of waiting
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"tool": "bad tool!", "rate_limit": "5/s"}, "tool", "may only use"),
+        ({"tool": "x[", "rate_limit": "5/s"}, "tool", "unclosed"),
+        ({"tool": "x", "rate_limit": "5 per second"}, "rate_limit", "must look like"),
+        ({"tool": "x", "rate_limit": "", "max_concurrency": "0"}, "max_concurrency", "1 or more"),
+        ({"tool": "x", "rate_limit": ""}, "rate_limit", "set a rate limit"),
+        ({"tool": "x", "rate_limit": "5/s", "max_concurrency": "-1"}, "max_concurrency", ""),
+    ],
+)
+def test_policy_form_rejects_bad_values_with_field_errors(admin_client, fields, field, message):
+    data = {"name": "p", "enabled": "on", "agent": "", "max_concurrency": "", **fields}
+    response = admin_client.post("/admin/agentflow/policy/add/", data)
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert field in errors, errors
+    assert message in " ".join(errors[field])
+    assert not Policy.objects.exists()
+
+
+@pytest.mark.parametrize("store_class", [MemoryLimitStore, "redis"])
+def test_limit_stores_book_slots_in_order_and_queue_waiters(store_class, settings, redis_client):
+    store = RedisLimitStore(settings.REDIS_URL) if store_class == "redis" else store_class()
+    delays = [store.reserve("k", 0.25) for _ in range(5)]
+    assert delays == pytest.approx([0, 0.25, 0.5, 0.75, 1.0], abs=0.02)  # evenly spaced slots
+    assert store.acquire("c", 1, "a", 5, "wa") is None
+    refused = store.acquire("c", 1, "b", 5, "wb")
+    assert refused is not None and 4 < refused.retry_in <= 5
+    assert store.renew("c", "a", 5) and not store.renew("c", "b", 5)
+    assert store.release("c", 1, "a") == ["wb"]
+    assert store.acquire("c", 1, "b", 0.05, "wb") is None
+    assert store.acquire("c", 1, "x", 5, "wx") is not None
+    wait_until(lambda: store.sweep() == ["wx"], timeout=2, what="the dead holder's slot to expire")
