@@ -37,8 +37,11 @@ DEFAULTS: dict[str, Any] = {
     # A fan-out child whose wake-up has not arrived after this long is sent again
     # (a lost message, e.g. after a Redis restart); the claim makes the copy harmless.
     "REDISPATCH_SECONDS": 60.0,
-    # Fan-out children per Celery chord; larger fan-outs are sent as several chords.
-    "CHORD_SIZE": 500,
+    # Header tasks per Celery chord; larger fan-outs are sent as several chords, each by
+    # its own task, so several workers send them at once.
+    "CHORD_SIZE": 100,
+    # Header tasks per fan-out at most: beyond this many children, children share tasks.
+    "FAN_OUT_TASKS": 256,
     # Dotted path of the object that sends wake-ups (see engine.ports.Dispatcher).
     "DISPATCHER": "agentflow.tasks.CeleryDispatcher",
 }

@@ -120,8 +120,6 @@ class Step(models.Model):
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=14, decimal_places=6, default=0)
-    # Fan-out parent: children not yet finished. The join happens when it reaches 0.
-    children_left = models.PositiveIntegerField(default=0)
     # Fan-out child: renewed while it runs, so the reconciler can tell a dead claim.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     # Fan-out child: when its wake-up message was last sent (lost messages are re-sent).
@@ -132,8 +130,9 @@ class Step(models.Model):
     class Meta:
         ordering = ["run", "position", "index"]
         indexes = [
+            # Only open fan-out children: "is any sibling still open?" is an index probe.
             models.Index(
-                fields=["status", "dispatched_at"],
+                fields=["run", "position", "dispatched_at"],
                 condition=Q(index__isnull=False, status__in=["pending", "scheduled", "running"]),
                 name="agentflow_step_open_child",
             ),

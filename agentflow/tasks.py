@@ -31,10 +31,27 @@ def advance(run_id: str) -> str:
     return executor.advance(UUID(run_id), worker=worker_name())
 
 
-@shared_task(name="agentflow.run_tool", acks_late=True, reject_on_worker_lost=True)
+@shared_task(name="agentflow.run_tool", **DURABLE)
 def run_tool(step_id: int) -> str:
-    """Run one fan-out child (a chord header task: its result feeds the chord counter)."""
+    """Run one fan-out child (a chord header task; the chord counts it all the same)."""
     return children.run_child(step_id)
+
+
+@shared_task(name="agentflow.run_tools", **DURABLE)
+def run_tools(step_ids: list[int]) -> list[str]:
+    """Run several children of a large fan-out, each claimed and recorded on its own."""
+    return [children.run_child(step_id) for step_id in step_ids]
+
+
+@shared_task(name="agentflow.fan_out_chunk", **DURABLE)
+def fan_out_chunk(run_id: str, position: int, groups: list[list[int]]) -> None:
+    """Send one chord of a fan-out: a header task per group of children, the join as body."""
+    options = _queue_options()
+    header = [
+        (run_tool.si(group[0]) if len(group) == 1 else run_tools.si(group)).set(**options)
+        for group in groups
+    ]
+    chord(header)(join.s(run_id, position).set(**options))
 
 
 @shared_task(name="agentflow.join", acks_late=True, reject_on_worker_lost=True)
@@ -74,15 +91,22 @@ class CeleryDispatcher:
         )
 
     def fan_out(self, run_id: UUID, position: int, step_ids: list[int]) -> None:
-        """One chord per CHORD_SIZE children, so no message or group grows without bound."""
+        """Chords of at most CHORD_SIZE header tasks, each chord sent by its own small task.
+
+        A fan-out gets at most FAN_OUT_TASKS header tasks: up to that many children, one
+        task each; beyond it, children share tasks (each still claimed on its own), so
+        broker traffic stays bounded while parallelism stays above any pool's size. No
+        message grows with the fan-out, and several workers send the chords at once.
+        """
         options = _queue_options()
+        per_task = -(-len(step_ids) // conf.setting("FAN_OUT_TASKS"))
+        groups = [step_ids[i : i + per_task] for i in range(0, len(step_ids), per_task)]
         size = conf.setting("CHORD_SIZE")
+        chunks = [groups[i : i + size] for i in range(0, len(groups), size)]
 
         def send() -> None:
-            body = join.s(str(run_id), position).set(**options)
-            for start in range(0, len(step_ids), size):
-                chunk = step_ids[start : start + size]
-                chord([run_tool.si(step_id).set(**options) for step_id in chunk])(body)
+            for chunk in chunks:
+                fan_out_chunk.apply_async((str(run_id), position, chunk), **options)
 
         transaction.on_commit(send, robust=True)
 

@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5500, help="length of the long run")
     parser.add_argument("--workflows", type=int, default=300, help="how many 3-step runs")
     parser.add_argument("--window", type=int, default=400, help="steps per cost window")
+    parser.add_argument("--fan-out", type=int, default=1000, help="calls in the fan-out benchmark")
+    parser.add_argument("--repeats", type=int, default=3, help="fan-out repetitions (median)")
+    parser.add_argument("--rated", type=int, default=300, help="calls in the rate-limit run")
     options = parser.parse_args()
     early, late = 100, options.steps - options.window
     print("per-step overhead on PostgreSQL")
@@ -48,6 +51,8 @@ def main() -> None:
         "bench.agentflow_steps", options.steps, options.workflows, early, late, options.window
     )
     r |= measure("bench.dbos_steps", options.steps, options.workflows, early)
+    print("fan-out and rate limits on 2 workers x 4 processes, Redis broker and backend")
+    r |= measure("bench.fanout", options.fan_out, options.repeats, options.rated)
 
     rows = [
         ("raw INSERT, autocommit (floor)", r["floor_insert"], None, None),
@@ -58,17 +63,27 @@ def main() -> None:
         (f"agentflow ctx.step at step {early}", r["agentflow_step_early"], None, None),
         (f"agentflow ctx.step at step {late}", r["agentflow_step_late"], None, None),
     ]
+    seconds = [
+        (f"raw Celery chord of {options.fan_out} no-ops + callback", r["raw_chord_s"]),
+        (f"agentflow ctx.map of {options.fan_out} no-op tools", r["agentflow_fan_out_s"]),
+    ]
     ratios = [
         ("ctx.step / raw INSERT", r["agentflow_step"] / r["floor_insert"], 4.0),
         ("ctx.step / DBOS 3-step workflow step", r["agentflow_step"] / r["dbos_three"], 0.35),
         ("ctx.step / DBOS step (long workflows)", r["agentflow_step"] / r["dbos_step"], None),
         ("3-step run / DBOS 3-step workflow", r["agentflow_three"] / r["dbos_three"], None),
         (f"step {late} / step {early}", r["agentflow_step_late"] / r["agentflow_step_early"], 1.2),
+        ("ctx.map / raw chord", r["agentflow_fan_out_s"] / r["raw_chord_s"], 1.3),
     ]
     print()
     print(f"{'measurement':<44}{'ms/step':>10}")
     print("-" * 54)
     for name, value, *_ in rows:
+        print(f"{name:<44}{value:>10.3f}")
+    print()
+    print(f"{'measurement':<44}{'seconds':>10}")
+    print("-" * 54)
+    for name, value in seconds:
         print(f"{name:<44}{value:>10.3f}")
     print()
     print(f"{'ratio':<44}{'value':>8}{'goal':>9}  result")
@@ -79,6 +94,15 @@ def main() -> None:
         failed |= verdict == "MISSED"
         goal_text = "" if goal is None else f"<= {goal:g}"
         print(f"{name:<44}{value:>8.2f}{goal_text:>9}  {verdict}")
+    utilisation = r["rate_utilisation"]
+    over = int(r["rate_windows_over"])
+    print(
+        f"{'rate-limit utilisation (20/s)':<44}{utilisation:>8.0%}{'>= 90%':>9}  "
+        f"{'met' if utilisation >= 0.9 else 'MISSED'}"
+    )
+    verdict = "met" if over == 0 else "MISSED"
+    print(f"{'1-second windows over 20 starts':<44}{over:>8}{'0':>9}  {verdict}")
+    failed |= utilisation < 0.9 or over > 0
     sys.exit(1 if failed else 0)
 
 

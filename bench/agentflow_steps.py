@@ -12,13 +12,6 @@ import time
 
 from bench.common import fresh_database, mean_ms, per_step_ms, report
 
-stamps: list[float] = []
-
-
-def tick(i: int) -> int:
-    stamps.append(time.perf_counter())
-    return i
-
 
 def main(steps: int, workflows: int, early: int, late: int, window: int) -> None:
     os.environ["BENCH_DATABASE_URL"] = fresh_database("agentflow_bench")
@@ -30,19 +23,9 @@ def main(steps: int, workflows: int, early: int, late: int, window: int) -> None
 
     call_command("migrate", verbosity=0)
 
-    from agentflow import agent
     from agentflow.engine import executor
     from agentflow.models import Run
-
-    @agent(name="bench.steps")
-    def long_run(ctx, n: int) -> int:
-        for i in range(n):
-            ctx.step(tick, i)
-        return n
-
-    @agent(name="bench.three")
-    def three(ctx) -> int:
-        return sum(ctx.step(tick, i) for i in range(3))
+    from bench.agents import stamps
 
     run = Run.objects.create(agent="bench.steps", agent_version="1", input={"n": steps})
     assert executor.advance(run.id, worker="bench") == "succeeded"

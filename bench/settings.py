@@ -11,5 +11,7 @@ DATABASES = {
         os.environ["BENCH_DATABASE_URL"], conn_max_age=None, conn_health_checks=False
     )
 }
+INSTALLED_APPS = [*INSTALLED_APPS, "bench"]  # noqa: F405
 LOGGING = {"version": 1, "disable_existing_loggers": False}
+AGENTFLOW = {"RECONCILE_EVERY": 2.0, "LEASE_SECONDS": 15.0}
 DEBUG = False

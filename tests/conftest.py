@@ -119,6 +119,7 @@ def recording_dispatcher(settings):
     """Make the engine record wake-ups instead of sending Celery messages."""
     settings.AGENTFLOW = {**settings.AGENTFLOW, "DISPATCHER": "tests.support.RecordingDispatcher"}
     RecordingDispatcher.sent = []
+    RecordingDispatcher.children = []
     from agentflow.engine import ports
 
     ports._load.cache_clear()

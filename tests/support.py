@@ -29,9 +29,16 @@ class RecordingDispatcher:
     """Records wake-ups instead of sending them: for tests that drive the engine directly."""
 
     sent: list[tuple[UUID, datetime | None]] = []
+    children: list[tuple[int, datetime | None]] = []
 
     def advance(self, run_id: UUID, *, eta: datetime | None = None) -> None:
         self.sent.append((run_id, eta))
+
+    def run_child(self, step_id: int, *, eta: datetime | None = None) -> None:
+        self.children.append((step_id, eta))
+
+    def fan_out(self, run_id: UUID, position: int, step_ids: list[int]) -> None:
+        self.children.extend((step_id, None) for step_id in step_ids)
 
 
 def run_ids(sent: list[tuple[UUID, Any]]) -> list[UUID]:

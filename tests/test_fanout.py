@@ -122,9 +122,7 @@ def test_concurrent_joins_win_once_in_process():
     from agentflow.engine import fanout
 
     run = Run.objects.create(agent="tests.fan", agent_version="1", input={"n": 0}, status="waiting")
-    Step.objects.create(
-        run=run, position=0, kind="map", name="x", status="waiting", children_left=0
-    )
+    Step.objects.create(run=run, position=0, kind="map", name="x", status="waiting")
     outcomes: list[bool] = []
 
     def attempt() -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -21,8 +22,8 @@ from agentflow import conf, registry
 from agentflow.engine import fanout, leases
 from agentflow.engine.errors import tool_error
 from agentflow.engine.ports import dispatcher
-from agentflow.engine.serialize import dumps, error_record
-from agentflow.engine.store import _uuid, _when
+from agentflow.engine.serialize import dumps, error_record, loads
+from agentflow.engine.store import _when
 from agentflow.engine.timeouts import call_with_timeout
 from agentflow.exceptions import PayloadError, UnknownTool
 from agentflow.gates import admission
@@ -31,7 +32,10 @@ from agentflow.models import Run, Step
 
 logger = logging.getLogger("agentflow.children")
 STEP = Step._meta.db_table
-OPEN = (Step.Status.PENDING, Step.Status.SCHEDULED)
+RUN = Run._meta.db_table
+QUOTED_INDEX = connection.ops.quote_name("index")
+OPEN = (Step.Status.PENDING, Step.Status.SCHEDULED, Step.Status.RUNNING)
+CLAIMABLE = (Step.Status.PENDING, Step.Status.SCHEDULED)
 
 
 class Claim:
@@ -67,53 +71,86 @@ def _defer(step: Step, delay: float, *, rate_booked: bool) -> str:
     """Leave the child open and ask for it again after ``delay`` seconds."""
     now = timezone.now()
     eta = now + timedelta(seconds=delay)
-    Step.objects.filter(id=step.id, status__in=OPEN).update(
+    Step.objects.filter(id=step.id, status__in=CLAIMABLE).update(
         wake_at=eta, rate_slot=eta if rate_booked else None, dispatched_at=now
     )
     dispatcher().run_child(step.id, eta=eta)
     return "deferred"
 
 
-def _claim(step_id: int) -> int | None:
-    """pending/scheduled -> running, with attempts + 1; None if someone else has it."""
-    now = _when(timezone.now())
+@dataclass(frozen=True)
+class Claimed:
+    """A child just claimed, with what running it needs (read in the claim itself)."""
+
+    id: int
+    run_id: Any
+    position: int
+    index: int
+    name: str
+    args: Any
+    idempotency_key: str
+    attempt: int
+    rate_slot: datetime | None
+    agent: str
+    owner_id: int | None
+
+
+def _claim(step_id: int) -> Claimed | None:
+    """open -> running, with attempts + 1, if due and its run is active; one statement."""
+    now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {STEP} SET status = 'running', attempts = attempts + 1, heartbeat_at = %s, "
-            "wake_at = NULL "
-            "WHERE id = %s AND status IN ('pending', 'scheduled') RETURNING attempts",
-            [now, step_id],
+            "wake_at = NULL WHERE id = %s AND status IN ('pending', 'scheduled') "
+            "AND (wake_at IS NULL OR wake_at <= %s) "
+            f"AND EXISTS (SELECT 1 FROM {RUN} r WHERE r.id = run_id AND r.status IN "
+            "('pending', 'running', 'waiting')) "
+            f"RETURNING id, run_id, position, {QUOTED_INDEX}, name, args, idempotency_key, "
+            f"attempts, rate_slot, (SELECT agent FROM {RUN} r WHERE r.id = run_id), "
+            f"(SELECT owner_id FROM {RUN} r WHERE r.id = run_id)",
+            [_when(now), step_id, _when(now + timedelta(seconds=admission.NOW_ENOUGH))],
         )
         row = cursor.fetchone()
-    return row[0] if row else None
+    if row is None:
+        return None
+    values = list(row)
+    values[5] = loads(values[5])
+    values[8] = _from_db_datetime(values[8])
+    return Claimed(*values)
 
 
-def _finish(step: Step, attempt: int, status: str, output_json: str | None, error: Any) -> bool:
-    """Record the outcome and take the child off its parent's count; True if it was last."""
-    now = _when(timezone.now())
-    error_json = None if error is None else dumps(error, what="child error")
-    quote = connection.ops.quote_name
-    with transaction.atomic(), connection.cursor() as cursor:
+def _from_db_datetime(value: Any) -> datetime | None:
+    """Raw cursors give SQLite datetimes back naive (or as text): they are UTC."""
+    if value is None:
+        return None
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _finish(step: Claimed, status: str, output_json: str | None, error: Any) -> bool:
+    """Record the outcome (if the claim still holds); True if no sibling is left open."""
+    with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {STEP} SET status = %s, output = %s, error = %s, finished_at = %s, "
             "heartbeat_at = NULL, rate_slot = NULL "
             "WHERE id = %s AND status = 'running' AND attempts = %s",
-            [status, output_json, error_json, now, step.id, attempt],
+            [
+                status,
+                output_json,
+                None if error is None else dumps(error, what="child error"),
+                _when(timezone.now()),
+                step.id,
+                step.attempt,
+            ],
         )
         if cursor.rowcount != 1:
             return False  # the claim lapsed and another attempt owns the child now
-        cursor.execute(
-            f"UPDATE {STEP} SET children_left = children_left - 1 WHERE run_id = %s "
-            f"AND position = %s AND {quote('index')} IS NULL RETURNING children_left",
-            [_uuid(step.run_id), step.position],
-        )
-        (left,) = cursor.fetchone()
-    return left == 0
+    return not fanout.any_open(step.run_id, step.position)
 
 
-def _schedule_retry(step: Step, attempt: int, delay: float, error: dict[str, Any]) -> None:
+def _schedule_retry(step: Claimed, delay: float, error: dict[str, Any]) -> None:
     eta = timezone.now() + timedelta(seconds=delay)
-    Step.objects.filter(id=step.id, status=Step.Status.RUNNING, attempts=attempt).update(
+    Step.objects.filter(id=step.id, status=Step.Status.RUNNING, attempts=step.attempt).update(
         status=Step.Status.SCHEDULED,
         wake_at=eta,
         error=error,
@@ -126,54 +163,49 @@ def _schedule_retry(step: Step, attempt: int, delay: float, error: dict[str, Any
 
 def run_child(step_id: int) -> str:
     """Execute one child if it is due and free; return what happened, for logs and tests."""
-    step = Step.objects.filter(id=step_id, status__in=OPEN).select_related("run").first()
+    step = _claim(step_id)
     if step is None:
-        return "skipped"
-    run = step.run
-    if run.status not in Run.ACTIVE:
-        return "skipped"
-    now = timezone.now()
-    if step.wake_at is not None and step.wake_at - now > timedelta(seconds=admission.NOW_ENOUGH):
-        return _defer(
-            step, (step.wake_at - now).total_seconds(), rate_booked=step.rate_slot is not None
-        )
+        return _not_claimed(step_id)
     try:
         tool = registry.get_tool(step.name)
     except UnknownTool as exc:
-        attempt = _claim(step.id)
-        if attempt is not None and _finish(
-            step, attempt, Step.Status.FAILED, None, error_record(exc)
-        ):
-            fanout.join(step.run_id, step.position)
-        return "failed"
-    attempt = _claim(step.id)
-    if attempt is None:
-        return "skipped"
+        return _close(step, Step.Status.FAILED, None, error_record(exc))
     # The gates come last, right before the call, so admission time is start time.
-    limits = limits_for(tool, run.agent, run.owner_id)
+    limits = limits_for(tool, step.agent, step.owner_id)
     gate = admission.Admission()
-    if limits.any and attempt <= tool.retries + 1:
+    if limits.any and step.attempt <= tool.retries + 1:
         gate = admission.admit(
             limits,
-            member=f"step:{step.id}:{attempt}",
+            member=f"step:{step.id}:{step.attempt}",
             booked=step.rate_slot,
             waiter=f"step:{step.id}",
         )
         if gate.delay:
-            return _unclaim(step, attempt, gate)
+            return _unclaim(step, gate)
     try:
-        return _execute(step, tool, limits, gate, attempt)
+        return _execute(step, tool, limits, gate)
     finally:
         wake(admission.release(limits, gate.slot))
 
 
-def _unclaim(step: Step, attempt: int, gate: admission.Admission) -> str:
+def _not_claimed(step_id: int) -> str:
+    """Not claimable: finished, claimed elsewhere, its run inactive, or not due yet."""
+    early = Step.objects.filter(
+        id=step_id, status__in=CLAIMABLE, wake_at__gt=timezone.now(), run__status__in=Run.ACTIVE
+    ).first()
+    if early is None:
+        return "skipped"
+    delay = (early.wake_at - timezone.now()).total_seconds()
+    return _defer(early, delay, rate_booked=early.rate_slot is not None)
+
+
+def _unclaim(step: Claimed, gate: admission.Admission) -> str:
     """Hand the claim back (the attempt does not count) and come back when admitted."""
     now = timezone.now()
     eta = now + timedelta(seconds=gate.delay)
-    Step.objects.filter(id=step.id, status=Step.Status.RUNNING, attempts=attempt).update(
-        status=step.status,
-        attempts=attempt - 1,
+    Step.objects.filter(id=step.id, status=Step.Status.RUNNING, attempts=step.attempt).update(
+        status=Step.Status.SCHEDULED,
+        attempts=step.attempt - 1,
         heartbeat_at=None,
         wake_at=eta,
         rate_slot=eta if gate.rate_booked else None,
@@ -183,13 +215,14 @@ def _unclaim(step: Step, attempt: int, gate: admission.Admission) -> str:
     return "deferred"
 
 
-def _execute(step: Step, tool: Any, limits: Any, gate: admission.Admission, attempt: int) -> str:
+def _execute(step: Claimed, tool: Any, limits: Any, gate: admission.Admission) -> str:
     where = f"run {step.run_id} position {step.position} child {step.index}"
+    attempt = step.attempt
     if attempt > tool.retries + 1:
         crash = RuntimeError(f"the worker died during each of the {attempt - 1} attempts")
         error = tool_error(tool.name, where, attempt - 1, crash)
         record = error_record(crash, message=str(error), tool=tool.name, attempts=attempt - 1)
-        return _close(step, attempt, Step.Status.FAILED, None, record)
+        return _close(step, Step.Status.FAILED, None, record)
     kwargs = tool.validate(step.args)
     if tool.takes_idempotency_key:
         kwargs["idempotency_key"] = step.idempotency_key
@@ -206,16 +239,16 @@ def _execute(step: Step, tool: Any, limits: Any, gate: admission.Admission, atte
         retryable = not isinstance(exc, (*tool.non_retryable, PayloadError))
         if retryable and attempt <= tool.retries:
             delay = min(tool.retry_backoff * 2 ** (attempt - 1), tool.retry_backoff_max)
-            _schedule_retry(step, attempt, delay, error_record(exc))
+            _schedule_retry(step, delay, error_record(exc))
             return "retrying"
         error = tool_error(tool.name, where, attempt, exc)
         record = error_record(exc, message=str(error), tool=tool.name, attempts=attempt)
-        return _close(step, attempt, Step.Status.FAILED, None, record)
-    return _close(step, attempt, Step.Status.SUCCEEDED, output_json, None)
+        return _close(step, Step.Status.FAILED, None, record)
+    return _close(step, Step.Status.SUCCEEDED, output_json, None)
 
 
-def _close(step: Step, attempt: int, status: str, output_json: str | None, error: Any) -> str:
-    if _finish(step, attempt, status, output_json, error):
+def _close(step: Claimed, status: str, output_json: str | None, error: Any) -> str:
+    if _finish(step, status, output_json, error):
         fanout.join(step.run_id, step.position)
     return status
 
@@ -236,7 +269,7 @@ def recover(now: datetime) -> dict[str, int]:
     lost = Step.objects.filter(
         Q(wake_at__isnull=True) | Q(wake_at__lt=now - grace),
         index__isnull=False,
-        status__in=OPEN,
+        status__in=CLAIMABLE,
         dispatched_at__lt=now - grace,
         run__status__in=Run.ACTIVE,
     )

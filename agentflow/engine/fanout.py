@@ -1,9 +1,10 @@
 """Fan-out: a parent step at one position, its children at (position, index), one join.
 
-The database decides when a fan-out is complete: the parent counts the children still
-open (``children_left``), each finishing child takes one off in the same statement that
-records it, and the join is a conditional update that only one caller can win. So the
-run is re-advanced exactly once whether the chord body fires once, twice or never.
+The database decides when a fan-out is complete: when no child is open. Each child, once
+its outcome is committed, looks for an open sibling (a probe of a partial index of open
+children) and joins if there is none; the chord body and the reconciler join the same
+way. The join is a conditional update that only one caller can win, so the run is
+re-advanced exactly once whether the chord body fires once, twice or never.
 """
 
 from __future__ import annotations
@@ -18,10 +19,16 @@ from django.utils import timezone
 
 from agentflow.engine import store
 from agentflow.engine.ports import dispatcher
-from agentflow.engine.serialize import loads
+from agentflow.engine.serialize import dumps
 from agentflow.models import Run, Step
 
 STEP = Step._meta.db_table
+# Served by the partial index agentflow_step_open_child.
+OPEN_CHILD = (
+    f"SELECT 1 FROM {STEP} o WHERE o.run_id = %s AND o.position = %s "
+    f"AND o.{connection.ops.quote_name('index')} IS NOT NULL "
+    "AND o.status IN ('pending', 'scheduled', 'running')"
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,6 @@ def create(
 ) -> None:
     """Record the parent and all children (one bulk insert), then dispatch the chord."""
     now = timezone.now()
-    runnable = sum(child.error is None for child in children)
     with transaction.atomic():
         store.insert_step(
             fence,
@@ -57,37 +63,86 @@ def create(
             status=Step.Status.WAITING,
             started_at=now,
             key=f"{fence.run_id}:{position}",
-            children_left=runnable,
             event=(
                 "step.started",
                 {"position": position, "kind": kind, "name": name, "children": len(children)},
             ),
         )
-        rows = Step.objects.bulk_create(
-            [
-                Step(
-                    run_id=fence.run_id,
-                    position=position,
-                    index=index,
-                    kind="call",
-                    name=child.tool,
-                    args=loads(child.args_json),
-                    idempotency_key=f"{fence.run_id}:{position}:{index}",
-                    status=Step.Status.PENDING if child.error is None else Step.Status.FAILED,
-                    error=child.error,
-                    started_at=now,
-                    dispatched_at=now,
-                    finished_at=None if child.error is None else now,
-                )
-                for index, child in enumerate(children)
-            ],
-            batch_size=1000,
-        )
-        step_ids = [row.id for row in rows if row.status == Step.Status.PENDING]
+        step_ids = _insert_children(fence.run_id, position, children, now)
         if step_ids:
             dispatcher().fan_out(fence.run_id, position, step_ids)
         else:
             join(fence.run_id, position)
+
+
+CHILD_COLUMNS = (
+    "run_id",
+    "position",
+    "index",
+    "kind",
+    "name",
+    "status",
+    "args",
+    "args_hash",
+    "error",
+    "attempts",
+    "idempotency_key",
+    "started_at",
+    "finished_at",
+    "dispatched_at",
+    "input_tokens",
+    "output_tokens",
+    "cost",
+)
+BATCH = 1000
+
+
+def _insert_children(run_id: UUID, position: int, children: list[Child], now: Any) -> list[int]:
+    """Insert the children in multi-row INSERTs; return the ids of the runnable ones."""
+    when = connection.ops.adapt_datetimefield_value(now)
+    run = store._uuid(run_id)
+    columns = ", ".join(connection.ops.quote_name(c) for c in CHILD_COLUMNS)
+    row = "(" + ", ".join(["%s"] * len(CHILD_COLUMNS)) + ")"
+    runnable: list[int] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(children), BATCH):
+            batch = children[start : start + BATCH]
+            values: list[Any] = []
+            for index, child in enumerate(batch, start):
+                failed = child.error is not None
+                values += [
+                    run,
+                    position,
+                    index,
+                    "call",
+                    child.tool,
+                    Step.Status.FAILED if failed else Step.Status.PENDING,
+                    child.args_json,
+                    "",
+                    dumps(child.error, what="child error") if failed else None,
+                    0,
+                    f"{run_id}:{position}:{index}",
+                    when,
+                    when if failed else None,
+                    when,
+                    0,
+                    0,
+                    0,
+                ]
+            cursor.execute(
+                f"INSERT INTO {STEP} ({columns}) VALUES {', '.join([row] * len(batch))} "
+                "RETURNING id, status",
+                values,
+            )
+            runnable += [step_id for step_id, status in cursor.fetchall() if status == "pending"]
+    return runnable
+
+
+def any_open(run_id: UUID, position: int) -> bool:
+    """Whether a child of the fan-out is still pending, scheduled or running."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT EXISTS ({OPEN_CHILD})", [store._uuid(run_id), position])
+        return bool(cursor.fetchone()[0])
 
 
 def results(run_id: UUID, position: int) -> list[tuple[str, Any, dict[str, Any] | None]]:
@@ -109,8 +164,8 @@ def join(run_id: UUID, position: int) -> bool:
             f"  AND c.{quote('index')} IS NOT NULL AND c.status = 'failed'"
             ") THEN 'failed' ELSE 'succeeded' END "
             f"WHERE run_id = %s AND position = %s AND {quote('index')} IS NULL "
-            "AND status = 'waiting' AND children_left = 0 RETURNING status, kind, name",
-            [connection.ops.adapt_datetimefield_value(now), *([store._uuid(run_id), position] * 2)],
+            f"AND status = 'waiting' AND NOT EXISTS ({OPEN_CHILD}) RETURNING status, kind, name",
+            [connection.ops.adapt_datetimefield_value(now), *([store._uuid(run_id), position] * 3)],
         )
         row = cursor.fetchone()
         if row is None:

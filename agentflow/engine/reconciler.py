@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from agentflow import conf
@@ -38,9 +38,17 @@ def reconcile() -> dict[str, int]:
     woken = Counter(status for _, status in rows)
     # Fan-outs whose children all finished but whose join was lost (e.g. the chord state
     # vanished with a Redis FLUSHALL): the database says they are complete, so join them.
-    complete = Step.objects.filter(
-        index__isnull=True, status=Step.Status.WAITING, children_left=0, kind__in=FAN_OUT_KINDS
-    ).values_list("run_id", "position")[:BATCH]
+    open_child = Step.objects.filter(
+        run_id=OuterRef("run_id"),
+        position=OuterRef("position"),
+        index__isnull=False,
+        status__in=children.OPEN,
+    )
+    complete = (
+        Step.objects.filter(index__isnull=True, status=Step.Status.WAITING, kind__in=FAN_OUT_KINDS)
+        .exclude(Exists(open_child))
+        .values_list("run_id", "position")[:BATCH]
+    )
     woken["joined"] = sum(fanout.join(run_id, position) for run_id, position in complete)
     woken.update(children.recover(now))
     # Concurrency slots whose holder died expire on their own; wake who waits for them.

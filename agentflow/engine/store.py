@@ -180,7 +180,6 @@ STEP_COLUMNS = (
     "input_tokens",
     "output_tokens",
     "cost",
-    "children_left",
     "rate_slot",
 )
 
@@ -210,7 +209,6 @@ def insert_step(
     finished_at: datetime | None = None,
     wake_at: datetime | None = None,
     rate_slot: datetime | None = None,
-    children_left: int = 0,
     event: tuple[str, dict[str, Any]] | None = None,
 ) -> tuple[int, Any]:
     """Record a new step (and its event) if the lease still holds; return (id, stored output).
@@ -237,7 +235,6 @@ def insert_step(
         0,
         0,
         0,
-        children_left,
         _when(rate_slot),
     ]
     write = _insert_step_sql(connection.vendor)

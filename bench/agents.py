@@ -1,0 +1,51 @@
+"""The agents and tools the benchmarks run (discovered like any app's agents.py)."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from django.conf import settings
+
+from agentflow import RunContext, agent, tool
+
+# Step timestamps of the in-process per-step benchmark.
+stamps: list[float] = []
+
+
+def tick(i: int) -> int:
+    stamps.append(time.perf_counter())
+    return i
+
+
+@agent(name="bench.steps")
+def long_run(ctx: RunContext, n: int) -> int:
+    for i in range(n):
+        ctx.step(tick, i)
+    return n
+
+
+@agent(name="bench.three")
+def three(ctx: RunContext) -> int:
+    return sum(ctx.step(tick, i) for i in range(3))
+
+
+@tool(name="bench.noop", retries=0)
+def noop(i: int) -> int:
+    return i
+
+
+@agent(name="bench.fan_out")
+def fan_out(ctx: RunContext, n: int) -> int:
+    return len(ctx.map(noop, [{"i": i} for i in range(n)]))
+
+
+@tool(name="bench.rated", rate_limit="20/s")
+def rated(i: int) -> int:
+    redis.Redis.from_url(settings.REDIS_URL).rpush("bench:starts", time.time())
+    return i
+
+
+@agent(name="bench.rated_fan_out")
+def rated_fan_out(ctx: RunContext, n: int) -> int:
+    return len(ctx.map(rated, [{"i": i} for i in range(n)]))
