@@ -23,6 +23,8 @@ AGENTFLOW = {
     "RECONCILE_EVERY": 1.0,
     "VERSION_RETRY_SECONDS": 2.0,
     "REDISPATCH_SECONDS": 2.0,
+    # Workers read Policy rows on every call, so tests see admin changes at once.
+    "POLICY_CACHE_SECONDS": 0.0,
 }
 # Beat in tests keeps its schedule in a file: the database is flushed between tests.
 CELERY_BEAT_SCHEDULER = "celery.beat:PersistentScheduler"
