@@ -29,9 +29,9 @@ DEFAULTS: dict[str, Any] = {
     # Redis for fleet-wide rate limits and concurrency slots. None: the Celery broker when
     # it is Redis, else an in-process store (the embedded default).
     "REDIS_URL": None,
-    # Extra seconds each rate-limit window is held, so start-time jitter never lets two
-    # windows' worth of calls land in one measured window.
-    "RATE_LIMIT_GUARD_SECONDS": 0.01,
+    # Slack added to each rate-limit period, so start-time jitter never lets N + 1 calls
+    # land in one window (it costs guard / period of the rate: 2 % of 1/s).
+    "RATE_LIMIT_GUARD_SECONDS": 0.02,
     # Policy rows are re-read by each worker at most this often.
     "POLICY_CACHE_SECONDS": 2.0,
     # A fan-out child whose wake-up has not arrived after this long is sent again

@@ -39,14 +39,20 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 def test_300_calls_at_20_per_second_across_two_workers(workers):
     workers("w1", concurrency=4)
     workers("w2", concurrency=4)
-    started = time.monotonic()
     run = agentflow.wait(agentflow.start("tests.rated_fan", {"n": 300}), timeout=60)
-    elapsed = time.monotonic() - started
+    elapsed = (run.finished_at - run.created_at).total_seconds()
 
     assert run.status == Run.Status.SUCCEEDED, run.error
     starts = list(Call.objects.filter(tool="tests.rated").values_list("started", flat=True))
     assert len(starts) == 300
-    assert busiest_window(starts) <= 20  # spaced 1/20 s apart: never 21 in one second
+    busiest = busiest_window(starts)
+    ordered = sorted(starts)
+    tightest = min(b - a for a, b in zip(ordered, ordered[20:], strict=False))
+    print(
+        f"300 calls at 20/s: {elapsed:.2f}s, busiest second {busiest}, "
+        f"21 starts span >= {tightest:.4f}s"
+    )
+    assert busiest <= 20, f"{busiest} calls started within one second"  # spaced 1/20 s apart
     assert elapsed <= 1.15 * 300 / 20, f"took {elapsed:.1f}s"
 
 

@@ -67,14 +67,10 @@ def wake(waiters: list[str]) -> None:
             send.advance(ident)
 
 
-def _defer(step: Step, delay: float, *, rate_booked: bool) -> str:
-    """Leave the child open and ask for it again after ``delay`` seconds."""
-    now = timezone.now()
-    eta = now + timedelta(seconds=delay)
-    Step.objects.filter(id=step.id, status__in=CLAIMABLE).update(
-        wake_at=eta, rate_slot=eta if rate_booked else None, dispatched_at=now
-    )
-    dispatcher().run_child(step.id, eta=eta)
+def _defer(step: Step) -> str:
+    """A wake-up came before the child is due: ask for it again at its time."""
+    Step.objects.filter(id=step.id, status__in=CLAIMABLE).update(dispatched_at=timezone.now())
+    dispatcher().run_child(step.id, eta=step.wake_at)
     return "deferred"
 
 
@@ -195,21 +191,19 @@ def _not_claimed(step_id: int) -> str:
     ).first()
     if early is None:
         return "skipped"
-    delay = (early.wake_at - timezone.now()).total_seconds()
-    return _defer(early, delay, rate_booked=early.rate_slot is not None)
+    return _defer(early)
 
 
 def _unclaim(step: Claimed, gate: admission.Admission) -> str:
     """Hand the claim back (the attempt does not count) and come back when admitted."""
-    now = timezone.now()
-    eta = now + timedelta(seconds=gate.delay)
+    eta = gate.wake_at
     Step.objects.filter(id=step.id, status=Step.Status.RUNNING, attempts=step.attempt).update(
         status=Step.Status.SCHEDULED,
         attempts=step.attempt - 1,
         heartbeat_at=None,
         wake_at=eta,
-        rate_slot=eta if gate.rate_booked else None,
-        dispatched_at=now,
+        rate_slot=gate.booked,
+        dispatched_at=timezone.now(),
     )
     dispatcher().run_child(step.id, eta=eta)
     return "deferred"

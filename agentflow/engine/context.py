@@ -566,14 +566,14 @@ class _ToolCall:
 
     def _throttle(self, step_id: int, attempt: int, gate: admission.Admission) -> None:
         """Hand the attempt back, park the call until it is admitted, and suspend."""
-        wake_at = timezone.now() + timedelta(seconds=gate.delay)
+        wake_at = gate.wake_at
         store.update_step(
             self.ctx._fence,
             step_id,
             status=Step.Status.SCHEDULED,
             attempts=attempt - 1,
             wake_at=wake_at,
-            rate_slot=wake_at if gate.rate_booked else None,
+            rate_slot=gate.booked,
             event=self._event("step.throttled", reason=gate.reason, wake_at=wake_at.isoformat()),
         )
         raise Suspend(gate.reason, wake_at)

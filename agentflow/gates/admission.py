@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 
@@ -18,41 +18,54 @@ from agentflow import conf
 from agentflow.gates.limits import Limits
 from agentflow.gates.stores import limit_store
 
-# A slot this close is waited for in place: less than one message round trip.
-NOW_ENOUGH = 0.005
+# A slot this close is waited for in place (a few milliseconds, less than a message round
+# trip); a call scheduled for a slot is woken EARLY before it so it starts on time.
+NOW_ENOUGH = 0.02
+EARLY = 0.01
 
 
 @dataclass(frozen=True)
 class Admission:
-    """``delay`` 0 means go now (holding ``slot`` if a concurrency slot was taken)."""
+    """``delay`` 0 means go now (holding ``slot`` if a concurrency slot was taken).
+
+    Otherwise come back at ``wake_at``; ``booked`` is the rate-limit slot reserved for the
+    call, if any, which it keeps when it comes back on time.
+    """
 
     delay: float = 0.0
     slot: str | None = None
-    rate_booked: bool = False
+    booked: datetime | None = None
     reason: str = ""
+
+    @property
+    def wake_at(self) -> datetime:
+        if self.booked is not None:
+            return self.booked - timedelta(seconds=EARLY)
+        return timezone.now() + timedelta(seconds=self.delay)
 
 
 def admit(limits: Limits, *, member: str, booked: datetime | None, waiter: str) -> Admission:
     """Pass the rate gate (keeping a slot booked earlier), then the concurrency gate.
 
-    A booked slot is kept only if the call starts within RATE_LIMIT_GUARD_SECONDS of it:
-    a call that starts later could crowd the calls after it into one window, so it books
-    a new slot instead. Calls therefore start no closer than period / N apart, give or
-    take the guard, and no window of the period sees more than N starts.
+    Slots are spaced (period + guard) / N apart. A booked slot is kept only if the call
+    comes back less than half the guard late; later, it could crowd the calls after it into
+    one window, so it books a new slot. The other half of the guard absorbs the jitter
+    between admission and the tool's first line, so no window of the period sees more
+    than N starts.
     """
     store = limit_store()
     guard = conf.setting("RATE_LIMIT_GUARD_SECONDS")
     if limits.rate:
         late = None if booked is None else (timezone.now() - booked).total_seconds()
         if late is not None and late < 0:
-            time.sleep(-late)  # woken a hair early (at most NOW_ENOUGH): start on the slot
-        elif late is None or late > guard:
+            time.sleep(min(-late, NOW_ENOUGH))  # woken just before the slot: start on it
+        elif late is None or late > guard / 2:
             count, period = limits.rate
             delay = store.reserve(limits.key, (period + guard) / count)
             if delay > NOW_ENOUGH:
                 return Admission(
                     delay=delay,
-                    rate_booked=True,
+                    booked=timezone.now() + timedelta(seconds=delay),
                     reason=f"rate limit {count}/{period}s on {limits.key}: "
                     f"slot booked in {delay:.3f}s",
                 )
