@@ -9,14 +9,6 @@ from django.db.models import Q
 
 
 class RunQuerySet(models.QuerySet):
-    def active(self) -> RunQuerySet:
-        """Runs that may still change on their own: pending, running or waiting."""
-        return self.filter(status__in=("pending", "running", "waiting"))
-
-    def finished(self) -> RunQuerySet:
-        """Runs in a terminal status."""
-        return self.filter(status__in=("succeeded", "failed", "cancelled"))
-
     def needing_wakeup(self, now: datetime, pending_before: datetime) -> RunQuerySet:
         """Runs a lost message or a dead worker left behind.
 

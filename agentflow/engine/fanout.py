@@ -75,25 +75,6 @@ def create(
             join(fence.run_id, position)
 
 
-CHILD_COLUMNS = (
-    "run_id",
-    "position",
-    "index",
-    "kind",
-    "name",
-    "status",
-    "args",
-    "args_hash",
-    "error",
-    "attempts",
-    "idempotency_key",
-    "started_at",
-    "finished_at",
-    "dispatched_at",
-    "input_tokens",
-    "output_tokens",
-    "cost",
-)
 BATCH = 1000
 
 
@@ -101,8 +82,8 @@ def _insert_children(run_id: UUID, position: int, children: list[Child], now: An
     """Insert the children in multi-row INSERTs; return the ids of the runnable ones."""
     when = connection.ops.adapt_datetimefield_value(now)
     run = store._uuid(run_id)
-    columns = ", ".join(connection.ops.quote_name(c) for c in CHILD_COLUMNS)
-    row = "(" + ", ".join(["%s"] * len(CHILD_COLUMNS)) + ")"
+    columns = ", ".join(connection.ops.quote_name(c) for c in store.STEP_COLUMNS)
+    row = "(" + ", ".join(["%s"] * len(store.STEP_COLUMNS)) + ")"
     runnable: list[int] = []
     with connection.cursor() as cursor:
         for start in range(0, len(children), BATCH):
@@ -119,15 +100,18 @@ def _insert_children(run_id: UUID, position: int, children: list[Child], now: An
                     Step.Status.FAILED if failed else Step.Status.PENDING,
                     child.args_json,
                     "",
+                    None,  # output
                     dumps(child.error, what="child error") if failed else None,
                     0,
                     f"{run_id}:{position}:{index}",
                     when,
                     when if failed else None,
-                    when,
+                    None,  # wake_at
                     0,
                     0,
                     0,
+                    None,  # rate_slot
+                    when,  # dispatched_at
                 ]
             cursor.execute(
                 f"INSERT INTO {STEP} ({columns}) VALUES {', '.join([row] * len(batch))} "

@@ -181,6 +181,7 @@ STEP_COLUMNS = (
     "output_tokens",
     "cost",
     "rate_slot",
+    "dispatched_at",
 )
 
 
@@ -236,6 +237,7 @@ def insert_step(
         0,
         0,
         _when(rate_slot),
+        None,
     ]
     write = _insert_step_sql(connection.vendor)
     try:
