@@ -133,7 +133,7 @@ def _finish(step: Claimed, status: str, output_json: str | None, error: Any) -> 
             [
                 status,
                 output_json,
-                None if error is None else dumps(error, what="child error"),
+                None if error is None else dumps(error, what="child error", limited=False),
                 _when(timezone.now()),
                 step.id,
                 step.attempt,

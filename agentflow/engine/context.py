@@ -22,7 +22,7 @@ from agentflow.definitions import ToolDefinition
 from agentflow.engine import children, fanout, leases, store
 from agentflow.engine.errors import rebuild_exception, tool_error
 from agentflow.engine.interrupts import Interrupt, LeaseLost, Suspend
-from agentflow.engine.serialize import args_hash, dumps, error_record
+from agentflow.engine.serialize import args_hash, calls_hash, dumps, error_record
 from agentflow.engine.timeouts import call_with_timeout
 from agentflow.exceptions import (
     NonDeterminismError,
@@ -86,7 +86,7 @@ class RunContext:
     # -- bookkeeping ----------------------------------------------------------------
 
     def _take(
-        self, kind: str, name: str, args_json: str
+        self, kind: str, name: str, args_json: str, digest: str | None = None
     ) -> tuple[int, str, store.StepRecord | None]:
         """Claim the next position; check it against history; return (position, hash, record)."""
         if self.diverged is not None:
@@ -98,7 +98,7 @@ class RunContext:
             )
         position = self._position
         self._position += 1
-        digest = args_hash(args_json)
+        digest = digest or args_hash(args_json)
         record = self._history.get(position)
         if record is not None:
             if (record.kind, record.name, record.args_hash) != (kind, name, digest):
@@ -257,21 +257,28 @@ class RunContext:
         calls: list[tuple[ToolDefinition, dict[str, Any]]],
         return_exceptions: bool,
     ) -> list[Any]:
-        try:
-            args_json = dumps(
-                [[tool.name, kwargs] for tool, kwargs in calls],
-                what=f"arguments of {kind} {name}",
-                sort_keys=True,
-            )
-        except PayloadError as exc:
-            raise ToolArgumentError(
-                f"{kind} {name} at run {self.run.id}: {exc}", tool=name
-            ) from None
-        position, digest, record = self._take(kind, name, args_json)
+        encoded = []
+        for index, (tool, kwargs) in enumerate(calls):
+            try:
+                encoded.append(dumps(kwargs, what=f"arguments of {tool.name}", sort_keys=True))
+            except PayloadError as exc:
+                raise ToolArgumentError(
+                    f"{kind} {name} at run {self.run.id}, call {index}: {exc}", tool=tool.name
+                ) from None
+        # The parent keeps a summary (the children keep their own arguments), so a fan-out
+        # of any size fits; its hash still covers every call, in order.
+        summary = {"calls": len(calls), "tools": sorted({tool.name for tool, _ in calls})}
+        digest = calls_hash(
+            [(tool.name, args) for (tool, _), args in zip(calls, encoded, strict=True)]
+        )
+        args_json = dumps(summary, what=f"summary of {kind} {name}", sort_keys=True)
+        position, digest, record = self._take(kind, name, args_json, digest)
         if record is None:
             children = [
-                self._child(position, index, tool, kwargs)
-                for index, (tool, kwargs) in enumerate(calls)
+                self._child(position, index, tool, kwargs, child_json)
+                for index, ((tool, kwargs), child_json) in enumerate(
+                    zip(calls, encoded, strict=True)
+                )
             ]
             fanout.create(
                 self._fence,
@@ -305,9 +312,13 @@ class RunContext:
         return outcomes
 
     def _child(
-        self, position: int, index: int, tool: ToolDefinition, kwargs: dict[str, Any]
+        self,
+        position: int,
+        index: int,
+        tool: ToolDefinition,
+        kwargs: dict[str, Any],
+        args_json: str,
     ) -> fanout.Child:
-        args_json = dumps(kwargs, what=f"arguments of {tool.name}", sort_keys=True)
         if tool.requires_approval:
             refused = PolicyDenied(
                 f"Tool '{tool.name}' requires approval at run {self.run.id} position {position} "

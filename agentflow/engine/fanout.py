@@ -101,7 +101,7 @@ def _insert_children(run_id: UUID, position: int, children: list[Child], now: An
                     child.args_json,
                     "",
                     None,  # output
-                    dumps(child.error, what="child error") if failed else None,
+                    dumps(child.error, what="child error", limited=False) if failed else None,
                     0,
                     f"{run_id}:{position}:{index}",
                     when,

@@ -12,9 +12,17 @@ from django.core.serializers.json import DjangoJSONEncoder
 from agentflow import conf
 from agentflow.exceptions import PayloadError
 
+# Bounds on what the runtime itself records about a failure, so recording it never fails.
+MAX_MESSAGE_CHARS = 4_000
+MAX_TRACEBACK_CHARS = 16_000
 
-def dumps(value: Any, *, what: str, sort_keys: bool = False) -> str:
-    """Encode ``value`` as JSON, refusing what is not JSON or larger than MAX_PAYLOAD_BYTES."""
+
+def dumps(value: Any, *, what: str, sort_keys: bool = False, limited: bool = True) -> str:
+    """Encode ``value`` as JSON, refusing what is not JSON or larger than MAX_PAYLOAD_BYTES.
+
+    ``limited=False`` is for records the runtime writes itself (errors, its own events),
+    which are bounded where they are made instead.
+    """
     try:
         text = json.dumps(
             value,
@@ -29,7 +37,7 @@ def dumps(value: Any, *, what: str, sort_keys: bool = False) -> str:
             "(dict, list, str, int, float, bool, None; dates, decimals and UUIDs become strings)."
         ) from None
     limit = conf.setting("MAX_PAYLOAD_BYTES")
-    if len(text) > limit:
+    if limited and len(text) > limit:
         raise PayloadError(
             f"{what} is {len(text):,} bytes, over AGENTFLOW['MAX_PAYLOAD_BYTES'] = {limit:,}. "
             "Store large data elsewhere (a file or a model) and pass a reference."
@@ -47,12 +55,20 @@ def args_hash(canonical_json: str) -> str:
     return hashlib.sha256(canonical_json.encode()).hexdigest()[:16]
 
 
+def calls_hash(calls: list[tuple[str, str]]) -> str:
+    """The fingerprint of a fan-out: every (tool, canonical args JSON) in order."""
+    digest = hashlib.sha256()
+    for tool, args_json in calls:
+        digest.update(f"{tool}\0{args_json}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def error_record(exc: BaseException, **extra: Any) -> dict[str, Any]:
     """Describe an exception for storage: type, message and traceback."""
     cls = type(exc)
     return {
         "type": f"{cls.__module__}.{cls.__qualname__}",
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "message": str(exc)[:MAX_MESSAGE_CHARS],
+        "traceback": "".join(traceback.format_exception(exc))[-MAX_TRACEBACK_CHARS:],
         **extra,
     }

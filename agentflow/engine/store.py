@@ -78,8 +78,9 @@ def _when(value: datetime | None) -> Any:
     return connection.ops.adapt_datetimefield_value(value)
 
 
-def _json(value: Any, what: str) -> str | None:
-    return None if value is None else dumps(value, what=what)
+def _record_json(value: Any, what: str) -> str | None:
+    """JSON of a record the runtime writes itself (an error, its own event): never refused."""
+    return None if value is None else dumps(value, what=what, limited=False)
 
 
 @contextlib.contextmanager
@@ -135,7 +136,7 @@ def _write(
     PostgreSQL does it all in one statement: one round trip, one commit. Elsewhere
     (SQLite) it takes one transaction of two or three statements.
     """
-    event_json = dumps(event[1], what=f"event {event[0]}") if event else None
+    event_json = _record_json(event[1], f"event {event[0]}") if event else None
     fence_values = [_uuid(fence.run_id), fence.token]
     with unavailable_as_interrupt(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -227,7 +228,7 @@ def insert_step(
         args_json,
         args_hash,
         output_json,
-        _json(error, f"error of step {position}"),
+        _record_json(error, f"error of step {position}"),
         attempts,
         key,
         _when(started_at),
@@ -272,7 +273,7 @@ def update_step(
     values = [
         status,
         output_json,
-        _json(error, f"error of step {step_id}"),
+        _record_json(error, f"error of step {step_id}"),
         attempts,
         _when(finished_at),
         _when(wake_at),
@@ -289,7 +290,7 @@ def append_event(run_id: UUID, type_: str, data: dict[str, Any]) -> int:
     Taking the sequence number locks the run row until commit, so events commit in
     sequence order and a reader that resumes after seq N misses nothing.
     """
-    data_json = dumps(data, what=f"event {type_}")
+    data_json = _record_json(data, f"event {type_}")
     with transaction.atomic(), connection.cursor() as cursor:
         seq = _next_seq(cursor, run_id)
         _insert_event(cursor, run_id, seq, type_, data_json)
@@ -305,8 +306,8 @@ def finish_run(
     event: tuple[str, dict[str, Any]],
 ) -> None:
     """Mark the run finished, with its output or error, if the lease still holds."""
-    error_json = _json(error, "run error")
-    event_json = dumps(event[1], what=f"event {event[0]}")
+    error_json = _record_json(error, "run error")
+    event_json = _record_json(event[1], f"event {event[0]}")
     now = timezone.now()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(

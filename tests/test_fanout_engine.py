@@ -1,0 +1,76 @@
+"""Fan-out at the engine's ports (children run in this process): sizes and refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+import agentflow
+from agentflow.engine import children, executor
+from agentflow.models import Run, Step
+from tests.testapp import agents as test_agents
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_all_children(dispatched: list) -> None:
+    while dispatched:
+        step_id, _ = dispatched.pop(0)
+        children.run_child(step_id)
+
+
+def test_a_map_larger_than_the_payload_limit_fits_when_each_call_does(
+    recording_dispatcher, settings
+):
+    from tests.support import RecordingDispatcher
+
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "MAX_PAYLOAD_BYTES": 2_000}
+    run = agentflow.start("tests.fan", {"n": 300})  # ~9 kB of arguments in all
+    assert executor.advance(run.id, worker="t") == "waiting"
+    parent = Step.objects.get(run=run, position=0, index__isnull=True)
+    assert parent.args == {"calls": 300, "tools": ["tests.child_effect"]}
+    run_all_children(RecordingDispatcher.children)
+    assert executor.advance(run.id, worker="t") == "succeeded"
+    run.refresh_from_db()
+    assert run.output["doubled"] == [i * 2 for i in range(300)]
+    assert agentflow.replay(run).ok
+
+
+def test_an_oversized_call_is_refused_naming_its_index(recording_dispatcher, settings, monkeypatch):
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "MAX_PAYLOAD_BYTES": 200}
+
+    def oversized(ctx, n):
+        try:
+            ctx.map(test_agents.child_effect, [{"i": 1}, {"i": 2, "pause": 0.0}, {"i": "x" * 500}])
+        except agentflow.ToolArgumentError as exc:
+            return {"index": "call 2" in str(exc), "limit": "MAX_PAYLOAD_BYTES" in str(exc)}
+
+    monkeypatch.setattr(test_agents.fan, "fn", oversized)
+    run = agentflow.start("tests.fan", {"n": 3})
+    assert executor.advance(run.id, worker="t") == "succeeded"
+    run.refresh_from_db()
+    assert run.output == {"index": True, "limit": True}
+    assert not Step.objects.filter(run=run).exists()  # nothing half-recorded
+
+
+def test_an_empty_map_returns_an_empty_list(recording_dispatcher, monkeypatch):
+    monkeypatch.setattr(test_agents.fan, "fn", lambda ctx, n: ctx.map(test_agents.child_effect, []))
+    run = agentflow.start("tests.fan", {"n": 0})
+    assert executor.advance(run.id, worker="t") == "succeeded"
+    assert Run.objects.get(id=run.id).output == []
+
+
+def test_a_failure_is_recorded_even_when_its_traceback_is_over_the_payload_limit(
+    recording_dispatcher, settings, monkeypatch
+):
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "MAX_PAYLOAD_BYTES": 100}
+
+    def fails(ctx, n):
+        raise ValueError("x" * 10_000)
+
+    monkeypatch.setattr(test_agents.fan, "fn", fails)
+    run = agentflow.start("tests.fan", {"n": 1})
+    assert executor.advance(run.id, worker="t") == "failed"
+    run.refresh_from_db()
+    assert run.status == Run.Status.FAILED
+    assert run.error["type"] == "builtins.ValueError"
+    assert len(run.error["message"]) == 4_000  # bounded, not refused
