@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 from uuid import UUID
 
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -182,6 +182,8 @@ class Heartbeat:
                 except Exception:  # a database or Redis hiccup must not kill the heartbeat
                     logger.exception("renewing %r failed", lease)
                     close_old_connections()
+            if not leases:
+                connection.close()  # nothing to renew: hold no idle connection
 
 
 heartbeat = Heartbeat()
