@@ -38,3 +38,22 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return messages
+
+
+@register("agentflow")
+def check_result_backend(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Fan-outs are chords: a database result backend makes Celery poll for each one."""
+    from django.conf import settings
+
+    backend = str(getattr(settings, "CELERY_RESULT_BACKEND", "") or "")
+    if backend.startswith(("django-db", "db+")):
+        return [
+            Warning(
+                f"CELERY_RESULT_BACKEND is {backend!r}: Celery then completes chords by polling "
+                "(chord_unlock), so every fan-out joins late and loads the database.",
+                hint="Use Redis for results: CELERY_RESULT_BACKEND = 'redis://...'. agentflow "
+                "keeps no state there; its joins are decided in your database.",
+                id="agentflow.W002",
+            )
+        ]
+    return []

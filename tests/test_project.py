@@ -68,3 +68,12 @@ def test_system_checks_refuse_bad_settings(settings):
     settings.AGENTFLOW = {"LEASE_SECOND": 2}
     (error,) = check_settings()
     assert error.id == "agentflow.E001" and "LEASE_SECOND" in error.msg
+
+
+def test_a_database_result_backend_is_flagged_for_chords(settings):
+    from agentflow.checks import check_result_backend
+
+    assert check_result_backend() == []
+    settings.CELERY_RESULT_BACKEND = "django-db"
+    (warning,) = check_result_backend()
+    assert warning.id == "agentflow.W002" and "chord" in warning.msg
