@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -23,6 +24,28 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
+
+
+def all_at_once(fn: Callable[[], T], threads: int) -> list[T]:
+    """Call ``fn`` from ``threads`` threads released together; return what each returned."""
+    from django.db import connection
+
+    results: list[T] = []
+    barrier = threading.Barrier(threads)
+
+    def call() -> None:
+        try:
+            barrier.wait()
+            results.append(fn())
+        finally:
+            connection.close()  # each thread has its own connection
+
+    workers = [threading.Thread(target=call) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return results
 
 
 class RecordingDispatcher:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -10,7 +9,7 @@ from django.db.models import Count
 
 import agentflow
 from agentflow.models import Event, Run, Step
-from tests.support import wait_until
+from tests.support import all_at_once, wait_until
 from tests.testapp.models import Execution, SideEffect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -123,21 +122,7 @@ def test_concurrent_joins_win_once_in_process():
 
     run = Run.objects.create(agent="tests.fan", agent_version="1", input={"n": 0}, status="waiting")
     Step.objects.create(run=run, position=0, kind="map", name="x", status="waiting")
-    outcomes: list[bool] = []
-
-    def attempt() -> None:
-        from django.db import connection
-
-        try:
-            outcomes.append(fanout.join(run.id, 0))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=attempt) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = all_at_once(lambda: fanout.join(run.id, 0), threads=8)
     assert sorted(outcomes) == [False] * 7 + [True]
     assert Run.objects.get(id=run.id).wake_seq == 1
 
@@ -154,23 +139,9 @@ def test_five_thousand_children_in_one_map(workers):
 
 
 def test_start_with_the_same_key_from_20_threads_makes_one_run():
-    from django.db import connection
-
-    runs: list = []
-    barrier = threading.Barrier(20)
-
-    def start() -> None:
-        try:
-            barrier.wait()
-            runs.append(agentflow.start("tests.mixed", {"n": 1}, idempotency_key="once").id)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=start) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    runs = all_at_once(
+        lambda: agentflow.start("tests.mixed", {"n": 1}, idempotency_key="once").id, threads=20
+    )
     assert len(runs) == 20
     assert len(set(runs)) == 1
     assert Run.objects.filter(idempotency_key="once").count() == 1
