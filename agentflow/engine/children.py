@@ -23,7 +23,7 @@ from agentflow.engine import fanout, leases
 from agentflow.engine.errors import tool_error
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import dumps, error_record, loads
-from agentflow.engine.store import _when
+from agentflow.engine.store import db_when
 from agentflow.engine.timeouts import call_with_timeout
 from agentflow.exceptions import PayloadError, UnknownTool
 from agentflow.gates import admission
@@ -104,7 +104,7 @@ def _claim(step_id: int) -> Claimed | None:
             f"RETURNING id, run_id, position, {QUOTED_INDEX}, name, args, idempotency_key, "
             f"attempts, rate_slot, (SELECT agent FROM {RUN} r WHERE r.id = run_id), "
             f"(SELECT owner_id FROM {RUN} r WHERE r.id = run_id)",
-            [_when(now), step_id, _when(now + timedelta(seconds=admission.NOW_ENOUGH))],
+            [db_when(now), step_id, db_when(now + timedelta(seconds=admission.NOW_ENOUGH))],
         )
         row = cursor.fetchone()
     if row is None:
@@ -134,7 +134,7 @@ def _finish(step: Claimed, status: str, output_json: str | None, error: Any) -> 
                 status,
                 output_json,
                 None if error is None else dumps(error, what="child error", limited=False),
-                _when(timezone.now()),
+                db_when(timezone.now()),
                 step.id,
                 step.attempt,
             ],

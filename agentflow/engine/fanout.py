@@ -81,7 +81,7 @@ BATCH = 1000
 def _insert_children(run_id: UUID, position: int, children: list[Child], now: Any) -> list[int]:
     """Insert the children in multi-row INSERTs; return the ids of the runnable ones."""
     when = connection.ops.adapt_datetimefield_value(now)
-    run = store._uuid(run_id)
+    run = store.db_uuid(run_id)
     columns = ", ".join(connection.ops.quote_name(c) for c in store.STEP_COLUMNS)
     row = "(" + ", ".join(["%s"] * len(store.STEP_COLUMNS)) + ")"
     runnable: list[int] = []
@@ -125,7 +125,7 @@ def _insert_children(run_id: UUID, position: int, children: list[Child], now: An
 def any_open(run_id: UUID, position: int) -> bool:
     """Whether a child of the fan-out is still pending, scheduled or running."""
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT EXISTS ({OPEN_CHILD})", [store._uuid(run_id), position])
+        cursor.execute(f"SELECT EXISTS ({OPEN_CHILD})", [store.db_uuid(run_id), position])
         return bool(cursor.fetchone()[0])
 
 
@@ -149,7 +149,10 @@ def join(run_id: UUID, position: int) -> bool:
             ") THEN 'failed' ELSE 'succeeded' END "
             f"WHERE run_id = %s AND position = %s AND {quote('index')} IS NULL "
             f"AND status = 'waiting' AND NOT EXISTS ({OPEN_CHILD}) RETURNING status, kind, name",
-            [connection.ops.adapt_datetimefield_value(now), *([store._uuid(run_id), position] * 3)],
+            [
+                connection.ops.adapt_datetimefield_value(now),
+                *([store.db_uuid(run_id), position] * 3),
+            ],
         )
         row = cursor.fetchone()
         if row is None:

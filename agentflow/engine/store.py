@@ -70,11 +70,13 @@ def load_history(run_id: UUID) -> dict[int, StepRecord]:
     return {row[1]: StepRecord(*row) for row in rows}
 
 
-def _uuid(value: UUID) -> Any:
+def db_uuid(value: UUID) -> Any:
+    """A run id as this database stores it (SQLite keeps UUIDs as hex text)."""
     return Run._meta.pk.get_db_prep_value(value, connection)
 
 
-def _when(value: datetime | None) -> Any:
+def db_when(value: datetime | None) -> Any:
+    """A datetime as this database takes it in raw SQL."""
     return connection.ops.adapt_datetimefield_value(value)
 
 
@@ -113,14 +115,14 @@ EVENT_COLUMNS = "(run_id, seq, type, data, created_at)"
 def _insert_event(cursor: Any, run_id: UUID, seq: int, type_: str, data_json: str) -> None:
     cursor.execute(
         f"INSERT INTO {EVENT} {EVENT_COLUMNS} VALUES (%s, %s, %s, %s, %s)",
-        [_uuid(run_id), seq, type_, data_json, _when(timezone.now())],
+        [db_uuid(run_id), seq, type_, data_json, db_when(timezone.now())],
     )
 
 
 def _next_seq(cursor: Any, run_id: UUID) -> int:
     cursor.execute(
         f"UPDATE {RUN} SET event_seq = event_seq + 1 WHERE id = %s RETURNING event_seq",
-        [_uuid(run_id)],
+        [db_uuid(run_id)],
     )
     return cursor.fetchone()[0]
 
@@ -137,7 +139,7 @@ def _write(
     (SQLite) it takes one transaction of two or three statements.
     """
     event_json = _record_json(event[1], f"event {event[0]}") if event else None
-    fence_values = [_uuid(fence.run_id), fence.token]
+    fence_values = [db_uuid(fence.run_id), fence.token]
     with unavailable_as_interrupt(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             sql = f"WITH {_fence_sql(bool(event))}, written AS ({write})"
@@ -147,7 +149,7 @@ def _write(
                     f", evented AS (INSERT INTO {EVENT} {EVENT_COLUMNS} "
                     "SELECT %s, fence.event_seq, %s, %s, %s FROM fence, written)"
                 )
-                params += [_uuid(fence.run_id), event[0], event_json, _when(timezone.now())]
+                params += [db_uuid(fence.run_id), event[0], event_json, db_when(timezone.now())]
             cursor.execute(f"{sql} SELECT * FROM written", params)
             row = cursor.fetchone()
         else:
@@ -219,7 +221,7 @@ def insert_step(
     now and on every replay (PostgreSQL's jsonb, for one, reorders object keys).
     """
     values = [
-        _uuid(fence.run_id),
+        db_uuid(fence.run_id),
         position,
         None,
         kind,
@@ -231,13 +233,13 @@ def insert_step(
         _record_json(error, f"error of step {position}"),
         attempts,
         key,
-        _when(started_at),
-        _when(finished_at),
-        _when(wake_at),
+        db_when(started_at),
+        db_when(finished_at),
+        db_when(wake_at),
         0,
         0,
         0,
-        _when(rate_slot),
+        db_when(rate_slot),
         None,
     ]
     write = _insert_step_sql(connection.vendor)
@@ -275,9 +277,9 @@ def update_step(
         output_json,
         _record_json(error, f"error of step {step_id}"),
         attempts,
-        _when(finished_at),
-        _when(wake_at),
-        _when(rate_slot),
+        db_when(finished_at),
+        db_when(wake_at),
+        db_when(rate_slot),
         step_id,
     ]
     _, output = _write(fence, write, values, event)
@@ -315,7 +317,7 @@ def finish_run(
             "lease_expires_at = NULL, lease_owner = '', wait_reason = '', wake_at = NULL, "
             "event_seq = event_seq + 1 "
             "WHERE id = %s AND lease_token = %s AND status = 'running' RETURNING event_seq",
-            [status, output_json, error_json, _when(now), _uuid(fence.run_id), fence.token],
+            [status, output_json, error_json, db_when(now), db_uuid(fence.run_id), fence.token],
         )
         row = cursor.fetchone()
         if row is None:
