@@ -35,6 +35,10 @@ _LAZY = {
     "cancel": "agentflow.api",
     "replay": "agentflow.api",
     "get_run": "agentflow.api",
+    "approve": "agentflow.api",
+    "reject": "agentflow.api",
+    "resume": "agentflow.api",
+    "Decision": "agentflow.engine.approvals",
 }
 
 __all__ = [
@@ -42,6 +46,7 @@ __all__ = [
     "AgentflowError",
     "AlreadyDecided",
     "BudgetExceeded",
+    "Decision",
     "InvalidInput",
     "InvalidState",
     "NonDeterminismError",
@@ -55,9 +60,12 @@ __all__ = [
     "UnknownAgent",
     "UnknownTool",
     "agent",
+    "approve",
     "cancel",
     "get_run",
+    "reject",
     "replay",
+    "resume",
     "signal",
     "start",
     "tool",

@@ -1,4 +1,5 @@
-"""The module functions of the public API: start, wait, signal, cancel, replay.
+"""The module functions of the public API: start, wait, signal, cancel, replay, approve,
+reject, resume.
 
 Each writes its facts and events in one transaction and sends wake-ups after commit.
 """
@@ -9,18 +10,20 @@ import time
 from typing import Any
 from uuid import UUID
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from agentflow import registry
+from agentflow import permissions, registry
 from agentflow.definitions import AgentDefinition
+from agentflow.engine import approvals, pausing, store
 from agentflow.engine import replay as replay_engine
-from agentflow.engine import store
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import dumps, loads
 from agentflow.exceptions import InvalidInput, InvalidState
-from agentflow.models import Run, Signal, Step
+from agentflow.gates.sealing import protect
+from agentflow.models import Approval, Budget, Run, Signal, Step
 
 RunRef = Run | UUID | str
 
@@ -49,15 +52,19 @@ def start(
     *,
     idempotency_key: str | None = None,
     owner: Any = None,
+    budget: dict[str, Any] | None = None,
 ) -> Run:
     """Create a run of the newest deployed version of ``agent`` and enqueue it.
 
     With an ``idempotency_key`` already used for this agent, return that run instead.
+    ``budget`` gives the run its own limits, e.g. ``{"max_cost": "1.00", "max_steps": 500}``
+    (any of the Budget model's ``max_*`` fields).
     """
     definition = registry.get_agent(agent.name if isinstance(agent, AgentDefinition) else agent)
     value = {} if input is None else input
     definition.validate_input(value)
-    dumps(value, what=f"input of agent {definition.name}")
+    stored_input, sealed_input = protect(dumps(value, what=f"input of agent {definition.name}"))
+    run_budget = _run_budget(definition.name, budget)
     if idempotency_key is not None:
         existing = Run.objects.filter(
             agent=definition.name, idempotency_key=idempotency_key
@@ -69,10 +76,15 @@ def start(
             run = Run.objects.create(
                 agent=definition.name,
                 agent_version=definition.version,
-                input=value,
+                input=loads(stored_input),
+                sealed_input=sealed_input,
                 idempotency_key=idempotency_key,
                 owner=owner,
             )
+            if run_budget is not None:
+                run_budget.run = run
+                run_budget.name = f"run {run.id}"
+                run_budget.save()
             store.append_event(
                 run.id, "run.created", {"agent": run.agent, "version": run.agent_version}
             )
@@ -84,14 +96,47 @@ def start(
     return run
 
 
+def _run_budget(agent: str, limits: dict[str, Any] | None) -> Budget | None:
+    """A run's own Budget from ``start(budget=...)``, checked before anything is written."""
+    if limits is None:
+        return None
+    if not isinstance(limits, dict) or not limits:
+        raise InvalidInput(
+            f"budget for agent '{agent}' must be a dict of limits, e.g. {{'max_cost': '1.00'}}"
+        )
+    unknown = set(limits) - set(Budget.LIMITS)
+    if unknown:
+        raise InvalidInput(
+            f"budget for agent '{agent}' has unknown limit(s) {', '.join(sorted(unknown))}; "
+            f"use {', '.join(Budget.LIMITS)}."
+        )
+    budget = Budget(period=Budget.Period.RUN, name="run budget", **limits)
+    try:
+        budget.full_clean(exclude=["name", "run"])
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items()
+        )
+        raise InvalidInput(f"budget for agent '{agent}' is invalid: {problems}") from None
+    return budget
+
+
 def wait(run: RunRef, timeout: float = 60) -> Run:
-    """Block until the run finishes (or pauses); raise ``TimeoutError`` after ``timeout``."""
+    """Block until the run finishes, pauses, or waits for a person (a pending approval).
+
+    Raises ``TimeoutError`` after ``timeout`` seconds.
+    """
     run_id = _run_id(run)
     deadline = time.monotonic() + timeout
     delay = 0.01
     while True:
         current = get_run(run_id)
         if current.is_finished or current.status == Run.Status.PAUSED:
+            return current
+        if (
+            current.status == Run.Status.WAITING
+            and current.approvals.filter(status=Approval.Status.PENDING).exists()
+        ):
             return current
         if time.monotonic() >= deadline:
             waiting = f" ({current.wait_reason})" if current.wait_reason else ""
@@ -116,7 +161,8 @@ def signal(run: RunRef, name: str, data: Any = None) -> None:
                 f"Run {run_id} is {current.status}; signals can only reach a run that has "
                 "not finished."
             )
-        Signal.objects.create(run_id=run_id, name=name, data=loads(data_json))
+        stored, sealed = protect(data_json)
+        Signal.objects.create(run_id=run_id, name=name, data=loads(stored), sealed_data=sealed)
         Run.objects.filter(id=run_id).update(wake_seq=F("wake_seq") + 1, wake_at=timezone.now())
         store.append_event(run_id, "signal.received", {"name": name})
         dispatcher().advance(run_id)
@@ -154,6 +200,11 @@ def cancel(run: RunRef, *, by: Any = None) -> Run:
             finished_at=now,
             error={"type": "cancelled", "message": f"run cancelled by {who or 'the system'}"},
         )
+        Approval.objects.filter(run_id=run_id, status=Approval.Status.PENDING).update(
+            status=Approval.Status.EXPIRED,
+            decided_at=now,
+            comment=f"the run was cancelled by {who or 'the system'}",
+        )
         store.append_event(run_id, "run.cancelled", {"by": who})
     return get_run(run_id)
 
@@ -161,3 +212,43 @@ def cancel(run: RunRef, *, by: Any = None) -> Run:
 def replay(run: RunRef) -> replay_engine.ReplayReport:
     """Re-run the deployed agent code on the run's history, without side effects."""
     return replay_engine.replay(get_run(run))
+
+
+ApprovalRef = Approval | int | str
+
+
+def _approval(approval: ApprovalRef) -> Approval:
+    approval_id = approval.pk if isinstance(approval, Approval) else approval
+    try:
+        return Approval.objects.get(id=int(approval_id))
+    except (Approval.DoesNotExist, ValueError, TypeError):
+        raise InvalidInput(f"There is no approval {approval_id!r}.") from None
+
+
+def approve(approval: ApprovalRef, *, by: Any, data: Any = None, comment: str = "") -> Approval:
+    """Approve once, optionally with edited ``data``; the run goes on.
+
+    Raises ``PermissionDenied`` (nothing changes) if ``by`` may not decide,
+    ``InvalidInput`` if ``data`` fails the schema (naming the path), and
+    ``AlreadyDecided`` if a decision was already recorded.
+    """
+    row = _approval(approval)
+    permissions.check_decide(by, row)
+    return approvals.decide(
+        row.id, outcome=Approval.Status.APPROVED, by=by, data=data, comment=comment
+    )
+
+
+def reject(approval: ApprovalRef, *, by: Any, comment: str = "") -> Approval:
+    """Reject once; the agent gets a Decision with ``approved=False`` (a tool call is refused)."""
+    row = _approval(approval)
+    permissions.check_decide(by, row)
+    return approvals.decide(row.id, outcome=Approval.Status.REJECTED, by=by, comment=comment)
+
+
+def resume(run: RunRef, *, by: Any = None) -> Run:
+    """Continue a PAUSED run (after raising the budget or policy limit that paused it)."""
+    run_id = _run_id(run)
+    who = getattr(by, "get_username", lambda: str(by))() if by is not None else None
+    pausing.resume(run_id, by=who)
+    return get_run(run_id)

@@ -13,12 +13,15 @@ class AgentflowConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
 
         from agentflow import checks, conf, registry  # noqa: F401  (checks registers itself)
-        from agentflow.gates import limits
-        from agentflow.models import Policy
+        from agentflow.gates import budgets, policy
+        from agentflow.models import Budget, Policy
 
         setting_changed.connect(conf.reload, dispatch_uid="agentflow.conf.reload")
         for signal in (post_save, post_delete):
             signal.connect(
-                limits.clear_cache, sender=Policy, dispatch_uid=f"agentflow.policy.{signal}"
+                policy.clear_cache, sender=Policy, dispatch_uid=f"agentflow.policy.{signal}"
+            )
+            signal.connect(
+                budgets.clear_cache, sender=Budget, dispatch_uid=f"agentflow.budget.{signal}"
             )
         registry.autodiscover()

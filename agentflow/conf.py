@@ -11,6 +11,18 @@ from typing import Any
 
 from django.conf import settings
 
+# Provider API keys (OpenAI/Anthropic style, AWS key ids, GitHub, Slack, Google), bearer
+# tokens and email addresses.
+DEFAULT_REDACT: tuple[str, ...] = (
+    r"\bsk-[A-Za-z0-9_\-]{16,}",
+    r"\bAKIA[0-9A-Z]{16}\b",
+    r"\bgh[pousr]_[A-Za-z0-9]{30,}",
+    r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",
+    r"\bAIza[0-9A-Za-z_\-]{35}",
+    r"\b(?i:bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*",
+    r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}",
+)
+
 DEFAULTS: dict[str, Any] = {
     # Celery queue for agentflow's tasks; None means the site's default queue.
     "QUEUE": None,
@@ -44,6 +56,19 @@ DEFAULTS: dict[str, Any] = {
     "FAN_OUT_TASKS": 256,
     # Dotted path of the object that sends wake-ups (see engine.ports.Dispatcher).
     "DISPATCHER": "agentflow.tasks.CeleryDispatcher",
+    # Dotted path of the object that publishes committed events live (engine.ports.Publisher).
+    "PUBLISHER": "agentflow.events.ChannelLayerPublisher",
+    # Regular expressions redacted from everything stored or published, besides the
+    # patterns of Policy rows. Extend rather than replace: [*DEFAULT_REDACT, r"..."].
+    "REDACT": list(DEFAULT_REDACT),
+    # When True, a tool runs only if an enabled Policy allows it.
+    "DENY_BY_DEFAULT": False,
+    # Model prices in US dollars per million tokens: {"gpt-x": {"input": "2.50",
+    # "output": "10.00"}}. Budgets count the cost of model calls with it.
+    "PRICES": {},
+    # Dotted path of ``rule(user, approval) -> bool``, asked after the permission
+    # agentflow.decide_approval before anyone decides an approval.
+    "APPROVAL_RULE": "agentflow.permissions.staff_may_decide",
 }
 
 
@@ -71,3 +96,7 @@ def reload(**kwargs: Any) -> None:
     """Drop the cache when ``AGENTFLOW`` changes (connected to ``setting_changed``)."""
     if kwargs.get("setting") == "AGENTFLOW":
         get.cache_clear()
+        from agentflow.gates import budgets, policy
+
+        policy.clear_cache()
+        budgets.clear_cache()

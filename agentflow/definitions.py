@@ -6,6 +6,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any, overload
 
 from pydantic import BaseModel
@@ -50,6 +51,8 @@ class ToolDefinition:
     rate_limit: str | None = None
     max_concurrency: int | None = None
     queue: str | None = None
+    # Fixed cost of one call in US dollars, counted against budgets.
+    cost: Decimal = Decimal(0)
     args_model: type[BaseModel] = field(default=BaseModel, repr=False)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -111,6 +114,7 @@ def tool(
     rate_limit: str | None = None,
     max_concurrency: int | None = None,
     queue: str | None = None,
+    cost: Decimal | str | float = 0,
 ) -> Callable[[Callable[..., Any]], ToolDefinition]: ...
 
 
@@ -167,3 +171,10 @@ def _check_tool_options(tool_name: str, options: dict[str, Any]) -> None:
     concurrency = options.get("max_concurrency")
     if concurrency is not None and concurrency < 1:
         raise ValueError(f"tool {tool_name}: max_concurrency must be 1 or more")
+    if "cost" in options:
+        try:
+            options["cost"] = Decimal(str(options["cost"]))
+        except InvalidOperation:
+            raise ValueError(f"tool {tool_name}: cost must be a number of US dollars") from None
+        if not options["cost"].is_finite() or options["cost"] < 0:
+            raise ValueError(f"tool {tool_name}: cost must be zero or more US dollars")

@@ -31,6 +31,8 @@ class Run(models.Model):
     agent_version = models.CharField(max_length=50)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     input = models.JSONField(default=dict, blank=True)
+    # The real input, encrypted, where redaction changed the stored copy.
+    sealed_input = models.TextField(null=True, blank=True, editable=False)
     output = models.JSONField(null=True, blank=True)
     error = models.JSONField(
         null=True, blank=True, help_text="type, message, position and traceback of a failure"
@@ -89,6 +91,13 @@ class Run(models.Model):
         """True once the run can change no more."""
         return self.status in self.TERMINAL
 
+    @property
+    def real_input(self) -> dict:
+        """The input the agent is called with (unredacted)."""
+        from agentflow.gates.sealing import reveal
+
+        return reveal(self.input, self.sealed_input)
+
 
 class Step(models.Model):
     """One recorded operation of a run at a position (and child index in a fan-out)."""
@@ -126,6 +135,10 @@ class Step(models.Model):
     dispatched_at = models.DateTimeField(null=True, blank=True)
     # A rate-limit slot booked for this call: at that time it runs without asking again.
     rate_slot = models.DateTimeField(null=True, blank=True)
+    # Where redaction changed the stored args or output: the real JSON, encrypted, for the
+    # tool (a fan-out child's args) and for the agent on replay (the output).
+    sealed_args = models.TextField(null=True, blank=True, editable=False)
+    sealed_output = models.TextField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["run", "position", "index"]
@@ -133,8 +146,11 @@ class Step(models.Model):
             # Only open fan-out children: "is any sibling still open?" is an index probe.
             models.Index(
                 fields=["run", "position", "dispatched_at"],
-                condition=Q(index__isnull=False, status__in=["pending", "scheduled", "running"]),
-                name="agentflow_step_open_child",
+                condition=Q(
+                    index__isnull=False,
+                    status__in=["pending", "scheduled", "running", "waiting"],
+                ),
+                name="agentflow_step_open_child_v2",
             ),
         ]
         constraints = [
@@ -182,6 +198,8 @@ class Signal(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="signals")
     name = models.CharField(max_length=200)
     data = models.JSONField(null=True, blank=True)
+    # The real data, encrypted, where redaction changed the stored copy.
+    sealed_data = models.TextField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     # The position of the wait_for step that consumed it.
     consumed_position = models.PositiveIntegerField(null=True, blank=True)
@@ -195,16 +213,29 @@ class Signal(models.Model):
 
 
 class Policy(models.Model):
-    """A runtime rule, edited in the admin; the most specific enabled match wins.
+    """A runtime rule on tools and runs, edited in the admin.
 
-    This version holds rate-limit and concurrency overrides for tools, optionally scoped to
-    one agent or one owner. Changes apply to every worker within POLICY_CACHE_SECONDS.
+    A row matches a call when its tool glob, agent glob and owner match (blank matches all)
+    and its condition (if any) holds for the call's arguments. Deny wins over allow; any
+    matching approval rule sends the call to a person first. Rate and concurrency limits
+    come from the most specific matching row. Loop guard and duration apply to runs of the
+    matching agents and owners. Redaction patterns apply to every run. Workers see changes
+    within POLICY_CACHE_SECONDS.
     """
+
+    class Effect(models.TextChoices):
+        NONE = "", "none (limits and run rules only)"
+        ALLOW = "allow", "allow the tool"
+        DENY = "deny", "deny the tool"
+        APPROVE = "approve", "require a person's approval"
 
     name = models.CharField(max_length=200, unique=True)
     enabled = models.BooleanField(default=True)
     tool = models.CharField(
-        max_length=300, help_text="tool name or glob, e.g. 'billing.*' or 'search.web'"
+        max_length=300,
+        blank=True,
+        default="",
+        help_text="tool name or glob, e.g. 'billing.*' or 'search.web'; blank for all",
     )
     agent = models.CharField(
         max_length=200, blank=True, default="", help_text="agent name or glob; blank for all"
@@ -215,7 +246,15 @@ class Policy(models.Model):
         blank=True,
         on_delete=models.CASCADE,
         related_name="agentflow_policies",
-        help_text="limit this owner's runs only; blank for everyone",
+        help_text="apply to this owner's runs only; blank for everyone",
+    )
+    effect = models.CharField(max_length=10, choices=Effect.choices, blank=True, default="")
+    condition = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        help_text="only when the tool's arguments satisfy this, e.g. 'amount > 1000' or "
+        "\"currency == 'EUR' and amount >= 50\"; blank: always",
     )
     per_agent = models.BooleanField(
         default=False, help_text="count the limit separately for each agent"
@@ -232,6 +271,23 @@ class Policy(models.Model):
     max_concurrency = models.PositiveIntegerField(
         null=True, blank=True, help_text="overlapping calls allowed; blank: keep the tool's"
     )
+    max_steps = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="loop guard: a run that reaches this many steps pauses; blank: no limit",
+    )
+    max_duration = models.DurationField(
+        null=True,
+        blank=True,
+        help_text="a run older than this (since it started) pauses at its next step, "
+        "e.g. '01:00:00'; blank: no limit",
+    )
+    redact = models.TextField(
+        blank=True,
+        default="",
+        help_text="regular expressions, one per line, redacted from everything stored or "
+        "published (in addition to AGENTFLOW['REDACT'])",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -241,28 +297,186 @@ class Policy(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def redact_patterns(self) -> list[str]:
+        """The non-blank lines of ``redact``."""
+        return [line.strip() for line in self.redact.splitlines() if line.strip()]
+
     def clean(self) -> None:
-        from agentflow.definitions import parse_rate
-        from agentflow.gates.matching import validate_glob
+        from django.core.exceptions import ValidationError
 
-        errors = {}
-        for field in ("tool", "agent"):
-            try:
-                validate_glob(getattr(self, field))
-            except ValueError as exc:
-                errors[field] = str(exc)
-        if self.rate_limit:
-            try:
-                parse_rate(self.rate_limit)
-            except ValueError as exc:
-                errors["rate_limit"] = str(exc)
-        if self.max_concurrency == 0:
-            errors["max_concurrency"] = (
-                "must be 1 or more; leave blank to keep the tool's own limit"
-            )
-        if not self.rate_limit and self.max_concurrency is None:
-            errors["rate_limit"] = "set a rate limit, a concurrency limit, or both"
+        from agentflow.gates import validation
+
+        errors = validation.policy_errors(self)
         if errors:
-            from django.core.exceptions import ValidationError
+            raise ValidationError(errors)
 
+
+class Budget(models.Model):
+    """A spending limit for the runs in its scope, over a period; spend is kept per window.
+
+    Every blank scope field matches everything, so a budget with no scope covers all runs.
+    """
+
+    class Period(models.TextChoices):
+        RUN = "run", "per run"
+        DAY = "day", "per day (UTC)"
+        MONTH = "month", "per month (UTC)"
+        TOTAL = "total", "in total"
+
+    name = models.CharField(max_length=200, unique=True)
+    enabled = models.BooleanField(default=True)
+    agent = models.CharField(
+        max_length=200, blank=True, default="", help_text="agent name or glob; blank for all"
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="agentflow_budgets",
+        help_text="runs owned by this user only; blank for everyone",
+    )
+    group = models.ForeignKey(
+        "auth.Group",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="agentflow_budgets",
+        help_text="runs whose owner is in this group only; blank for everyone",
+    )
+    run = models.ForeignKey(
+        Run,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="budgets",
+        help_text="this one run only",
+    )
+    period = models.CharField(max_length=8, choices=Period.choices, default=Period.RUN)
+    max_cost = models.DecimalField(
+        max_digits=14,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="US dollars; blank: no cost limit",
+    )
+    max_input_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    max_output_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    max_tool_calls = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="tool calls, fan-out children included"
+    )
+    max_steps = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="ctx calls of any kind (a fan-out counts once)"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    LIMITS = ("max_cost", "max_input_tokens", "max_output_tokens", "max_tool_calls", "max_steps")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from agentflow.gates import validation
+
+        errors = validation.budget_errors(self)
+        if errors:
+            raise ValidationError(errors)
+
+
+class BudgetSpend(models.Model):
+    """What the runs in a budget's scope spent in one window (a run, a day, a month, ever).
+
+    Reservations are added before a step and corrected when it settles.
+    """
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="spends")
+    window = models.CharField(max_length=64)
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    tool_calls = models.BigIntegerField(default=0)
+    steps = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["budget", "-window"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["budget", "window"], name="agentflow_budgetspend_unique_window"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.budget} {self.window}: ${self.cost}"
+
+
+class Approval(models.Model):
+    """A question to a person: ``ctx.approve`` or a tool call that needs approval."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+        EXPIRED = "expired"
+
+    class Default(models.TextChoices):
+        APPROVE = "approve"
+        REJECT = "reject"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="approvals")
+    step = models.OneToOneField(
+        Step, null=True, blank=True, on_delete=models.CASCADE, related_name="approval"
+    )
+    position = models.PositiveIntegerField()
+    index = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    title = models.CharField(max_length=300)
+    # What the reviewer sees: the agent's data, or the tool and its (redacted) arguments.
+    request = models.JSONField(default=dict, blank=True)
+    # JSON Schema of the data the reviewer may fill in or edit.
+    schema = models.JSONField(null=True, blank=True)
+    # For a tool call: the tool and the hash of the arguments this approval is bound to.
+    tool = models.CharField(max_length=300, blank=True, default="")
+    binding = models.CharField(max_length=32, blank=True, default="")
+    default = models.CharField(max_length=10, choices=Default.choices, default=Default.REJECT)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    data = models.JSONField(null=True, blank=True)
+    # The reviewer's real data where redaction changed the stored copy, encrypted.
+    sealed_data = models.TextField(null=True, blank=True, editable=False)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="agentflow_decisions",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("decide_approval", "Can approve or reject what agents ask")]
+        indexes = [models.Index(fields=["status", "expires_at"], name="agentflow_approval_due")]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.status})"
+
+    @property
+    def is_decided(self) -> bool:
+        return self.status != self.Status.PENDING
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from agentflow.gates import validation
+
+        errors = validation.approval_errors(self)
+        if errors:
             raise ValidationError(errors)

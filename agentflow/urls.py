@@ -1,7 +1,10 @@
-"""URLs a site includes under ``path("agentflow/", include("agentflow.urls"))``.
+"""URLs a site includes under ``path("agentflow/", include("agentflow.urls"))``."""
 
-The approval and live-event views arrive here; runs are managed in the admin meanwhile.
-"""
+from django.urls import path
+
+from agentflow import views
 
 app_name = "agentflow"
-urlpatterns: list = []
+urlpatterns = [
+    path("approvals/<int:approval_id>/decide/", views.decide, name="decide"),
+]

@@ -66,3 +66,8 @@ class RecordingDispatcher:
 
 def run_ids(sent: list[tuple[UUID, Any]]) -> list[UUID]:
     return [run_id for run_id, _ in sent]
+
+
+def never(user: Any, approval: Any) -> bool:
+    """An approval rule that refuses everyone (a site's object-level rule)."""
+    return False

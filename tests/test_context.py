@@ -84,14 +84,3 @@ def test_ctx_calls_cannot_nest_inside_a_step(recording_dispatcher, monkeypatch):
     assert advance(run) == "failed"
     run.refresh_from_db()
     assert "ctx calls cannot be nested" in run.error["message"]
-
-
-def test_a_tool_that_requires_approval_fails_closed(recording_dispatcher):
-    from tests.testapp.models import Execution
-
-    run = agentflow.start("tests.guarded_agent", {})
-    assert advance(run) == "succeeded"
-    run.refresh_from_db()
-    assert "requires approval" in run.output and "did not run" in run.output
-    assert not Execution.objects.filter(key="guarded").exists()
-    assert agentflow.replay(run).ok  # the refusal replays as the same PolicyDenied

@@ -14,27 +14,30 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from agentflow import conf, registry
-from agentflow.engine import fanout, leases
+from agentflow.engine import fanout, leases, pausing
 from agentflow.engine.errors import tool_error
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import dumps, error_record, loads
 from agentflow.engine.store import db_when
 from agentflow.engine.timeouts import call_with_timeout
-from agentflow.exceptions import PayloadError, UnknownTool
-from agentflow.gates import admission
+from agentflow.exceptions import BudgetExceeded, PayloadError, UnknownTool
+from agentflow.gates import admission, budgets
 from agentflow.gates.limits import limits_for
+from agentflow.gates.redaction import redact, redact_json
+from agentflow.gates.sealing import protect, reveal
 from agentflow.models import Run, Step
 
 logger = logging.getLogger("agentflow.children")
 STEP = Step._meta.db_table
 RUN = Run._meta.db_table
 QUOTED_INDEX = connection.ops.quote_name("index")
-OPEN = (Step.Status.PENDING, Step.Status.SCHEDULED, Step.Status.RUNNING)
+# A child waiting for its approval is open too: the fan-out is not complete without it.
+OPEN = (Step.Status.PENDING, Step.Status.SCHEDULED, Step.Status.RUNNING, Step.Status.WAITING)
 CLAIMABLE = (Step.Status.PENDING, Step.Status.SCHEDULED)
 
 
@@ -103,14 +106,15 @@ def _claim(step_id: int) -> Claimed | None:
             "('pending', 'running', 'waiting')) "
             f"RETURNING id, run_id, position, {QUOTED_INDEX}, name, args, idempotency_key, "
             f"attempts, rate_slot, (SELECT agent FROM {RUN} r WHERE r.id = run_id), "
-            f"(SELECT owner_id FROM {RUN} r WHERE r.id = run_id)",
+            f"(SELECT owner_id FROM {RUN} r WHERE r.id = run_id), sealed_args",
             [db_when(now), step_id, db_when(now + timedelta(seconds=admission.NOW_ENOUGH))],
         )
         row = cursor.fetchone()
     if row is None:
         return None
     values = list(row)
-    values[5] = loads(values[5])
+    sealed_args = values.pop()
+    values[5] = reveal(loads(values[5]), sealed_args)  # the tool gets the real arguments
     values[8] = _from_db_datetime(values[8])
     return Claimed(*values)
 
@@ -126,14 +130,18 @@ def _from_db_datetime(value: Any) -> datetime | None:
 def _finish(step: Claimed, status: str, output_json: str | None, error: Any) -> bool:
     """Record the outcome (if the claim still holds); True if no sibling is left open."""
     with connection.cursor() as cursor:
+        stored_output, sealed_output = protect(output_json)
         cursor.execute(
-            f"UPDATE {STEP} SET status = %s, output = %s, error = %s, finished_at = %s, "
-            "heartbeat_at = NULL, rate_slot = NULL "
+            f"UPDATE {STEP} SET status = %s, output = %s, sealed_output = %s, error = %s, "
+            "finished_at = %s, heartbeat_at = NULL, rate_slot = NULL "
             "WHERE id = %s AND status = 'running' AND attempts = %s",
             [
                 status,
-                output_json,
-                None if error is None else dumps(error, what="child error", limited=False),
+                stored_output,
+                sealed_output,
+                None
+                if error is None
+                else redact_json(dumps(error, what="child error", limited=False)),
                 db_when(timezone.now()),
                 step.id,
                 step.attempt,
@@ -149,7 +157,7 @@ def _schedule_retry(step: Claimed, delay: float, error: dict[str, Any]) -> None:
     Step.objects.filter(id=step.id, status=Step.Status.RUNNING, attempts=step.attempt).update(
         status=Step.Status.SCHEDULED,
         wake_at=eta,
-        error=error,
+        error=redact(error),
         heartbeat_at=None,
         rate_slot=None,
         dispatched_at=timezone.now(),
@@ -166,22 +174,65 @@ def run_child(step_id: int) -> str:
         tool = registry.get_tool(step.name)
     except UnknownTool as exc:
         return _close(step, Step.Status.FAILED, None, error_record(exc))
-    # The gates come last, right before the call, so admission time is start time.
-    limits = limits_for(tool, step.agent, step.owner_id)
-    gate = admission.Admission()
-    if limits.any and step.attempt <= tool.retries + 1:
-        gate = admission.admit(
-            limits,
-            member=f"step:{step.id}:{step.attempt}",
-            booked=step.rate_slot,
-            waiter=f"step:{step.id}",
-        )
-        if gate.delay:
-            return _unclaim(step, gate)
+    # Policy and approval were settled when the fan-out was created; the budget and the
+    # limit gates come last, right before the call, so admission time is start time.
+    usage = budgets.Usage(cost=tool.cost, tool_calls=1)
+    what = f"tool {tool.name} at run {step.run_id} position {step.position} child {step.index}"
     try:
-        return _execute(step, tool, limits, gate)
+        reservation = budgets.reserve(_budgets(step), step.run_id, usage, what)
+    except BudgetExceeded:
+        reservation = _reserve_or_hold(step, usage, what)
+        if reservation is None:
+            return "paused"
+    try:
+        limits = limits_for(tool, step.agent, step.owner_id)
+        gate = admission.Admission()
+        if limits.any and step.attempt <= tool.retries + 1:
+            gate = admission.admit(
+                limits,
+                member=f"step:{step.id}:{step.attempt}",
+                booked=step.rate_slot,
+                waiter=f"step:{step.id}",
+            )
+            if gate.delay:
+                return _unclaim(step, gate)
+        try:
+            return _execute(step, tool, limits, gate, reservation)
+        finally:
+            wake(admission.release(limits, gate.slot))
     finally:
-        wake(admission.release(limits, gate.slot))
+        if not reservation.used:  # the tool never ran: give the reservation back
+            budgets.release(reservation)
+
+
+def _budgets(step: Claimed) -> list[Any]:
+    return budgets.for_run(step.run_id, step.agent, step.owner_id)
+
+
+def _reserve_or_hold(step: Claimed, usage: budgets.Usage, what: str) -> budgets.Reservation | None:
+    """The budget refused: decide again under the run's row lock, which ``resume`` takes too.
+
+    A refusal read before an operator raised the limit and resumed the run must not pause
+    it again, and a child handed back while the run is paused must be there for ``resume``
+    to send. So: if the run is still active and the budget still has no room, hand the
+    claim back and pause the run; if it is paused already, only hand the claim back.
+    """
+    with transaction.atomic():
+        active = (
+            Run.objects.select_for_update().filter(id=step.run_id, status__in=Run.ACTIVE).exists()
+        )
+        reason = None
+        if active:
+            try:
+                return budgets.reserve(_budgets(step), step.run_id, usage, what)
+            except BudgetExceeded as exc:
+                reason = str(exc)
+        Step.objects.filter(id=step.id, status=Step.Status.RUNNING, attempts=step.attempt).update(
+            status=Step.Status.PENDING, attempts=step.attempt - 1, heartbeat_at=None
+        )
+        if reason is not None:
+            pausing.pause(step.run_id, reason)
+    return None
 
 
 def _not_claimed(step_id: int) -> str:
@@ -209,7 +260,13 @@ def _unclaim(step: Claimed, gate: admission.Admission) -> str:
     return "deferred"
 
 
-def _execute(step: Claimed, tool: Any, limits: Any, gate: admission.Admission) -> str:
+def _execute(
+    step: Claimed,
+    tool: Any,
+    limits: Any,
+    gate: admission.Admission,
+    reservation: budgets.Reservation,
+) -> str:
     where = f"run {step.run_id} position {step.position} child {step.index}"
     attempt = step.attempt
     if attempt > tool.retries + 1:
@@ -227,6 +284,7 @@ def _execute(step: Claimed, tool: Any, limits: Any, gate: admission.Admission) -
         with contextlib.ExitStack() as held:
             for claim in claims:
                 held.enter_context(leases.heartbeat.holding(claim))
+            reservation.used = True
             result = call_with_timeout(tool.fn, kwargs, tool.timeout, f"tool {tool.name}")
         output_json = dumps(result, what=f"output of tool {tool.name} at {where}")
     except Exception as exc:

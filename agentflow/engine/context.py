@@ -19,19 +19,20 @@ from django.utils.dateparse import parse_datetime
 
 from agentflow import registry
 from agentflow.definitions import ToolDefinition
-from agentflow.engine import children, fanout, leases, store
+from agentflow.engine import approvals, children, fanout, leases, store
 from agentflow.engine.errors import rebuild_exception, tool_error
-from agentflow.engine.interrupts import Interrupt, LeaseLost, Suspend
+from agentflow.engine.interrupts import Interrupt, LeaseLost, Pause, Suspend
 from agentflow.engine.serialize import args_hash, calls_hash, dumps, error_record
 from agentflow.engine.timeouts import call_with_timeout
 from agentflow.exceptions import (
+    BudgetExceeded,
     NonDeterminismError,
     PayloadError,
     PolicyDenied,
     ToolArgumentError,
     ToolError,
 )
-from agentflow.gates import admission
+from agentflow.gates import admission, budgets, policy
 from agentflow.gates.limits import limits_for
 from agentflow.models import Step
 
@@ -69,6 +70,7 @@ class RunContext:
         self._step_position: int | None = None
         # Once set, every later call raises it: user code cannot catch its way past it.
         self.diverged: NonDeterminismError | None = None
+        self._budget_rows: list[Any] | None = None
 
     # -- identity -------------------------------------------------------------------
 
@@ -116,7 +118,32 @@ class RunContext:
             raise EndOfHistory(position, kind, name)
         elif self._lease.lost.is_set():
             raise LeaseLost(f"run {self.run.id} was cancelled or taken over")
+        else:
+            self._guard(position, kind, name)
         return position, digest, record
+
+    def _guard(self, position: int, kind: str, name: str) -> None:
+        """Before a new step: the loop guard, the run duration and step budgets."""
+        reason = policy.run_guard(self.run, position)
+        if reason is None:
+            try:
+                self.reserve(budgets.Usage(steps=1), f"{kind} {name!r} at position {position}")
+            except BudgetExceeded as exc:
+                reason = str(exc)
+        if reason is not None:
+            raise Pause(reason)
+
+    def budgets(self) -> list[Any]:
+        """The budgets that cover this run (read once per advance)."""
+        if self._budget_rows is None:
+            run = self.run
+            self._budget_rows = budgets.for_run(run.id, run.agent, run.owner_id)
+        return self._budget_rows
+
+    def reserve(self, usage: budgets.Usage, what: str) -> budgets.Reservation:
+        """Hold ``usage`` against the run's budgets; ``BudgetExceeded`` if one has no room."""
+        rows = self.budgets()
+        return budgets.reserve(rows, self.run.id, usage, what) if rows else budgets.Reservation()
 
     @property
     def _fence(self) -> store.Fence:
@@ -319,13 +346,11 @@ class RunContext:
         kwargs: dict[str, Any],
         args_json: str,
     ) -> fanout.Child:
-        if tool.requires_approval:
-            refused = PolicyDenied(
-                f"Tool '{tool.name}' requires approval at run {self.run.id} position {position} "
-                f"child {index}, and this agentflow version cannot request approvals yet. "
-                "The tool did not run."
-            )
-            return fanout.Child(tool.name, args_json, error_record(refused))
+        """Pass a call through policy and its schema before it is recorded as a child."""
+        where = f"run {self.run.id} position {position} child {index}"
+        verdict = policy.check_tool(tool, self.run.agent, self.run.owner_id, kwargs, where)
+        if verdict.denied:
+            return fanout.Child(tool.name, args_json, error_record(PolicyDenied(verdict.denied)))
         try:
             tool.validate(kwargs)
         except ValueError as exc:
@@ -335,7 +360,7 @@ class RunContext:
                 tool=tool.name,
             )
             return fanout.Child(tool.name, args_json, error_record(refused, tool=tool.name))
-        return fanout.Child(tool.name, args_json)
+        return fanout.Child(tool.name, args_json, approval=verdict.approval)
 
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` on a durable timer; no worker is held meanwhile."""
@@ -392,6 +417,23 @@ class RunContext:
         if record is not None and record.status in FINISHED:
             return self._replayed(record)
         return waits.wait(self, position, name, timeout, args_json, digest, record)
+
+    def approve(
+        self,
+        title: str,
+        *,
+        data: Any = None,
+        schema: Any = None,
+        timeout: float | None = None,
+        default: str = "reject",
+    ) -> approvals.Decision:
+        """Ask a person; the run waits (holding no worker) and gets their ``Decision``.
+
+        ``schema`` (a JSON Schema dict or a pydantic model) describes data the reviewer
+        may fill in or edit; the Decision's ``data`` hands it back (as the model, if one
+        was given). After ``timeout`` seconds the ``default`` decision applies.
+        """
+        return approvals.ask(self, title, data, schema, timeout, default)
 
     def emit(self, type: str, data: Any = None) -> None:
         """Write a durable event of the agent's own, streamed live and kept."""
@@ -496,22 +538,24 @@ class _ToolCall:
             record,
         )
         self.where = f"run {ctx.run.id} position {position}"
+        self.reservation = budgets.Reservation()  # what the call holds against budgets
 
     def _event(self, type_: str, **extra: Any) -> tuple[str, dict[str, Any]]:
         return self.ctx._event(type_, self.position, "call", self.tool.name, **extra)
 
     def run(self) -> Any:
-        if self.tool.requires_approval:
-            # Fail closed: this version cannot ask a person yet, so the tool must not run.
-            denied = PolicyDenied(
-                f"Tool '{self.tool.name}' requires approval at {self.where}, and this agentflow "
-                "version cannot request approvals yet. The tool did not run; remove "
-                "requires_approval=True or upgrade agentflow."
-            )
+        run = self.ctx.run
+        # Guardrails in order: policy, approval, budget, then rate limit and concurrency.
+        verdict = policy.check_tool(self.tool, run.agent, run.owner_id, self.args, self.where)
+        if verdict.denied:
+            denied = PolicyDenied(verdict.denied)
             self._finish_new(Step.Status.FAILED, error=error_record(denied))
             raise denied
+        args = self.args
+        if verdict.approval:
+            args = approvals.tool_gate(self, verdict.approval)
         try:
-            kwargs = self.tool.validate(self.args)
+            kwargs = self.tool.validate(args)
         except ValueError as exc:
             error = ToolArgumentError(
                 f"Tool '{self.tool.name}' got invalid arguments at {self.where}: {exc}. "
@@ -526,13 +570,29 @@ class _ToolCall:
             raise Suspend(
                 f"tool {self.tool.name} waits until {record.wake_at.isoformat()}", record.wake_at
             )
+        try:
+            reservation = self.ctx.reserve(
+                budgets.Usage(cost=self.tool.cost, tool_calls=1),
+                f"tool {self.tool.name} at {self.where}",
+            )
+        except BudgetExceeded as exc:
+            raise Pause(str(exc)) from None
+        self.reservation = reservation
+        try:
+            return self._admitted(kwargs, now)
+        finally:
+            if not reservation.used:  # the tool never ran: give the reservation back
+                budgets.release(reservation)
+
+    def _admitted(self, kwargs: dict[str, Any], now: datetime) -> Any:
+        record = self.record
         attempt = (record.attempts if record else 0) + 1
         step_id = self._claim(attempt, now)
         if attempt > self.tool.retries + 1:
             # Every earlier attempt was cut off without an outcome: its worker died.
             crash = RuntimeError(f"the worker died during each of the {attempt - 1} attempts")
             return self._fail(step_id, attempt - 1, crash)
-        # The gates come last, right before the call, so admission time is start time.
+        # The limit gates come last, right before the call, so admission time is start time.
         run = self.ctx.run
         limits = limits_for(self.tool, run.agent, run.owner_id)
         gate = admission.Admission()
@@ -553,6 +613,12 @@ class _ToolCall:
     def _claim(self, attempt: int, now: datetime) -> int:
         """Record the attempt as running before the tool runs; return the step id."""
         started = self._event("step.started", attempt=attempt)
+        return self.enter(Step.Status.RUNNING, started, now, attempts=attempt)
+
+    def enter(
+        self, status: str, event: tuple[str, dict[str, Any]], now: datetime, attempts: int | None
+    ) -> int:
+        """Record the call's step (new) or move it (existing) to ``status``; return its id."""
         if self.record is None:
             step_id, _ = self.ctx._record(
                 self.position,
@@ -560,18 +626,14 @@ class _ToolCall:
                 self.tool.name,
                 self.args_json,
                 self.digest,
-                status=Step.Status.RUNNING,
-                attempts=attempt,
+                status=status,
+                attempts=attempts or 0,
                 started_at=now,
-                event=started,
+                event=event,
             )
             return step_id
         store.update_step(
-            self.ctx._fence,
-            self.record.id,
-            status=Step.Status.RUNNING,
-            attempts=attempt,
-            event=started,
+            self.ctx._fence, self.record.id, status=status, attempts=attempts, event=event
         )
         return self.record.id
 
@@ -605,6 +667,7 @@ class _ToolCall:
                     held.enter_context(
                         leases.heartbeat.holding(admission.SlotLease(limits, gate.slot))
                     )
+                self.reservation.used = True
                 result = call_with_timeout(
                     self.tool.fn, kwargs, self.tool.timeout, f"tool {self.tool.name}"
                 )

@@ -14,9 +14,9 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from agentflow import conf, registry
-from agentflow.engine import leases, store
+from agentflow.engine import leases, pausing, store
 from agentflow.engine.context import RunContext
-from agentflow.engine.interrupts import LeaseLost, StoreUnavailable, Suspend
+from agentflow.engine.interrupts import LeaseLost, Pause, StoreUnavailable, Suspend
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import dumps, error_record
 from agentflow.exceptions import PayloadError, UnknownAgent
@@ -55,7 +55,7 @@ def _drive(lease: leases.Lease) -> str:
     while True:
         ctx = RunContext(run, store.load_history(run.id), lease=lease)
         try:
-            output = definition.fn(ctx, **run.input)
+            output = definition.fn(ctx, **run.real_input)
             if ctx.diverged is not None:  # user code caught it; the run fails all the same
                 raise ctx.diverged
             output_json = dumps(output, what=f"output of run {run.id}")
@@ -65,6 +65,10 @@ def _drive(lease: leases.Lease) -> str:
                     _schedule(run.id, suspend)
                 return "waiting"
             continue  # something we wait on moved while we ran: look again
+        except Pause as pause:
+            if not pausing.pause_held(lease.fence, pause.reason):
+                raise LeaseLost(f"run {run.id} was taken over or cancelled") from None
+            return "paused"
         except Exception as exc:
             if isinstance(exc, PayloadError) and ctx.diverged is None:
                 exc = PayloadError(f"{exc} (the agent's return value)")

@@ -20,6 +20,8 @@ from django.utils import timezone
 from agentflow.engine import store
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import dumps
+from agentflow.gates.redaction import redact_json
+from agentflow.gates.sealing import protect, reveal
 from agentflow.models import Run, Step
 
 STEP = Step._meta.db_table
@@ -27,7 +29,7 @@ STEP = Step._meta.db_table
 OPEN_CHILD = (
     f"SELECT 1 FROM {STEP} o WHERE o.run_id = %s AND o.position = %s "
     f"AND o.{connection.ops.quote_name('index')} IS NOT NULL "
-    "AND o.status IN ('pending', 'scheduled', 'running')"
+    "AND o.status IN ('pending', 'scheduled', 'running', 'waiting')"
 )
 
 
@@ -37,7 +39,8 @@ class Child:
 
     tool: str
     args_json: str
-    error: dict[str, Any] | None = None  # set when its arguments were refused up front
+    error: dict[str, Any] | None = None  # set when a gate refused it up front
+    approval: str | None = None  # why it waits for a person before it may run
 
 
 def create(
@@ -68,7 +71,11 @@ def create(
                 {"position": position, "kind": kind, "name": name, "children": len(children)},
             ),
         )
-        step_ids = _insert_children(fence.run_id, position, children, now)
+        step_ids, waiting = _insert_children(fence.run_id, position, children, now)
+        if waiting:
+            from agentflow.engine import approvals
+
+            approvals.request_for_children(fence.run_id, position, waiting)
         if step_ids:
             dispatcher().fan_out(fence.run_id, position, step_ids)
         else:
@@ -78,30 +85,45 @@ def create(
 BATCH = 1000
 
 
-def _insert_children(run_id: UUID, position: int, children: list[Child], now: Any) -> list[int]:
-    """Insert the children in multi-row INSERTs; return the ids of the runnable ones."""
+def _status(child: Child) -> str:
+    if child.error is not None:
+        return Step.Status.FAILED
+    return Step.Status.WAITING if child.approval else Step.Status.PENDING
+
+
+def _insert_children(
+    run_id: UUID, position: int, children: list[Child], now: Any
+) -> tuple[list[int], list[tuple[int, int, Child]]]:
+    """Insert the children in multi-row INSERTs.
+
+    Returns the ids of the runnable ones and (id, index, child) of those awaiting approval.
+    """
     when = connection.ops.adapt_datetimefield_value(now)
     run = store.db_uuid(run_id)
     columns = ", ".join(connection.ops.quote_name(c) for c in store.STEP_COLUMNS)
     row = "(" + ", ".join(["%s"] * len(store.STEP_COLUMNS)) + ")"
     runnable: list[int] = []
+    waiting: list[tuple[int, int, Child]] = []
     with connection.cursor() as cursor:
         for start in range(0, len(children), BATCH):
             batch = children[start : start + BATCH]
             values: list[Any] = []
             for index, child in enumerate(batch, start):
                 failed = child.error is not None
+                stored_args, sealed_args = protect(child.args_json)
                 values += [
                     run,
                     position,
                     index,
                     "call",
                     child.tool,
-                    Step.Status.FAILED if failed else Step.Status.PENDING,
-                    child.args_json,
+                    _status(child),
+                    stored_args,
                     "",
                     None,  # output
-                    dumps(child.error, what="child error", limited=False) if failed else None,
+                    redact_json(dumps(child.error, what="child error", limited=False))
+                    if failed
+                    else None,
                     0,
                     f"{run_id}:{position}:{index}",
                     when,
@@ -112,18 +134,24 @@ def _insert_children(run_id: UUID, position: int, children: list[Child], now: An
                     0,
                     None,  # rate_slot
                     when,  # dispatched_at
+                    sealed_args,
+                    None,  # sealed_output
                 ]
             cursor.execute(
                 f"INSERT INTO {STEP} ({columns}) VALUES {', '.join([row] * len(batch))} "
-                "RETURNING id, status",
+                f"RETURNING id, status, {connection.ops.quote_name('index')}",
                 values,
             )
-            runnable += [step_id for step_id, status in cursor.fetchall() if status == "pending"]
-    return runnable
+            for step_id, status, index in cursor.fetchall():
+                if status == Step.Status.PENDING:
+                    runnable.append(step_id)
+                elif status == Step.Status.WAITING:
+                    waiting.append((step_id, index, children[index]))
+    return runnable, waiting
 
 
 def any_open(run_id: UUID, position: int) -> bool:
-    """Whether a child of the fan-out is still pending, scheduled or running."""
+    """Whether a child of the fan-out is still pending, scheduled, running or waiting."""
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT EXISTS ({OPEN_CHILD})", [store.db_uuid(run_id), position])
         return bool(cursor.fetchone()[0])
@@ -134,7 +162,12 @@ def results(run_id: UUID, position: int) -> list[tuple[str, Any, dict[str, Any] 
     rows = Step.objects.filter(run_id=run_id, position=position, index__isnull=False).order_by(
         "index"
     )
-    return list(rows.values_list("status", "output", "error"))
+    return [
+        (status, reveal(output, sealed), error)
+        for status, output, sealed, error in rows.values_list(
+            "status", "output", "sealed_output", "error"
+        )
+    ]
 
 
 def join(run_id: UUID, position: int) -> bool:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import datetime
+
+from django.db import DatabaseError, IntegrityError
 
 
 class Interrupt(BaseException):
@@ -28,3 +32,25 @@ class StoreUnavailable(Interrupt):
     Deriving from ``BaseException`` keeps a dropped connection from being mistaken for the
     agent's own failure; the lease expires and the reconciler advances the run again.
     """
+
+
+class Pause(Interrupt):
+    """A guardrail (budget, loop guard, duration) stops the run until an operator resumes it.
+
+    Raised before the step it guards starts, so no step is half-executed.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@contextlib.contextmanager
+def unavailable_as_interrupt(doing: str = "recording a step") -> Iterator[None]:
+    """Turn database failures other than constraint violations into ``StoreUnavailable``."""
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except DatabaseError as exc:
+        raise StoreUnavailable(f"the database failed while {doing}: {exc}") from exc

@@ -1,7 +1,10 @@
-"""The engine's window on the transport: a dispatcher that sends wake-ups.
+"""The engine's windows on the transports: a dispatcher that sends wake-ups, and a
+publisher that streams committed events live.
 
-The default, ``agentflow.tasks.CeleryDispatcher``, sends Celery messages; the setting
-``AGENTFLOW["DISPATCHER"]`` names another. Wake-ups are sent after the current
+The default dispatcher, ``agentflow.tasks.CeleryDispatcher``, sends Celery messages; the
+setting ``AGENTFLOW["DISPATCHER"]`` names another. The default publisher,
+``agentflow.events.ChannelLayerPublisher``, rings the Channels layer; ``PUBLISHER`` names
+another. Wake-ups are sent after the current
 transaction commits, so a message never points at a row that does not exist yet.
 """
 
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import cache
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from django.utils.module_loading import import_string
@@ -28,11 +31,21 @@ class Dispatcher(Protocol):
         """Run the children in parallel, then join the fan-out (a Celery chord), after commit."""
 
 
+class Publisher(Protocol):
+    def publish(self, run_id: UUID, seq: int, type_: str, data_json: str | None) -> None:
+        """Stream one committed (and redacted) event; must not block or raise."""
+
+
 @cache
-def _load(path: str) -> Dispatcher:
+def _load(path: str) -> Any:
     return import_string(path)()
 
 
 def dispatcher() -> Dispatcher:
     """Return the configured dispatcher."""
     return _load(conf.setting("DISPATCHER"))
+
+
+def publisher() -> Publisher:
+    """Return the configured event publisher."""
+    return _load(conf.setting("PUBLISHER"))

@@ -1,7 +1,9 @@
-"""Bring back runs that a dead worker, a lost message or a due timer left behind.
+"""Bring back runs that a dead worker, a lost message or a due timer left behind, and
+apply the default decision of approvals past their timeout.
 
 Runs on beat every RECONCILE_EVERY seconds, at worker start and from
-``manage.py agentflow recover``. It only sends wake-ups; ``advance`` decides.
+``manage.py agentflow recover``, so timeouts survive restarts. Otherwise it only sends
+wake-ups; ``advance`` decides.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from agentflow import conf
-from agentflow.engine import children, fanout
+from agentflow.engine import approvals, children, fanout
 from agentflow.engine.ports import dispatcher
 from agentflow.gates import admission
 from agentflow.models import Run, Step
@@ -36,6 +38,8 @@ def reconcile() -> dict[str, int]:
     for run_id, _ in rows:
         send.advance(run_id)
     woken = Counter(status for _, status in rows)
+    # Approvals past their timeout get their default decision (and wake their runs).
+    woken["approvals_expired"] = approvals.expire_due(now)
     # Fan-outs whose children all finished but whose join was lost (e.g. the chord state
     # vanished with a Redis FLUSHALL): the database says they are complete, so join them.
     open_child = Step.objects.filter(

@@ -11,6 +11,7 @@ from agentflow.engine.context import EndOfHistory, RunContext
 from agentflow.engine.interrupts import Suspend
 from agentflow.engine.serialize import dumps, loads
 from agentflow.exceptions import NonDeterminismError, UnknownAgent
+from agentflow.gates.redaction import redact_json
 from agentflow.models import Run
 
 
@@ -62,7 +63,7 @@ def replay(run: Run) -> ReplayReport:
     report = ReplayReport(run.id, run.agent, definition.version)
     ctx = RunContext(run, history)
     try:
-        output = definition.fn(ctx, **run.input)
+        output = definition.fn(ctx, **run.real_input)
     except NonDeterminismError as exc:
         report.mismatches.append(Mismatch(ctx.position - 1, str(exc)))
         return report
@@ -93,16 +94,16 @@ def replay(run: Run) -> ReplayReport:
         return _done(report, ctx)
     if ctx.diverged is not None:
         report.mismatches.append(Mismatch(ctx.position - 1, str(ctx.diverged)))
-    elif (
-        run.status == Run.Status.SUCCEEDED
-        and loads(dumps(output, what="replayed output")) != run.output
-    ):
-        report.mismatches.append(
-            Mismatch(
-                None,
-                (f"The code now returns {output!r}, but run {run.id} returned {run.output!r}."),
+    elif run.status == Run.Status.SUCCEEDED:
+        # Compared as stored: the run's output was redacted when it was recorded.
+        replayed = loads(redact_json(dumps(output, what="replayed output")))
+        if replayed != run.output:
+            report.mismatches.append(
+                Mismatch(
+                    None,
+                    f"The code now returns {replayed!r}, but run {run.id} returned {run.output!r}.",
+                )
             )
-        )
     return _done(report, ctx)
 
 

@@ -7,19 +7,20 @@ the hot path: one ``ctx.step`` must cost about one commit.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from agentflow.engine.interrupts import LeaseLost, StoreUnavailable
+from agentflow.engine.interrupts import LeaseLost, unavailable_as_interrupt
+from agentflow.engine.ports import publisher
 from agentflow.engine.serialize import dumps, loads
+from agentflow.gates.redaction import redact_json
+from agentflow.gates.sealing import protect, reveal
 from agentflow.models import Event, Run, Step
 
 RUN = Run._meta.db_table
@@ -50,6 +51,11 @@ class StepRecord:
     attempts: int
     wake_at: datetime | None
     rate_slot: datetime | None
+    sealed_output: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.sealed_output:
+            self.output = reveal(self.output, self.sealed_output)
 
 
 def load_history(run_id: UUID) -> dict[int, StepRecord]:
@@ -66,6 +72,7 @@ def load_history(run_id: UUID) -> dict[int, StepRecord]:
         "attempts",
         "wake_at",
         "rate_slot",
+        "sealed_output",
     )
     return {row[1]: StepRecord(*row) for row in rows}
 
@@ -81,19 +88,13 @@ def db_when(value: datetime | None) -> Any:
 
 
 def _record_json(value: Any, what: str) -> str | None:
-    """JSON of a record the runtime writes itself (an error, its own event): never refused."""
-    return None if value is None else dumps(value, what=what, limited=False)
+    """Redacted JSON of a record the runtime writes itself (an error, an event): never refused."""
+    return None if value is None else redact_json(dumps(value, what=what, limited=False))
 
 
-@contextlib.contextmanager
-def unavailable_as_interrupt() -> Iterator[None]:
-    """Turn database failures other than constraint violations into ``StoreUnavailable``."""
-    try:
-        yield
-    except IntegrityError:
-        raise
-    except DatabaseError as exc:
-        raise StoreUnavailable(f"the database failed while recording a step: {exc}") from exc
+def _announce(run_id: UUID, seq: int, type_: str, data_json: str | None) -> None:
+    """Publish a committed event live (the redacted JSON that was stored)."""
+    publisher().publish(run_id, seq, type_, data_json)
 
 
 def _fence_sql(with_event: bool) -> str:
@@ -117,6 +118,7 @@ def _insert_event(cursor: Any, run_id: UUID, seq: int, type_: str, data_json: st
         f"INSERT INTO {EVENT} {EVENT_COLUMNS} VALUES (%s, %s, %s, %s, %s)",
         [db_uuid(run_id), seq, type_, data_json, db_when(timezone.now())],
     )
+    transaction.on_commit(lambda: _announce(run_id, seq, type_, data_json), robust=True)
 
 
 def _next_seq(cursor: Any, run_id: UUID) -> int:
@@ -150,8 +152,15 @@ def _write(
                     "SELECT %s, fence.event_seq, %s, %s, %s FROM fence, written)"
                 )
                 params += [db_uuid(fence.run_id), event[0], event_json, db_when(timezone.now())]
-            cursor.execute(f"{sql} SELECT * FROM written", params)
+            cursor.execute(f"{sql} SELECT written.*, fence.event_seq FROM written, fence", params)
             row = cursor.fetchone()
+            if row is not None and event:
+                seq, row = row[-1], row[:-1]
+                transaction.on_commit(
+                    lambda: _announce(fence.run_id, seq, event[0], event_json), robust=True
+                )
+            elif row is not None:
+                row = row[:-1]
         else:
             with transaction.atomic():
                 cursor.execute(f"WITH {_fence_sql(False)} {write}", [*fence_values, *values])
@@ -185,6 +194,8 @@ STEP_COLUMNS = (
     "cost",
     "rate_slot",
     "dispatched_at",
+    "sealed_args",
+    "sealed_output",
 )
 
 
@@ -194,6 +205,14 @@ def _insert_step_sql(vendor: str) -> str:
     columns = ", ".join(connection.ops.quote_name(c) for c in STEP_COLUMNS)
     placeholders = ", ".join(["%s"] * len(STEP_COLUMNS))
     return f"INSERT INTO {STEP} ({columns}) SELECT {placeholders} FROM fence RETURNING id, output"
+
+
+def _stored_output(output_json: str | None, stored: Any, sealed: str | None) -> Any:
+    """What the agent sees: the real value where it was sealed, else what the database holds.
+
+    Either way it is the same now and on replay (jsonb, for one, reorders object keys).
+    """
+    return loads(output_json) if sealed else loads(stored)
 
 
 def insert_step(
@@ -220,6 +239,7 @@ def insert_step(
     The output comes back as the database stores it, so the agent sees the same value
     now and on every replay (PostgreSQL's jsonb, for one, reorders object keys).
     """
+    stored_output, sealed_output = protect(output_json)
     values = [
         db_uuid(fence.run_id),
         position,
@@ -227,9 +247,9 @@ def insert_step(
         kind,
         name,
         status,
-        args_json,
+        redact_json(args_json),
         args_hash,
-        output_json,
+        stored_output,
         _record_json(error, f"error of step {position}"),
         attempts,
         key,
@@ -241,6 +261,8 @@ def insert_step(
         0,
         db_when(rate_slot),
         None,
+        None,
+        sealed_output,
     ]
     write = _insert_step_sql(connection.vendor)
     try:
@@ -250,7 +272,7 @@ def insert_step(
         raise LeaseLost(
             f"position {position} of run {fence.run_id} was recorded by another worker"
         ) from exc
-    return step_id, loads(output)
+    return step_id, _stored_output(output_json, output, sealed_output)
 
 
 def update_step(
@@ -268,13 +290,15 @@ def update_step(
 ) -> Any:
     """Move a step to a new status (and write its event) if the lease still holds."""
     write = (
-        f"UPDATE {STEP} SET status = %s, output = %s, error = %s, "
+        f"UPDATE {STEP} SET status = %s, output = %s, sealed_output = %s, error = %s, "
         "attempts = COALESCE(%s, attempts), finished_at = %s, wake_at = %s, rate_slot = %s "
         "WHERE id = %s AND EXISTS (SELECT 1 FROM fence) RETURNING id, output"
     )
+    stored_output, sealed_output = protect(output_json)
     values = [
         status,
-        output_json,
+        stored_output,
+        sealed_output,
         _record_json(error, f"error of step {step_id}"),
         attempts,
         db_when(finished_at),
@@ -283,7 +307,7 @@ def update_step(
         step_id,
     ]
     _, output = _write(fence, write, values, event)
-    return loads(output)
+    return _stored_output(output_json, output, sealed_output)
 
 
 def append_event(run_id: UUID, type_: str, data: dict[str, Any]) -> int:
@@ -310,6 +334,7 @@ def finish_run(
     """Mark the run finished, with its output or error, if the lease still holds."""
     error_json = _record_json(error, "run error")
     event_json = _record_json(event[1], f"event {event[0]}")
+    output_json = redact_json(output_json)
     now = timezone.now()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(

@@ -11,6 +11,7 @@ from django.utils import timezone
 from agentflow.engine import store
 from agentflow.engine.interrupts import Suspend
 from agentflow.engine.serialize import dumps, error_record
+from agentflow.gates.sealing import reveal
 from agentflow.models import Signal, Step
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ def _consume(run_id: Any, name: str, position: int) -> tuple[bool, Any]:
         return False, None
     signal.consumed_position = position
     signal.save(update_fields=["consumed_position"])
-    return True, signal.data
+    return True, reveal(signal.data, signal.sealed_data)
 
 
 def wait(

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agentflow import conf
 from agentflow.definitions import parse_rate
-from agentflow.gates.matching import matches
+from agentflow.gates.policy import tool_policies
 
 if TYPE_CHECKING:
     from agentflow.definitions import ToolDefinition
@@ -27,25 +25,6 @@ class Limits:
         return self.rate is not None or self.concurrency is not None
 
 
-_cache: dict[str, Any] = {"at": 0.0, "rows": []}
-
-
-def _policies() -> list[Any]:
-    """Enabled limit policies, re-read at most every POLICY_CACHE_SECONDS."""
-    from agentflow.models import Policy
-
-    now = time.monotonic()
-    if now - _cache["at"] > conf.setting("POLICY_CACHE_SECONDS"):
-        _cache["rows"] = list(Policy.objects.filter(enabled=True))
-        _cache["at"] = now
-    return _cache["rows"]
-
-
-def clear_cache(**kwargs: Any) -> None:
-    """Forget cached policies (connected to Policy saves and deletes in this process)."""
-    _cache["at"] = 0.0
-
-
 def _specificity(policy: Any) -> tuple[int, int, int]:
     # An owner beats an agent, an agent beats none, an exact tool beats a glob.
     return (
@@ -61,11 +40,7 @@ def limits_for(tool: ToolDefinition, agent: str, owner_id: int | None) -> Limits
     concurrency = tool.max_concurrency
     key = tool.name
     candidates = [
-        p
-        for p in _policies()
-        if matches(p.tool, tool.name)
-        and matches(p.agent, agent)
-        and (p.owner_id is None or p.owner_id == owner_id)
+        p for p in tool_policies(tool.name, agent, owner_id) if p.rate_limit or p.max_concurrency
     ]
     if candidates:
         policy = max(candidates, key=_specificity)

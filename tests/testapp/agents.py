@@ -208,18 +208,115 @@ def patchy(ctx: RunContext) -> list:
     return done
 
 
-@tool(name="tests.guarded", requires_approval=True)
-def guarded() -> str:
-    executed("guarded")
+@tool(name="tests.pay", requires_approval=True)
+def pay(invoice: str, amount: int, *, idempotency_key: str) -> dict:
+    SideEffect.objects.create(key=idempotency_key, tool="tests.pay")
+    executed(f"pay:{invoice}:{amount}")
+    return {"paid": amount}
+
+
+@agent(name="tests.payer")
+def payer(ctx: RunContext, invoice: str, amount: int) -> dict:
+    try:
+        return ctx.call(pay, invoice=invoice, amount=amount)
+    except PolicyDenied as exc:
+        return {"refused": str(exc)}
+
+
+@tool(name="tests.transfer")
+def transfer(amount: str, *, idempotency_key: str) -> str:
+    executed(f"transfer:{amount}")
+    return amount
+
+
+@agent(name="tests.transferrer")
+def transferrer(ctx: RunContext, amounts: list[str]) -> list:
+    results = ctx.map(transfer, [{"amount": amount} for amount in amounts], return_exceptions=True)
+    return [str(result) for result in results]
+
+
+@agent(name="tests.asker")
+def asker(ctx: RunContext, timeout: float | None = None, default: str = "reject") -> dict:
+    decision = ctx.approve(
+        "Raise the limit?",
+        data={"limit": 10},
+        schema={
+            "type": "object",
+            "properties": {"limit": {"type": "integer", "minimum": 0}},
+            "required": ["limit"],
+        },
+        timeout=timeout,
+        default=default,
+    )
+    return {
+        "approved": decision.approved,
+        "data": decision.data,
+        "by": decision.by,
+        "comment": decision.comment,
+        "status": decision.status,
+    }
+
+
+@tool(name="tests.metered", cost="0.05", retries=0)
+def metered(i: int, *, idempotency_key: str) -> int:
+    SideEffect.objects.create(key=idempotency_key, tool="tests.metered")
+    executed(idempotency_key)
+    return i
+
+
+@agent(name="tests.metered_fan")
+def metered_fan(ctx: RunContext, n: int) -> int:
+    return len(ctx.map(metered, [{"i": i} for i in range(n)]))
+
+
+@tool(name="tests.forbidden")
+def forbidden() -> str:
+    executed("forbidden")
     return "ran"
 
 
-@agent(name="tests.guarded_agent")
-def guarded_agent(ctx: RunContext) -> str:
+@agent(name="tests.forbidden_agent")
+def forbidden_agent(ctx: RunContext) -> dict:
+    outcome = {}
     try:
-        return ctx.call(guarded)
+        outcome["call"] = ctx.call(forbidden)
     except PolicyDenied as exc:
-        return str(exc)
+        outcome["call"] = f"PolicyDenied: {exc}"
+    children = ctx.map(forbidden, [{}, {}], return_exceptions=True)
+    outcome["map"] = [str(child) for child in children]
+    return outcome
+
+
+def tick(i: int) -> int:
+    return i
+
+
+@agent(name="tests.runaway")
+def runaway(ctx: RunContext) -> None:
+    i = 0
+    while True:  # a loop that never ends on its own
+        ctx.step(tick, i)
+        i += 1
+
+
+@tool(name="tests.leaky", retries=0)
+def leaky(token: str, fail: bool = False) -> dict:
+    executed(f"leaky:{'real' if token.startswith('sk-') else 'redacted'}")
+    if fail:
+        raise RuntimeError(f"upstream refused key {token}")
+    return {"echo": token, "header": f"Bearer {token}"}
+
+
+@agent(name="tests.leaky_agent")
+def leaky_agent(ctx: RunContext, token: str) -> dict:
+    first = ctx.call(leaky, token=token)
+    ctx.emit("note", {"token": token, "owner": "ops@example.com"})
+    mapped = ctx.map(leaky, [{"token": token}])
+    try:
+        ctx.call(leaky, token=token, fail=True)
+    except ToolError as exc:
+        failed = str(exc)
+    return {"first": first, "mapped": mapped, "failed": failed, "same": first["echo"] == token}
 
 
 @tool(name="tests.child_effect")

@@ -1,0 +1,86 @@
+"""Pause and resume: a guardrail stops a run; an operator lets it go on.
+
+A paused run holds no lease and no worker, its fan-out children are not claimed, and
+the reconciler leaves it alone. ``resume`` puts it back to waiting, wakes it, and sends
+its unfinished children again.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from agentflow.engine import store
+from agentflow.engine.ports import dispatcher
+from agentflow.exceptions import InvalidState
+from agentflow.models import Run, Step
+
+CLAIMABLE = (Step.Status.PENDING, Step.Status.SCHEDULED)
+
+
+def pause_held(fence: store.Fence, reason: str) -> bool:
+    """Pause a run the caller holds the lease of; False if the lease is gone."""
+    with transaction.atomic():
+        paused = Run.objects.filter(
+            id=fence.run_id, lease_token=fence.token, status=Run.Status.RUNNING
+        ).update(**_paused(reason))
+        if paused:
+            store.append_event(fence.run_id, "run.paused", {"reason": reason})
+    return bool(paused)
+
+
+def pause(run_id: UUID, reason: str) -> bool:
+    """Pause a run from outside its lease (a fan-out child); False if it is not active.
+
+    Breaking a holder's lease is safe here: while a fan-out is open the agent cannot get
+    past it, so the holder can only be replaying finished steps.
+    """
+    with transaction.atomic():
+        paused = Run.objects.filter(id=run_id, status__in=Run.ACTIVE).update(**_paused(reason))
+        if paused:
+            store.append_event(run_id, "run.paused", {"reason": reason})
+    return bool(paused)
+
+
+def _paused(reason: str) -> dict:
+    return {
+        "status": Run.Status.PAUSED,
+        "wait_reason": reason[:500],
+        "lease_owner": "",
+        "lease_expires_at": None,
+        "wake_at": None,
+    }
+
+
+def resume(run_id: UUID, *, by: str | None = None) -> None:
+    """Continue a paused run: wake it and send its unfinished fan-out children again."""
+    now = timezone.now()
+    with transaction.atomic():
+        resumed = Run.objects.filter(id=run_id, status=Run.Status.PAUSED).update(
+            status=Run.Status.WAITING,
+            wait_reason="",
+            wake_at=now,
+            wake_seq=F("wake_seq") + 1,
+            nudged_at=None,
+        )
+        if not resumed:
+            current = Run.objects.filter(id=run_id).values_list("status", flat=True).first()
+            if current is None:
+                raise InvalidState(f"There is no run {run_id}.")
+            raise InvalidState(
+                f"Run {run_id} is {current}, not paused; only a paused run can be resumed."
+            )
+        store.append_event(run_id, "run.resumed", {"by": by})
+        children = list(
+            Step.objects.filter(
+                run_id=run_id, index__isnull=False, status__in=CLAIMABLE
+            ).values_list("id", "wake_at")
+        )
+        Step.objects.filter(id__in=[step_id for step_id, _ in children]).update(dispatched_at=now)
+        send = dispatcher()
+        send.advance(run_id)
+        for step_id, wake_at in children:
+            send.run_child(step_id, eta=wake_at if wake_at and wake_at > now else None)

@@ -1,0 +1,121 @@
+"""Policy rows as the runtime reads them: is a tool allowed, does it need a person, may
+the run take another step?
+
+Rows are cached per process for POLICY_CACHE_SECONDS (saves and deletes in this process
+clear the cache at once), so the hot path costs a scan of a short in-memory list.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.utils import timezone
+
+from agentflow import conf
+from agentflow.engine.interrupts import unavailable_as_interrupt
+from agentflow.gates import conditions
+from agentflow.gates.matching import matches
+
+if TYPE_CHECKING:
+    from agentflow.models import Policy
+
+_cache: dict[str, Any] = {"at": float("-inf"), "rows": []}
+
+
+def enabled_policies() -> list[Policy]:
+    """Enabled Policy rows, re-read at most every POLICY_CACHE_SECONDS."""
+    from agentflow.models import Policy
+
+    now = time.monotonic()
+    if now - _cache["at"] > conf.setting("POLICY_CACHE_SECONDS"):
+        with unavailable_as_interrupt("reading policies"):
+            _cache["rows"] = list(Policy.objects.filter(enabled=True).order_by("id"))
+        _cache["at"] = now
+    return _cache["rows"]
+
+
+def clear_cache(**kwargs: Any) -> None:
+    """Forget cached policies (connected to Policy saves and deletes in this process)."""
+    from agentflow.gates import redaction
+
+    _cache["at"] = float("-inf")
+    redaction.clear_cache()
+
+
+def _applies(policy: Policy, agent: str, owner_id: int | None) -> bool:
+    return matches(policy.agent, agent) and (policy.owner_id is None or policy.owner_id == owner_id)
+
+
+def tool_policies(tool: str, agent: str, owner_id: int | None) -> list[Policy]:
+    """Enabled rows whose tool, agent and owner scope cover this call."""
+    return [p for p in enabled_policies() if matches(p.tool, tool) and _applies(p, agent, owner_id)]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the policy says about one call: a denial, or a reason to ask a person first."""
+
+    denied: str | None = None
+    approval: str | None = None
+
+
+def check_tool(
+    tool: Any, agent: str, owner_id: int | None, args: dict[str, Any], where: str
+) -> Verdict:
+    """Apply allow/deny and approval rules to a call (deny wins; optional deny-by-default)."""
+    rows = [
+        p
+        for p in tool_policies(tool.name, agent, owner_id)
+        if p.effect and conditions.holds(p.condition, args)
+    ]
+    deny = next((p for p in rows if p.effect == p.Effect.DENY), None)
+    if deny is not None:
+        return Verdict(
+            denied=f"Policy '{deny.name}' denies tool '{tool.name}' for agent '{agent}' at "
+            f"{where}{_because(deny)}. The tool did not run; change the policy in the admin "
+            "if the agent should be allowed to call it."
+        )
+    if conf.setting("DENY_BY_DEFAULT") and not any(p.effect == p.Effect.ALLOW for p in rows):
+        return Verdict(
+            denied=f"Tool '{tool.name}' is not allowed for agent '{agent}' at {where}: "
+            "AGENTFLOW['DENY_BY_DEFAULT'] is on and no enabled Policy allows it. The tool did "
+            "not run; add an allow Policy in the admin."
+        )
+    if tool.requires_approval:
+        return Verdict(approval=f"tool '{tool.name}' is declared with requires_approval=True")
+    rule = next((p for p in rows if p.effect == p.Effect.APPROVE), None)
+    if rule is not None:
+        return Verdict(approval=f"Policy '{rule.name}' requires approval{_because(rule)}")
+    return Verdict()
+
+
+def _because(policy: Policy) -> str:
+    return f" (condition: {policy.condition})" if policy.condition else ""
+
+
+def run_guard(run: Any, position: int, now: datetime | None = None) -> str | None:
+    """Why the run may not take the step at ``position`` (loop guard, duration), if so."""
+    rows = [p for p in enabled_policies() if p.max_steps is not None or p.max_duration]
+    if not rows:
+        return None
+    for policy in rows:
+        if not _applies(policy, run.agent, run.owner_id):
+            continue
+        if policy.max_steps is not None and position >= policy.max_steps:
+            return (
+                f"Policy '{policy.name}' allows at most {policy.max_steps} steps per run "
+                f"(loop guard); run {run.id} reached it at position {position}. Raise "
+                "max_steps or disable the policy, then resume the run."
+            )
+        started = run.started_at
+        now = now or timezone.now()
+        if policy.max_duration and started and now - started > policy.max_duration:
+            return (
+                f"Policy '{policy.name}' allows runs of {policy.max_duration} at most; run "
+                f"{run.id} started at {started.isoformat()} and is past it at position "
+                f"{position}. Raise max_duration or disable the policy, then resume the run."
+            )
+    return None

@@ -1,0 +1,151 @@
+"""Budgets: reserved before a step, settled after; exhaustion pauses; resume continues."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+import agentflow
+from agentflow.engine import children
+from agentflow.gates import budgets
+from agentflow.models import Budget, BudgetSpend, Event, Run, Step
+from tests.support import all_at_once
+from tests.testapp.models import Execution, SideEffect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_hundred_parallel_calls_never_overspend_and_the_run_pauses_then_resumes(workers):
+    workers("w1", concurrency=4)
+    workers("w2", concurrency=4)
+    run = agentflow.start("tests.metered_fan", {"n": 100}, budget={"max_cost": "1.00"})
+    run = agentflow.wait(run, timeout=120)
+    assert run.status == Run.Status.PAUSED, run.error
+    assert "Budget 'run " in run.wait_reason and "spent $1.00" in run.wait_reason
+    assert "of $1.00" in run.wait_reason and "needs $0.05" in run.wait_reason
+    budget = Budget.objects.get(run=run)
+    spend = BudgetSpend.objects.get(budget=budget)
+    executed = SideEffect.objects.count()
+    assert executed <= 20 and spend.cost <= Decimal("1.00")
+    assert spend.cost == Decimal("0.05") * executed  # every reservation settled or released
+    assert Event.objects.filter(run=run, type="run.paused").exists()
+
+    budget.max_cost = Decimal("10.00")
+    budget.save()
+    agentflow.resume(run)
+    run = agentflow.wait(run, timeout=120)
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    assert run.output == 100
+    assert SideEffect.objects.count() == 100
+    assert Execution.objects.count() == 100  # no call executed twice
+    assert BudgetSpend.objects.get(budget=budget).cost == Decimal("5.00")
+    assert BudgetSpend.objects.get(budget=budget).tool_calls == 100
+
+
+def test_concurrent_reservations_admit_exactly_what_fits():
+    budget = Budget.objects.create(name="day", period="day", max_cost=Decimal("1.00"))
+    run = Run.objects.create(agent="tests.metered_fan", agent_version="1")
+    usage = budgets.Usage(cost=Decimal("0.05"), tool_calls=1)
+
+    def reserve() -> bool:
+        try:
+            budgets.reserve([budget], run.id, usage, "a call")
+        except agentflow.BudgetExceeded:
+            return False
+        return True
+
+    admitted = all_at_once(reserve, threads=30)
+    assert admitted.count(True) == 20
+    spend = BudgetSpend.objects.get(budget=budget)
+    assert spend.cost == Decimal("1.00") and spend.window.startswith("day:")
+
+
+def test_settling_replaces_the_estimate_with_the_actual_usage(settings):
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "PRICES": {"m": {"input": "2", "output": "8"}}}
+    assert budgets.price("m", 1_000_000, 500_000) == Decimal("6")
+    assert budgets.price("unknown", 10, 10) == 0
+    budget = Budget.objects.create(name="tokens", period="total", max_output_tokens=1000)
+    run = Run.objects.create(agent="a", agent_version="1")
+    held = budgets.reserve([budget], run.id, budgets.Usage(output_tokens=800), "a model call")
+    with pytest.raises(agentflow.BudgetExceeded, match="output tokens spent 800 of 1000"):
+        budgets.reserve([budget], run.id, budgets.Usage(output_tokens=300), "another call")
+    budgets.settle(held, budgets.Usage(output_tokens=120, input_tokens=40))
+    spend = BudgetSpend.objects.get(budget=budget, window="total")
+    assert (spend.output_tokens, spend.input_tokens) == (120, 40)
+    budgets.reserve([budget], run.id, budgets.Usage(output_tokens=300), "another call")
+
+
+def test_a_start_budget_with_bad_limits_is_refused_and_nothing_is_written():
+    with pytest.raises(agentflow.InvalidInput, match="max_cost"):
+        agentflow.start("tests.metered_fan", {"n": 1}, budget={"max_cost": "-1"})
+    with pytest.raises(agentflow.InvalidInput, match="unknown limit"):
+        agentflow.start("tests.metered_fan", {"n": 1}, budget={"dollars": 3})
+    assert not Run.objects.exists() and not Budget.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"max_cost": "-0.01"}, "max_cost", ""),
+        ({"max_tool_calls": "-3"}, "max_tool_calls", ""),
+        ({"max_cost": "1", "agent": "bad agent!"}, "agent", "may only use"),
+        ({}, "max_cost", "limits nothing"),
+    ],
+)
+def test_budget_form_rejects_bad_values_with_field_errors(admin_client, fields, field, message):
+    data = {"name": "b", "enabled": "on", "period": "run", "agent": "", **fields}
+    data.update({f"spends-{k}": v for k, v in {"TOTAL_FORMS": 0, "INITIAL_FORMS": 0}.items()})
+    response = admin_client.post("/admin/agentflow/budget/add/", data)
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert field in errors, errors
+    assert message in " ".join(errors[field])
+    assert not Budget.objects.exists()
+
+
+def _stale_refusal(run: Run) -> tuple[children.Claimed, Step]:
+    """A child claimed and refused before an operator raised the limit and resumed."""
+    step = Step.objects.create(
+        run=run,
+        position=0,
+        index=7,
+        kind="tool",
+        name="tests.metered",
+        args={"i": 7},
+        args_hash="h",
+        status=Step.Status.RUNNING,
+        attempts=1,
+        idempotency_key=f"{run.id}:0:7",
+    )
+    claimed = children.Claimed(
+        step.id, run.id, 0, 7, "tests.metered", {"i": 7}, step.idempotency_key, 1, None,
+        run.agent, None,
+    )  # fmt: skip
+    return claimed, step
+
+
+def test_a_refusal_read_before_a_resume_does_not_pause_the_run_again():
+    run = agentflow.start("tests.metered_fan", {"n": 1}, budget={"max_cost": "10.00"})
+    Run.objects.filter(id=run.id).update(status=Run.Status.WAITING)  # resumed meanwhile
+    claimed, step = _stale_refusal(run)
+    usage = budgets.Usage(cost=Decimal("0.05"), tool_calls=1)
+    reservation = children._reserve_or_hold(claimed, usage, "tool tests.metered")
+    assert reservation is not None and reservation.spend_ids  # the raised limit admits it
+    run.refresh_from_db()
+    assert run.status == Run.Status.WAITING and not run.wait_reason
+    step.refresh_from_db()
+    assert step.status == Step.Status.RUNNING  # still claimed: the call goes ahead
+
+
+def test_a_child_refused_while_its_run_is_paused_is_handed_back_for_resume():
+    run = agentflow.start("tests.metered_fan", {"n": 1}, budget={"max_cost": "10.00"})
+    Run.objects.filter(id=run.id).update(status=Run.Status.PAUSED, wait_reason="by a sibling")
+    claimed, step = _stale_refusal(run)
+    usage = budgets.Usage(cost=Decimal("0.05"), tool_calls=1)
+    assert children._reserve_or_hold(claimed, usage, "tool tests.metered") is None
+    run.refresh_from_db()
+    assert (run.status, run.wait_reason) == (Run.Status.PAUSED, "by a sibling")
+    step.refresh_from_db()
+    assert (step.status, step.attempts) == (Step.Status.PENDING, 0)
+    assert not BudgetSpend.objects.filter(tool_calls__gt=0).exists()  # nothing held

@@ -1,0 +1,125 @@
+"""Policies: allow/deny rules (deny wins), deny-by-default, the loop guard, form errors."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+import agentflow
+from agentflow.engine import executor
+from agentflow.gates import conditions
+from agentflow.models import Policy, Run, Step
+from tests.support import wait_until
+from tests.testapp.models import Execution
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_denied_tool_makes_zero_calls_and_raises_policy_denied(workers):
+    Policy.objects.create(name="allow all", tool="*", effect="allow")
+    Policy.objects.create(name="no forbidden", tool="tests.forb*", effect="deny")
+    workers("w1")
+    run = agentflow.wait(agentflow.start("tests.forbidden_agent", {}), timeout=60)
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    assert run.output["call"].startswith("PolicyDenied: Policy 'no forbidden' denies tool")
+    assert all("Policy 'no forbidden' denies" in child for child in run.output["map"])
+    assert not Execution.objects.filter(key="forbidden").exists()
+    assert agentflow.replay(run).ok
+
+
+def test_deny_by_default_needs_an_allow_rule(recording_dispatcher, settings):
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "DENY_BY_DEFAULT": True}
+    run = agentflow.start("tests.forbidden_agent", {})
+    assert executor.advance(run.id, worker="t") == "succeeded"  # every call refused up front
+    run.refresh_from_db()
+    assert "DENY_BY_DEFAULT" in run.output["call"]
+    assert all("DENY_BY_DEFAULT" in child for child in run.output["map"])
+    assert not Execution.objects.exists()
+    Policy.objects.create(name="only forbidden", tool="tests.forbidden", effect="allow")
+    run = agentflow.start("tests.payer", {"invoice": "x", "amount": 1})
+    executor.advance(run.id, worker="t")
+    run.refresh_from_db()
+    assert "DENY_BY_DEFAULT" in run.output["refused"]
+
+
+def test_the_loop_guard_pauses_a_runaway_agent_and_resume_obeys_the_new_limit(workers):
+    guard = Policy.objects.create(name="guard", agent="tests.runaway", max_steps=5)
+    workers("w1")
+    run = agentflow.wait(agentflow.start("tests.runaway", {}), timeout=60)
+    assert run.status == Run.Status.PAUSED
+    assert "allows at most 5 steps per run (loop guard)" in run.wait_reason
+    assert Step.objects.filter(run=run).count() == 5
+    guard.max_steps = 8
+    guard.save()
+    agentflow.resume(run)
+    wait_until(
+        lambda: (
+            Step.objects.filter(run=run).count() == 8
+            and Run.objects.get(id=run.id).status == Run.Status.PAUSED
+        ),
+        timeout=60,
+        what="the run to pause again at the raised limit",
+    )
+    with pytest.raises(agentflow.InvalidState, match="only a paused run"):
+        agentflow.resume(agentflow.cancel(run))
+
+
+def test_a_run_past_its_max_duration_pauses_before_its_next_step(recording_dispatcher):
+    Policy.objects.create(name="short", max_duration=timedelta(seconds=1))
+    run = agentflow.start("tests.runaway", {})
+    Run.objects.filter(id=run.id).update(started_at=run.created_at - timedelta(hours=1))
+    assert executor.advance(run.id, worker="t") == "paused"
+    run.refresh_from_db()
+    assert "allows runs of 0:00:01 at most" in run.wait_reason
+    assert not Step.objects.filter(run=run).exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "expected"),
+    [
+        ("amount > 1000", {"amount": "1500.00"}, True),
+        ("amount > 1000", {"amount": 999}, False),
+        ("amount > 1000", {}, False),
+        ("currency == 'EUR' and amount >= 50", {"currency": "EUR", "amount": 50}, True),
+        ("not (country in ['FR', 'DE'])", {"country": "FR"}, False),
+        ("invoice.total > 10 or items[0] == 'x'", {"invoice": {"total": 5}, "items": ["x"]}, True),
+        ("amount > 'abc'", {"amount": 5}, False),
+    ],
+)
+def test_conditions_are_evaluated_without_eval(text, args, expected):
+    assert conditions.holds(text, args) is expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["__import__('os')", "amount.__class__", "f(1)", "amount + 1 > 2", "[x for x in y]", "a >"],
+)
+def test_unsafe_or_broken_conditions_are_refused(text):
+    with pytest.raises(conditions.ConditionError):
+        conditions.validate(text)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"tool": "bad tool!", "effect": "deny"}, "tool", "may only use"),
+        ({"agent": "x[", "effect": "deny"}, "agent", "unclosed"),
+        ({"effect": "approve", "condition": "open('x')"}, "condition", "not allowed"),
+        ({"effect": "", "condition": "amount > 1"}, "condition", "needs an effect"),
+        ({"redact": "ok\n(unclosed"}, "redact", "line 2"),
+        ({"redact": "a*"}, "redact", "empty string"),
+        ({"max_steps": "0"}, "max_steps", "1 or more"),
+        ({"max_steps": "-5"}, "max_steps", ""),
+        ({"effect": "maybe"}, "effect", ""),
+        ({}, "effect", "does nothing"),
+    ],
+)
+def test_policy_form_rejects_bad_rules_with_field_errors(admin_client, fields, field, message):
+    data = {"name": "p", "enabled": "on", "tool": "", "agent": "", "effect": "", **fields}
+    response = admin_client.post("/admin/agentflow/policy/add/", data)
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert field in errors, errors
+    assert message in " ".join(errors[field])
+    assert not Policy.objects.exists()
