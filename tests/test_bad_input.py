@@ -71,3 +71,36 @@ def test_status_of_a_missing_or_malformed_run_id():
 def test_signal_to_a_missing_run():
     with pytest.raises(agentflow.InvalidInput, match="There is no run"):
         agentflow.signal("00000000-0000-0000-0000-000000000000", "go")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_oversized_step_output_tool_output_or_event_is_refused_and_the_run_goes_on(
+    recording_dispatcher, settings
+):
+    from agentflow.engine import executor
+    from agentflow.models import Step
+    from tests.testapp.models import Execution
+
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "MAX_PAYLOAD_BYTES": 2_000}
+    run = agentflow.start("tests.oversized", {"size": 5_000})
+    outcome = executor.advance(run.id, worker="t")
+    run.refresh_from_db()
+    assert outcome == "succeeded", run.error
+    limit = "over AGENTFLOW['MAX_PAYLOAD_BYTES']"
+    assert "output of step tests.testapp.agents.bulky_text" in run.output["step"]
+    assert "output of tool tests.bulky" in run.output["call"]
+    assert "data of event note" in run.output["emit"]
+    assert all(limit in run.output[key] for key in ("step", "call", "emit")), run.output
+    assert run.output["after"] == "xxx"
+    assert Execution.objects.filter(key="bulky:5000").count() == 1  # refused, not retried
+    steps = list(Step.objects.filter(run=run).order_by("position"))
+    assert [(s.kind, s.status) for s in steps] == [
+        ("step", Step.Status.FAILED),
+        ("call", Step.Status.FAILED),
+        ("step", Step.Status.SUCCEEDED),  # the refused event took no position
+    ]
+    assert not Event.objects.filter(run=run, type="note").exists()
+    assert "x" * 2_000 not in str(list(Event.objects.filter(run=run).values_list("data")))
+    events = Event.objects.filter(run=run).count()
+    assert agentflow.replay(run).ok  # the refusals replay as they happened
+    assert Event.objects.filter(run=run).count() == events

@@ -10,7 +10,7 @@ import agentflow
 from agentflow.engine import children
 from agentflow.gates import budgets
 from agentflow.models import Budget, BudgetSpend, Event, Run, Step
-from tests.support import all_at_once
+from tests.support import all_at_once, wait_until
 from tests.testapp.models import Execution, SideEffect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,6 +24,11 @@ def test_a_hundred_parallel_calls_never_overspend_and_the_run_pauses_then_resume
     assert run.status == Run.Status.PAUSED, run.error
     assert "Budget 'run " in run.wait_reason and "spent $1.00" in run.wait_reason
     assert "of $1.00" in run.wait_reason and "needs $0.05" in run.wait_reason
+    wait_until(
+        lambda: not Step.objects.filter(run=run, status=Step.Status.RUNNING).exists(),
+        timeout=60,
+        what="the children admitted before the pause to finish",
+    )
     budget = Budget.objects.get(run=run)
     spend = BudgetSpend.objects.get(budget=budget)
     executed = SideEffect.objects.count()

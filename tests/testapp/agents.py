@@ -9,7 +9,15 @@ import time
 
 from django.db import IntegrityError, transaction
 
-from agentflow import PolicyDenied, RunContext, ToolArgumentError, ToolError, agent, tool
+from agentflow import (
+    PayloadError,
+    PolicyDenied,
+    RunContext,
+    ToolArgumentError,
+    ToolError,
+    agent,
+    tool,
+)
 from tests.testapp.models import Call, Execution, Flag, SideEffect
 
 # Deployed "code version" of tests.variant; a worker started with another value runs other code.
@@ -402,3 +410,33 @@ def limited(i: int, *, idempotency_key: str) -> int:
 @agent(name="tests.limited_inline")
 def limited_inline(ctx: RunContext, n: int) -> int:
     return sum(ctx.call(limited, i=i) for i in range(n))
+
+
+def bulky_text(size: int) -> str:
+    return "x" * size
+
+
+@tool(name="tests.bulky", retries=3)
+def bulky(size: int) -> str:
+    executed(f"bulky:{size}")
+    return bulky_text(size)
+
+
+@agent(name="tests.oversized")
+def oversized(ctx: RunContext, size: int) -> dict:
+    """Each value over the payload limit is refused where it is made; the run goes on."""
+    outcome = {}
+    try:
+        ctx.step(bulky_text, size)
+    except PayloadError as exc:
+        outcome["step"] = str(exc)
+    try:
+        ctx.call(bulky, size=size)
+    except ToolError as exc:
+        outcome["call"] = str(exc)
+    try:
+        ctx.emit("note", bulky_text(size))
+    except PayloadError as exc:
+        outcome["emit"] = str(exc)
+    outcome["after"] = ctx.step(bulky_text, 3)
+    return outcome
