@@ -3,12 +3,15 @@
 Events are the outbox: every state change is an Event row first. After its transaction
 commits, the row is handed to a background thread that sends it to the channel layer
 groups ``agentflow.run.<run id>`` and ``agentflow.runs``. The hot path only appends to an
-in-memory queue; a publish lost with a dying process is read from the table by the
-consumer, which resumes from the client's last seq.
+in-memory queue. The thread keeps one event loop (so the layer keeps its connections) and
+sends what piled up meanwhile as one message per run, so a run stepping fast costs two
+group sends per batch rather than per event. A publish lost with a dying process is read
+from the table by the consumer, which resumes from the client's last seq.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -20,8 +23,13 @@ from uuid import UUID
 logger = logging.getLogger("agentflow.events")
 
 ALL_RUNS_GROUP = "agentflow.runs"
-MESSAGE_TYPE = "agentflow.event"
+MESSAGE_TYPE = "agentflow.events"
 QUEUE_LIMIT = 10_000
+# A batch closes at this many events or this many bytes of event data, whichever first.
+BATCH_EVENTS = 200
+BATCH_BYTES = 256 * 1024
+# What the hot path queues: (run id, seq, type, data as stored JSON).
+Queued = tuple[UUID, int, str, str | None]
 
 
 def run_group(run_id: UUID | str) -> str:
@@ -29,22 +37,16 @@ def run_group(run_id: UUID | str) -> str:
     return f"agentflow.run.{UUID(str(run_id)).hex}"
 
 
-def message(run_id: UUID, seq: int, type_: str, data_json: str | None) -> dict[str, Any]:
-    """The channel layer message of one event."""
-    return {
-        "type": MESSAGE_TYPE,
-        "run": str(run_id),
-        "seq": seq,
-        "event": type_,
-        "data": json.loads(data_json) if data_json else {},
-    }
+def message(run_id: UUID | str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The channel layer message of one run's events, oldest first."""
+    return {"type": MESSAGE_TYPE, "run": str(run_id), "events": events}
 
 
 class ChannelLayerPublisher:
     """Publishes from one daemon thread per process, in commit order."""
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(QUEUE_LIMIT)
+        self._queue: queue.Queue[Queued] = queue.Queue(QUEUE_LIMIT)
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._lock = threading.Lock()
@@ -52,7 +54,7 @@ class ChannelLayerPublisher:
     def publish(self, run_id: UUID, seq: int, type_: str, data_json: str | None) -> None:
         self._ensure_thread()
         try:
-            self._queue.put_nowait(message(run_id, seq, type_, data_json))
+            self._queue.put_nowait((run_id, seq, type_, data_json))
         except queue.Full:  # the layer is down or slow; readers catch up from the table
             logger.warning("event queue full; dropped live event %s#%s", run_id, seq)
 
@@ -69,30 +71,37 @@ class ChannelLayerPublisher:
                 self._thread.start()
 
     def _loop(self) -> None:
-        from asgiref.sync import async_to_sync
         from channels.layers import get_channel_layer
 
         layer = get_channel_layer()  # None without CHANNEL_LAYERS: events stay in the table
+        loop = asyncio.new_event_loop()
         while True:
-            event = self._queue.get()
+            batch = self._next_batch()
             try:
                 if layer is not None:
-                    async_to_sync(self._send)(layer, event)
+                    loop.run_until_complete(_send(layer, batch))
             except Exception:  # the layer being down must never reach the engine
-                logger.exception("publishing event %s#%s failed", event["run"], event["seq"])
-            finally:
-                self._queue.task_done()
+                logger.exception("publishing %d live events failed", len(batch))
 
-    @staticmethod
-    async def _send(layer: Any, event: dict[str, Any]) -> None:
-        await layer.group_send(run_group(event["run"]), event)
-        await layer.group_send(ALL_RUNS_GROUP, event)
+    def _next_batch(self) -> list[Queued]:
+        """Wait for one event, then take whatever else is queued, up to a batch."""
+        batch = [self._queue.get()]
+        size = len(batch[0][3] or "")
+        while len(batch) < BATCH_EVENTS and size < BATCH_BYTES:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+            size += len(batch[-1][3] or "")
+        return batch
 
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until queued events are handed to the layer (for shutdown and tests)."""
-        import time
 
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return not self._queue.unfinished_tasks
+async def _send(layer: Any, batch: list[Queued]) -> None:
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for run_id, seq, type_, data_json in batch:
+        data = json.loads(data_json) if data_json else {}
+        by_run.setdefault(str(run_id), []).append({"seq": seq, "event": type_, "data": data})
+    for run_id, events in by_run.items():
+        body = message(run_id, events)
+        await layer.group_send(run_group(run_id), body)
+        await layer.group_send(ALL_RUNS_GROUP, body)

@@ -125,7 +125,7 @@ def _stale_refusal(run: Run) -> tuple[children.Claimed, Step]:
     )
     claimed = children.Claimed(
         step.id, run.id, 0, 7, "tests.metered", {"i": 7}, step.idempotency_key, 1, None,
-        run.agent, None,
+        run.agent, None, True,
     )  # fmt: skip
     return claimed, step
 

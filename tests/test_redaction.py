@@ -73,14 +73,17 @@ def test_a_planted_secret_is_found_nowhere_in_the_tables_or_the_channel_layer(wo
 
     seqs = set(Event.objects.filter(run=run).values_list("seq", flat=True))
 
+    def mine() -> list[dict]:
+        return [e for m in received if m["run"] == str(run.id) for e in m["events"]]
+
     def published_all() -> bool:
         asyncio.run(drain(channel))
-        return {e["seq"] for e in received if e["run"] == str(run.id)} >= seqs
+        return {e["seq"] for e in mine()} >= seqs
 
     wait_until(published_all, timeout=30, what="every event on the channel layer")
-    mine = [e for e in received if e["run"] == str(run.id)]
-    assert SECRET not in json.dumps(mine)
-    assert any(e["event"] == "note" for e in mine)
+    assert {m["type"] for m in received} == {"agentflow.events"}
+    assert SECRET not in json.dumps(mine())
+    assert any(e["event"] == "note" for e in mine())
 
 
 def test_policy_patterns_add_to_the_settings_list(settings):

@@ -30,11 +30,12 @@ from agentflow.gates import admission, budgets
 from agentflow.gates.limits import limits_for
 from agentflow.gates.redaction import redact, redact_json
 from agentflow.gates.sealing import protect, reveal
-from agentflow.models import Run, Step
+from agentflow.models import Budget, Run, Step
 
 logger = logging.getLogger("agentflow.children")
 STEP = Step._meta.db_table
 RUN = Run._meta.db_table
+BUDGET = Budget._meta.db_table
 QUOTED_INDEX = connection.ops.quote_name("index")
 # A child waiting for its approval is open too: the fan-out is not complete without it.
 OPEN = (Step.Status.PENDING, Step.Status.SCHEDULED, Step.Status.RUNNING, Step.Status.WAITING)
@@ -92,6 +93,7 @@ class Claimed:
     rate_slot: datetime | None
     agent: str
     owner_id: int | None
+    has_own_budget: bool
 
 
 def _claim(step_id: int) -> Claimed | None:
@@ -106,7 +108,9 @@ def _claim(step_id: int) -> Claimed | None:
             "('pending', 'running', 'waiting')) "
             f"RETURNING id, run_id, position, {QUOTED_INDEX}, name, args, idempotency_key, "
             f"attempts, rate_slot, (SELECT agent FROM {RUN} r WHERE r.id = run_id), "
-            f"(SELECT owner_id FROM {RUN} r WHERE r.id = run_id), sealed_args",
+            f"(SELECT owner_id FROM {RUN} r WHERE r.id = run_id), "
+            f"EXISTS (SELECT 1 FROM {BUDGET} b WHERE b.run_id = {STEP}.run_id AND b.enabled), "
+            "sealed_args",
             [db_when(now), step_id, db_when(now + timedelta(seconds=admission.NOW_ENOUGH))],
         )
         row = cursor.fetchone()
@@ -116,6 +120,7 @@ def _claim(step_id: int) -> Claimed | None:
     sealed_args = values.pop()
     values[5] = reveal(loads(values[5]), sealed_args)  # the tool gets the real arguments
     values[8] = _from_db_datetime(values[8])
+    values[11] = bool(values[11])  # SQLite answers EXISTS with 0 or 1
     return Claimed(*values)
 
 
@@ -206,7 +211,7 @@ def run_child(step_id: int) -> str:
 
 
 def _budgets(step: Claimed) -> list[Any]:
-    return budgets.for_run(step.run_id, step.agent, step.owner_id)
+    return budgets.for_run(step.run_id, step.agent, step.owner_id, own=step.has_own_budget)
 
 
 def _reserve_or_hold(step: Claimed, usage: budgets.Usage, what: str) -> budgets.Reservation | None:

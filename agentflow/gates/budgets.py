@@ -81,17 +81,21 @@ def clear_cache(**kwargs: Any) -> None:
     _cache["at"] = float("-inf")
 
 
-def _rows(run_id: UUID) -> tuple[list[Any], list[Any]]:
-    """(the run's own enabled budgets, the shared ones) in one query.
+def _rows(run_id: UUID, own: bool) -> tuple[list[Any], list[Any]]:
+    """(the run's own enabled budgets, the shared ones), in one query or none.
 
     Shared budgets are re-read at most every POLICY_CACHE_SECONDS; a run's own are always
-    read fresh, because they are made when the run starts.
+    read fresh (they are made when the run starts), unless the caller knows it has none.
     """
     from agentflow.models import Budget
 
     now = time.monotonic()
     stale = now - _cache["at"] > conf.setting("POLICY_CACHE_SECONDS")
-    scope = Q(run_id=run_id) | Q(run__isnull=True) if stale else Q(run_id=run_id)
+    if not (stale or own):
+        return [], _cache["rows"]
+    scope = Q(run__isnull=True) if stale else Q()
+    if own:
+        scope |= Q(run_id=run_id)
     with unavailable_as_interrupt("reading budgets"):
         rows = list(Budget.objects.filter(scope, enabled=True))
     if stale:
@@ -100,9 +104,13 @@ def _rows(run_id: UUID) -> tuple[list[Any], list[Any]]:
     return [b for b in rows if b.run_id is not None], _cache["rows"]
 
 
-def for_run(run_id: UUID, agent: str, owner_id: int | None) -> list[Any]:
-    """The budgets whose scope covers the run: its own, and the shared ones that match."""
-    own, shared = _rows(run_id)
+def for_run(run_id: UUID, agent: str, owner_id: int | None, *, own: bool = True) -> list[Any]:
+    """The budgets whose scope covers the run: its own, and the shared ones that match.
+
+    ``own=False`` says the run has no budget of its own (a fan-out child learns this in
+    its claim), which saves a query per call.
+    """
+    own_rows, shared = _rows(run_id, own)
     shared = [
         b
         for b in shared
@@ -111,7 +119,7 @@ def for_run(run_id: UUID, agent: str, owner_id: int | None) -> list[Any]:
     if any(b.group_id is not None for b in shared):
         groups = _groups_of(owner_id)
         shared = [b for b in shared if b.group_id is None or b.group_id in groups]
-    return own + shared
+    return own_rows + shared
 
 
 def _groups_of(owner_id: int | None) -> set[int]:
