@@ -162,10 +162,10 @@ def test_a_rejected_tool_call_raises_policy_denied_and_never_runs(recording_disp
 
 def test_an_approval_timeout_applies_its_default_across_a_worker_restart(workers):
     first = workers("w1", beat=True)
-    run = agentflow.start("tests.asker", {"timeout": 3, "default": "approve"})
-    approval = wait_until(
-        lambda: Approval.objects.filter(run=run).first(), timeout=30, what="the approval"
-    )
+    run = agentflow.start("tests.asker", {"timeout": 5, "default": "approve"})
+    # Returns once the run waits for a person: the approval is recorded and the worker free.
+    assert agentflow.wait(run, timeout=30).status == Run.Status.WAITING
+    approval = Approval.objects.get(run=run)
     first.kill()  # SIGKILL: the timer message and the worker are gone with it
     wait_until(
         lambda: timezone.now() > approval.expires_at, timeout=10, what="the deadline to pass"
@@ -200,7 +200,7 @@ def test_a_policy_rule_with_a_condition_sends_big_calls_to_a_person(workers):
     wait_until(
         lambda: Execution.objects.count() == 2, timeout=30, what="the small transfers to run"
     )
-    assert Run.objects.get(id=run.id).status == Run.Status.WAITING
+    assert agentflow.wait(run, timeout=30).status == Run.Status.WAITING  # for the person
     agentflow.reject(approval, by=reviewer(), comment="too much")
     run = agentflow.wait(run, timeout=60)
     assert run.status == Run.Status.SUCCEEDED, run.error
