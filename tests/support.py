@@ -64,6 +64,15 @@ class RecordingDispatcher:
         self.children.extend((step_id, None) for step_id in step_ids)
 
 
+def assert_form_refuses(client: Any, url: str, data: dict, field: str, message: str = "") -> None:
+    """POST an admin form; it must answer again with an error on ``field`` naming ``message``."""
+    response = client.post(url, data)
+    assert response.status_code == 200, f"the form was accepted ({response.status_code})"
+    errors = response.context["adminform"].form.errors
+    assert field in errors, errors
+    assert message in " ".join(errors[field]), errors[field]
+
+
 def run_ids(sent: list[tuple[UUID, Any]]) -> list[UUID]:
     return [run_id for run_id, _ in sent]
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 import agentflow
 from agentflow.engine import executor
 from agentflow.models import Approval, Event, Run, Step
-from tests.support import all_at_once, run_ids, wait_until
+from tests.support import all_at_once, assert_form_refuses, run_ids, wait_until
 from tests.testapp.models import Execution, SideEffect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -216,12 +216,12 @@ def test_the_approval_form_rejects_an_invalid_json_schema(admin_client, recordin
     run = agentflow.start("tests.asker", {})
     advance(run)
     approval = Approval.objects.get(run=run)
-    response = admin_client.post(
+    assert_form_refuses(
+        admin_client,
         f"/admin/agentflow/approval/{approval.id}/change/",
         {"title": "Raise?", "schema": '{"type": "nonsense"}', "default": "reject"},
+        "schema",
+        "not a valid JSON Schema",
     )
-    assert response.status_code == 200
-    errors = response.context["adminform"].form.errors
-    assert "not a valid JSON Schema" in " ".join(errors["schema"])
     approval.refresh_from_db()
     assert approval.schema["type"] == "object"

@@ -10,7 +10,7 @@ import agentflow
 from agentflow.engine import children
 from agentflow.gates import budgets
 from agentflow.models import Budget, BudgetSpend, Event, Run, Step
-from tests.support import all_at_once, wait_until
+from tests.support import all_at_once, assert_form_refuses, wait_until
 from tests.testapp.models import Execution, SideEffect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -101,11 +101,7 @@ def test_a_start_budget_with_bad_limits_is_refused_and_nothing_is_written():
 def test_budget_form_rejects_bad_values_with_field_errors(admin_client, fields, field, message):
     data = {"name": "b", "enabled": "on", "period": "run", "agent": "", **fields}
     data.update({f"spends-{k}": v for k, v in {"TOTAL_FORMS": 0, "INITIAL_FORMS": 0}.items()})
-    response = admin_client.post("/admin/agentflow/budget/add/", data)
-    assert response.status_code == 200
-    errors = response.context["adminform"].form.errors
-    assert field in errors, errors
-    assert message in " ".join(errors[field])
+    assert_form_refuses(admin_client, "/admin/agentflow/budget/add/", data, field, message)
     assert not Budget.objects.exists()
 
 

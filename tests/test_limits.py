@@ -9,7 +9,7 @@ import pytest
 import agentflow
 from agentflow.gates.stores import MemoryLimitStore, RedisLimitStore
 from agentflow.models import Policy, Run
-from tests.support import wait_until
+from tests.support import assert_form_refuses, wait_until
 from tests.testapp.models import Call
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -136,11 +136,7 @@ def test_a_policy_changes_a_limit_without_a_restart(workers, admin_client):
 )
 def test_policy_form_rejects_bad_values_with_field_errors(admin_client, fields, field, message):
     data = {"name": "p", "enabled": "on", "agent": "", "max_concurrency": "", **fields}
-    response = admin_client.post("/admin/agentflow/policy/add/", data)
-    assert response.status_code == 200
-    errors = response.context["adminform"].form.errors
-    assert field in errors, errors
-    assert message in " ".join(errors[field])
+    assert_form_refuses(admin_client, "/admin/agentflow/policy/add/", data, field, message)
     assert not Policy.objects.exists()
 
 

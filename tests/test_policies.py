@@ -10,7 +10,7 @@ import agentflow
 from agentflow.engine import executor
 from agentflow.gates import conditions
 from agentflow.models import Policy, Run, Step
-from tests.support import wait_until
+from tests.support import assert_form_refuses, wait_until
 from tests.testapp.models import Execution
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -117,9 +117,5 @@ def test_unsafe_or_broken_conditions_are_refused(text):
 )
 def test_policy_form_rejects_bad_rules_with_field_errors(admin_client, fields, field, message):
     data = {"name": "p", "enabled": "on", "tool": "", "agent": "", "effect": "", **fields}
-    response = admin_client.post("/admin/agentflow/policy/add/", data)
-    assert response.status_code == 200
-    errors = response.context["adminform"].form.errors
-    assert field in errors, errors
-    assert message in " ".join(errors[field])
+    assert_form_refuses(admin_client, "/admin/agentflow/policy/add/", data, field, message)
     assert not Policy.objects.exists()
