@@ -150,3 +150,25 @@ def test_a_child_refused_while_its_run_is_paused_is_handed_back_for_resume():
     step.refresh_from_db()
     assert (step.status, step.attempts) == (Step.Status.PENDING, 0)
     assert not BudgetSpend.objects.filter(tool_calls__gt=0).exists()  # nothing held
+
+
+def test_a_call_paused_by_its_budget_counts_its_step_once(recording_dispatcher, monkeypatch):
+    from agentflow.engine import executor
+    from tests.testapp import agents as test_agents
+
+    def two_calls(ctx, n):
+        return [ctx.call(test_agents.metered, i=i) for i in range(2)]
+
+    monkeypatch.setattr(test_agents.metered_fan, "fn", two_calls)
+    run = agentflow.start(
+        "tests.metered_fan", {"n": 2}, budget={"max_cost": "0.05", "max_steps": 10}
+    )
+    assert executor.advance(run.id, worker="t") == "paused"
+    spend = BudgetSpend.objects.get(budget__run=run)
+    assert (spend.steps, spend.tool_calls, spend.cost) == (1, 1, Decimal("0.05"))
+    Budget.objects.filter(run=run).update(max_cost=Decimal("1.00"))
+    agentflow.resume(run)
+    assert executor.advance(run.id, worker="t") == "succeeded"
+    spend.refresh_from_db()
+    assert (spend.steps, spend.tool_calls, spend.cost) == (2, 2, Decimal("0.10"))
+    assert SideEffect.objects.count() == 2

@@ -71,6 +71,8 @@ class RunContext:
         # Once set, every later call raises it: user code cannot catch its way past it.
         self.diverged: NonDeterminismError | None = None
         self._budget_rows: list[Any] | None = None
+        # The step the loop guard counted for the newest position, until that step is recorded.
+        self._counted_step = budgets.Reservation()
 
     # -- identity -------------------------------------------------------------------
 
@@ -127,11 +129,18 @@ class RunContext:
         reason = policy.run_guard(self.run, position)
         if reason is None:
             try:
-                self.reserve(budgets.Usage(steps=1), f"{kind} {name!r} at position {position}")
+                self._counted_step = self.reserve(
+                    budgets.Usage(steps=1), f"{kind} {name!r} at position {position}"
+                )
             except BudgetExceeded as exc:
                 reason = str(exc)
         if reason is not None:
             raise Pause(reason)
+
+    def uncount_step(self) -> None:
+        """Give back the newest position's step: it paused unrecorded and is taken again."""
+        budgets.release(self._counted_step)
+        self._counted_step = budgets.Reservation()
 
     def budgets(self) -> list[Any]:
         """The budgets that cover this run (read once per advance)."""
@@ -576,6 +585,8 @@ class _ToolCall:
                 f"tool {self.tool.name} at {self.where}",
             )
         except BudgetExceeded as exc:
+            if record is None:  # nothing recorded here: resuming takes this position anew
+                self.ctx.uncount_step()
             raise Pause(str(exc)) from None
         self.reservation = reservation
         try:
