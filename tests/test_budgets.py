@@ -105,6 +105,10 @@ def test_budget_form_rejects_bad_values_with_field_errors(admin_client, fields, 
     assert not Budget.objects.exists()
 
 
+def own_budgets(run: Run) -> list[Budget]:
+    return budgets.for_run(run.id, run.agent, None)
+
+
 def _stale_refusal(run: Run) -> tuple[children.Claimed, Step]:
     """A child claimed and refused before an operator raised the limit and resumed."""
     step = Step.objects.create(
@@ -131,7 +135,7 @@ def test_a_refusal_read_before_a_resume_does_not_pause_the_run_again():
     Run.objects.filter(id=run.id).update(status=Run.Status.WAITING)  # resumed meanwhile
     claimed, step = _stale_refusal(run)
     usage = budgets.Usage(cost=Decimal("0.05"), tool_calls=1)
-    reservation = children._reserve_or_hold(claimed, usage, "tool tests.metered")
+    reservation = children._reserve_or_hold(claimed, own_budgets(run), usage, "tool tests.metered")
     assert reservation is not None and reservation.spend_ids  # the raised limit admits it
     run.refresh_from_db()
     assert run.status == Run.Status.WAITING and not run.wait_reason
@@ -144,7 +148,7 @@ def test_a_child_refused_while_its_run_is_paused_is_handed_back_for_resume():
     Run.objects.filter(id=run.id).update(status=Run.Status.PAUSED, wait_reason="by a sibling")
     claimed, step = _stale_refusal(run)
     usage = budgets.Usage(cost=Decimal("0.05"), tool_calls=1)
-    assert children._reserve_or_hold(claimed, usage, "tool tests.metered") is None
+    assert children._reserve_or_hold(claimed, own_budgets(run), usage, "tool tests.metered") is None
     run.refresh_from_db()
     assert (run.status, run.wait_reason) == (Run.Status.PAUSED, "by a sibling")
     step.refresh_from_db()

@@ -183,10 +183,11 @@ def run_child(step_id: int) -> str:
     # limit gates come last, right before the call, so admission time is start time.
     usage = budgets.Usage(cost=tool.cost, tool_calls=1)
     what = f"tool {tool.name} at run {step.run_id} position {step.position} child {step.index}"
+    rows = budgets.for_run(step.run_id, step.agent, step.owner_id, own=step.has_own_budget)
     try:
-        reservation = budgets.reserve(_budgets(step), step.run_id, usage, what)
+        reservation = budgets.reserve(rows, step.run_id, usage, what)
     except BudgetExceeded:
-        reservation = _reserve_or_hold(step, usage, what)
+        reservation = _reserve_or_hold(step, rows, usage, what)
         if reservation is None:
             return "paused"
     try:
@@ -210,11 +211,9 @@ def run_child(step_id: int) -> str:
             budgets.release(reservation)
 
 
-def _budgets(step: Claimed) -> list[Any]:
-    return budgets.for_run(step.run_id, step.agent, step.owner_id, own=step.has_own_budget)
-
-
-def _reserve_or_hold(step: Claimed, usage: budgets.Usage, what: str) -> budgets.Reservation | None:
+def _reserve_or_hold(
+    step: Claimed, rows: list[Any], usage: budgets.Usage, what: str
+) -> budgets.Reservation | None:
     """The budget refused: decide again under the run's row lock, which ``resume`` takes too.
 
     A refusal read before an operator raised the limit and resumed the run must not pause
@@ -226,17 +225,14 @@ def _reserve_or_hold(step: Claimed, usage: budgets.Usage, what: str) -> budgets.
         active = (
             Run.objects.select_for_update().filter(id=step.run_id, status__in=Run.ACTIVE).exists()
         )
-        reason = None
         if active:
-            try:
-                return budgets.reserve(_budgets(step), step.run_id, usage, what)
+            try:  # limits are read fresh: a raised one admits the call now
+                return budgets.reserve(rows, step.run_id, usage, what)
             except BudgetExceeded as exc:
-                reason = str(exc)
+                pausing.pause(step.run_id, str(exc))
         Step.objects.filter(id=step.id, status=Step.Status.RUNNING, attempts=step.attempt).update(
             status=Step.Status.PENDING, attempts=step.attempt - 1, heartbeat_at=None
         )
-        if reason is not None:
-            pausing.pause(step.run_id, reason)
     return None
 
 
