@@ -14,7 +14,9 @@ from apps.project.settings import *  # noqa: F403
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405
 
-DATABASES["default"]["TEST"] = {"NAME": "test_agentflow"}  # noqa: F405
+# Separate names let two suites run side by side (each with its own REDIS_URL database).
+TEST_DATABASE = os.environ.get("AGENTFLOW_TEST_DB", "test_agentflow")
+DATABASES["default"]["TEST"] = {"NAME": TEST_DATABASE}  # noqa: F405
 if os.environ.get("AGENTFLOW_TEST_WORKER"):
     DATABASES["default"]["NAME"] = DATABASES["default"]["TEST"]["NAME"]  # noqa: F405
 
