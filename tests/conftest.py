@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -125,3 +128,82 @@ def recording_dispatcher(settings):
     ports._load.cache_clear()
     yield RecordingDispatcher.sent
     ports._load.cache_clear()
+
+
+@dataclass
+class PrivateRedis:
+    """A Redis server that one test owns: it may flush it, or kill it, and nobody else notices."""
+
+    url: str
+    client: redis.Redis
+    process: subprocess.Popen
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The worker environment that puts broker, results and limits on this server."""
+        return {"REDIS_URL": self.url}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _point_celery_at(broker: str, backend: str) -> None:
+    """Send this process's Celery messages to ``broker`` and read results from ``backend``."""
+    from celery import current_app
+
+    app = current_app._get_current_object()
+    app.conf.broker_url = broker
+    app.conf.result_backend = backend
+    # Connection pools, producers and result backends are cached for the old URL.
+    app._pool = None
+    if "amqp" in app.__dict__:
+        app.amqp._producer_pool = None
+    app._backend_cache = None
+    app._local = threading.local()
+
+
+@pytest.fixture
+def private_redis(tmp_path, settings):
+    """Start ``redis-server`` on a free port for this test alone; stop it at teardown.
+
+    Chaos tests that FLUSHALL or kill Redis use it, never the shared server. The test
+    process sends its Celery messages there too; start workers with ``env=private_redis.env``.
+    """
+    port = _free_port()
+    log = open(tmp_path / "redis.log", "w")  # noqa: SIM115 (closed at teardown)
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--daemonize", "no", "--dir", str(tmp_path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            assert process.poll() is None, (tmp_path / "redis.log").read_text()
+            return False
+
+    wait_until(answers, timeout=10, what="the private redis-server to answer")
+    before = settings.CELERY_BROKER_URL, settings.CELERY_RESULT_BACKEND
+    settings.CELERY_BROKER_URL = settings.CELERY_RESULT_BACKEND = url
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "REDIS_URL": url}
+    _point_celery_at(url, url)
+    try:
+        yield PrivateRedis(url, client, process)
+    finally:
+        _point_celery_at(*before)
+        client.close()
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        log.close()

@@ -87,8 +87,9 @@ def test_sigkill_in_the_middle_of_a_200_child_fan_out(workers):
     assert Execution.objects.filter(key=f"{run.id}:step:200").count() == 1
 
 
-def test_redis_flushall_in_the_middle_of_a_fan_out(workers, redis_client):
-    workers("w1", concurrency=2, beat=True)
+def test_redis_flushall_in_the_middle_of_a_fan_out(workers, private_redis, redis_client):
+    # FLUSHALL wipes every database of a server: this test flushes a server of its own.
+    workers("w1", concurrency=2, beat=True, env=private_redis.env)
     run = agentflow.start("tests.fan", {"n": 200, "pause": 0.05})
     children = Step.objects.filter(run=run, position=0, index__isnull=False)
     wait_until(
@@ -96,7 +97,8 @@ def test_redis_flushall_in_the_middle_of_a_fan_out(workers, redis_client):
         timeout=60,
         what="some children to finish",
     )
-    redis_client.flushall()  # queued messages and chord counters are gone
+    assert private_redis.client.dbsize() and not redis_client.dbsize()  # all on its own server
+    private_redis.client.flushall()  # queued messages and chord counters are gone
     run = agentflow.wait(run, timeout=90)
 
     assert run.status == Run.Status.SUCCEEDED, run.error
@@ -107,14 +109,47 @@ def test_redis_flushall_in_the_middle_of_a_fan_out(workers, redis_client):
 
 def test_chord_body_delivered_twice_re_advances_once(workers):
     from agentflow.tasks import join
+    from tests.testapp.models import Flag
 
-    workers("w1", concurrency=2)
-    run = agentflow.wait(agentflow.start("tests.fan", {"n": 5}), timeout=60)
+    workers("w1", concurrency=4)
+    workers("w2", concurrency=2)
+    run = agentflow.start("tests.claims_fan_then_wait", {"n": 3, "flag": "open"})
+    children = Step.objects.filter(run=run, position=0, index__isnull=False)
+    wait_until(
+        lambda: Execution.objects.filter(key__startswith=f"{run.id}:0:").count() == 3,
+        timeout=60,
+        what="the three children to hold the fan-out open",
+    )
+    # Duplicate chord bodies while the fan-out is open: real workers run them. None may
+    # join, so none may wake the run or let a worker advance it.
+    before = Run.objects.values_list("wake_seq", "lease_token").get(id=run.id)
+    early = [join.delay(None, str(run.id), 0) for _ in range(3)]
+    assert [result.get(timeout=30) for result in early] == [False] * 3
+    assert Run.objects.values_list("wake_seq", "lease_token").get(id=run.id) == before
+    assert children.filter(status="running").count() == 3  # still open
+    assert joins(run) == 0
+
+    # Release the children and race more duplicates against the fan-out's own join.
+    Flag.objects.create(name="open")
+    late = [join.delay(None, str(run.id), 0) for _ in range(3)]
+    won = [result.get(timeout=30) for result in late]
+    wait_until(
+        lambda: Step.objects.filter(run=run, kind="wait", status="waiting").exists(),
+        timeout=60,
+        what="the run to pass the fan-out and wait for its signal",
+    )
+    # Counted once every duplicate was handled: the join re-advanced the run once. (A join
+    # that wins writes this event and sends the one advance; wake_seq and the lease token
+    # also count the reconciler's own nudges, so they are no measure of joins.)
+    assert won.count(True) <= 1
+    assert joins(run) == 1
+    assert Execution.objects.filter(key=f"{run.id}:step:3").count() == 1
+
+    agentflow.signal(run, "go")
+    run = agentflow.wait(run, timeout=60)
     assert run.status == Run.Status.SUCCEEDED, run.error
-    advanced = Execution.objects.filter(key=f"{run.id}:step:5").count()
-    results = [join.delay(None, str(run.id), 0) for _ in range(2)]
-    assert [r.get(timeout=30) for r in results] == [False, False]
-    assert joins(run) == 1 and advanced == 1
+    assert run.output == {"held": ["open"] * 3, "after": 9}
+    assert Execution.objects.filter(key__endswith=":returned").count() == 3  # each child once
 
 
 def test_concurrent_joins_win_once_in_process():

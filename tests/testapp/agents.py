@@ -440,3 +440,91 @@ def oversized(ctx: RunContext, size: int) -> dict:
         outcome["emit"] = str(exc)
     outcome["after"] = ctx.step(bulky_text, 3)
     return outcome
+
+
+# -----------------------------------------------------------------------------------------
+# Claims (tests/test_claims.py and the rewritten tests of issue 8, part 5). These tools
+# record what the worker did (started, returned, overlapped), so the tests assert the
+# worker's behaviour and not the rows that the public API writes by itself.
+# -----------------------------------------------------------------------------------------
+
+
+@tool(name="tests.claims_hold", retries=0)
+def claims_hold(flag: str, *, idempotency_key: str) -> str:
+    """Block until the test sets ``flag``; record the start and the return."""
+    executed(idempotency_key)
+    wait_for_flag(flag)
+    executed(f"{idempotency_key}:returned")
+    return flag
+
+
+@agent(name="tests.claims_cancellable")
+def claims_cancellable(ctx: RunContext) -> str:
+    ctx.call(claims_hold, flag="release")
+    for i in range(3):
+        ctx.call(record_effect, tag=f"after-cancel-{i}")
+    return "finished"
+
+
+@agent(name="tests.claims_fan_then_wait")
+def claims_fan_then_wait(ctx: RunContext, n: int, flag: str) -> dict:
+    """A fan-out held open by ``flag``, one step after it, then a wait that parks the run."""
+    held = ctx.map(claims_hold, [{"flag": flag} for _ in range(n)])
+    after = ctx.step(square, str(ctx.run.id), n)
+    ctx.wait_for("go")
+    return {"held": held, "after": after}
+
+
+@tool(name="tests.claims_long", retries=2)
+def claims_long(hold: float, *, idempotency_key: str) -> str:
+    """Run for ``hold`` seconds (longer than a lease); every execution is recorded."""
+    executed(idempotency_key)
+    time.sleep(hold)
+    SideEffect.objects.get_or_create(key=idempotency_key, defaults={"tool": "claims_long"})
+    return "held"
+
+
+@agent(name="tests.claims_long_steps")
+def claims_long_steps(ctx: RunContext, hold: float, children: int = 2) -> dict:
+    inline = ctx.call(claims_long, hold=hold)
+    mapped = ctx.map(claims_long, [{"hold": hold} for _ in range(children)])
+    return {"inline": inline, "mapped": mapped}
+
+
+@agent(name="tests.claims_deploy")
+def claims_deploy(ctx: RunContext, hold: float) -> list:
+    done = [ctx.call(record_effect, tag="first"), ctx.call(claims_long, hold=hold)]
+    ctx.sleep(0.5)  # the rest needs a new wake-up, which the next worker must take
+    return [*done, ctx.call(record_effect, tag="last")]
+
+
+@tool(name="tests.claims_rated", rate_limit="2/s")
+def claims_rated(i: int, *, idempotency_key: str) -> int:
+    timed("tests.claims_rated", idempotency_key, 0)
+    return i
+
+
+@agent(name="tests.claims_rated_calls")
+def claims_rated_calls(ctx: RunContext, n: int) -> list:
+    return [ctx.call(claims_rated, i=i) for i in range(n)]
+
+
+@tool(name="tests.claims_gated", retries=0)
+def claims_gated(flag: str, *, idempotency_key: str) -> str:
+    """Hold a concurrency slot until the test sets ``flag``; record start and end."""
+    call = Call.objects.create(
+        tool="tests.claims_gated", key=idempotency_key, started=time.time(), pid=os.getpid()
+    )
+    wait_for_flag(flag)
+    Call.objects.filter(id=call.id).update(ended=time.time())
+    return flag
+
+
+@agent(name="tests.claims_gated_fan")
+def claims_gated_fan(ctx: RunContext, n: int, flag: str) -> list:
+    return ctx.map(claims_gated, [{"flag": flag} for _ in range(n)])
+
+
+@agent(name="tests.claims_gated_fan_b")
+def claims_gated_fan_b(ctx: RunContext, n: int, flag: str) -> list:
+    return ctx.map(claims_gated, [{"flag": flag} for _ in range(n)])
