@@ -91,10 +91,19 @@ def test_unknown_tool_lists_the_known_ones():
         registry.get_tool("billing.refund")
 
 
-@pytest.mark.parametrize("rate", ["5/s", "100/m", "1000/h", "10/d"])
-def test_rate_strings_parse(rate):
-    count, period = parse_rate(rate)
-    assert count > 0 and period in (1, 60, 3600, 86400)
+@pytest.mark.parametrize(
+    ("rate", "parsed"),
+    [
+        ("5/s", (5, 1)),
+        ("100/m", (100, 60)),
+        ("1000/h", (1000, 3600)),
+        ("10/d", (10, 86400)),
+        ("1/s", (1, 1)),
+        ("7/h", (7, 3600)),
+    ],
+)
+def test_rate_strings_parse(rate, parsed):
+    assert parse_rate(rate) == parsed
 
 
 @pytest.mark.parametrize("rate", ["5", "x/s", "0/s", "5/week", "-1/m"])
