@@ -12,6 +12,7 @@ from django import forms
 from django.contrib import admin
 
 from agentflow.gates import validation
+from agentflow.gates.redaction import redact_text
 from agentflow.models import Approval, Budget, BudgetSpend, Event, Policy, Run, Step
 
 
@@ -135,6 +136,9 @@ class ApprovalForm(forms.ModelForm):
     class Meta:
         model = Approval
         fields = ("title", "schema", "default", "expires_at")
+
+    def clean_title(self) -> str:
+        return redact_text(self.cleaned_data["title"])  # stored like the runtime's titles
 
     def clean_schema(self):
         schema = self.cleaned_data.get("schema")

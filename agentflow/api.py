@@ -20,8 +20,8 @@ from agentflow.definitions import AgentDefinition
 from agentflow.engine import approvals, pausing, store
 from agentflow.engine import replay as replay_engine
 from agentflow.engine.ports import dispatcher
-from agentflow.engine.serialize import dumps, loads
-from agentflow.exceptions import InvalidInput, InvalidState
+from agentflow.engine.serialize import check_text, dumps, loads
+from agentflow.exceptions import ApprovalNotFound, InvalidInput, InvalidState, RunNotFound
 from agentflow.gates.sealing import protect
 from agentflow.models import Approval, Budget, Run, Signal, Step
 
@@ -34,16 +34,16 @@ def _run_id(run: RunRef) -> UUID:
     try:
         return run if isinstance(run, UUID) else UUID(str(run))
     except ValueError:
-        raise InvalidInput(f"{run!r} is not a run id (a UUID).") from None
+        raise RunNotFound(f"{run!r} is not a run id (a UUID).") from None
 
 
 def get_run(run: RunRef) -> Run:
-    """Load a run by row, UUID or string id, with a clear error when it does not exist."""
+    """Load a run by row, UUID or string id; ``RunNotFound`` when there is none."""
     run_id = _run_id(run)
     try:
         return Run.objects.get(id=run_id)
     except Run.DoesNotExist:
-        raise InvalidInput(f"There is no run {run_id}.") from None
+        raise RunNotFound(f"There is no run {run_id}.") from None
 
 
 def start(
@@ -62,8 +62,15 @@ def start(
     """
     definition = registry.get_agent(agent.name if isinstance(agent, AgentDefinition) else agent)
     value = {} if input is None else input
-    definition.validate_input(value)
+    # Stored form first: validating a value nested 100,000 deep would itself recurse.
     stored_input, sealed_input = protect(dumps(value, what=f"input of agent {definition.name}"))
+    definition.validate_input(value)
+    if idempotency_key is not None:
+        check_text(
+            idempotency_key,
+            what=f"idempotency_key of agent {definition.name}",
+            max_chars=Run._meta.get_field("idempotency_key").max_length,
+        )
     run_budget = _run_budget(definition.name, budget)
     if idempotency_key is not None:
         existing = Run.objects.filter(
@@ -151,11 +158,12 @@ def wait(run: RunRef, timeout: float = 60) -> Run:
 def signal(run: RunRef, name: str, data: Any = None) -> None:
     """Deliver ``data`` to the run's ``ctx.wait_for(name)``, now or whenever it gets there."""
     run_id = _run_id(run)
+    check_text(name, what="signal name", max_chars=Signal._meta.get_field("name").max_length)
     data_json = dumps(data, what=f"data of signal {name}")
     with transaction.atomic():
         current = Run.objects.select_for_update().filter(id=run_id).first()
         if current is None:
-            raise InvalidInput(f"There is no run {run_id}.")
+            raise RunNotFound(f"There is no run {run_id}.")
         if current.status not in (*Run.ACTIVE, Run.Status.PAUSED):
             raise InvalidState(
                 f"Run {run_id} is {current.status}; signals can only reach a run that has "
@@ -222,15 +230,15 @@ def _approval(approval: ApprovalRef) -> Approval:
     try:
         return Approval.objects.get(id=int(approval_id))
     except (Approval.DoesNotExist, ValueError, TypeError):
-        raise InvalidInput(f"There is no approval {approval_id!r}.") from None
+        raise ApprovalNotFound(f"There is no approval {approval_id!r}.") from None
 
 
 def approve(approval: ApprovalRef, *, by: Any, data: Any = None, comment: str = "") -> Approval:
     """Approve once, optionally with edited ``data``; the run goes on.
 
-    Raises ``PermissionDenied`` (nothing changes) if ``by`` may not decide,
-    ``InvalidInput`` if ``data`` fails the schema (naming the path), and
-    ``AlreadyDecided`` if a decision was already recorded.
+    Raises ``ApprovalNotFound`` if there is no such approval, ``PermissionDenied``
+    (nothing changes) if ``by`` may not decide, ``InvalidInput`` if ``data`` fails the
+    schema (naming the path), and ``AlreadyDecided`` if a decision was already recorded.
     """
     row = _approval(approval)
     permissions.check_decide(by, row)

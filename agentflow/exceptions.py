@@ -10,7 +10,10 @@
     ├── UnknownAgent              no agent is registered under a name (or version)
     ├── UnknownTool               no tool is registered under a name
     ├── InvalidInput              a run's input does not fit its agent's signature
+    │   ├── RunNotFound           no run has that id (also an InvalidState)
+    │   └── ApprovalNotFound      no approval has that id
     ├── InvalidState              an operation does not apply to the run in its current status
+    │   └── RunNotFound
     └── PayloadError              a value cannot be stored (not JSON, or too large)
 
 The runtime's own control flow (``Suspend``, ``LeaseLost``) lives in
@@ -76,6 +79,18 @@ class InvalidInput(AgentflowError):
 
 class InvalidState(AgentflowError):
     """The run's status does not allow the operation."""
+
+
+class RunNotFound(InvalidInput, InvalidState):
+    """No run has that id.
+
+    It derives from both errors that "not found" used to raise, so callers that catch
+    either keep working.
+    """
+
+
+class ApprovalNotFound(InvalidInput):
+    """No approval has that id."""
 
 
 class PayloadError(AgentflowError):

@@ -29,6 +29,9 @@ def test_a_denied_tool_makes_zero_calls_and_raises_policy_denied(workers):
 
 
 def test_deny_by_default_needs_an_allow_rule(recording_dispatcher, settings):
+    from agentflow.engine import children
+    from tests.support import RecordingDispatcher
+
     settings.AGENTFLOW = {**settings.AGENTFLOW, "DENY_BY_DEFAULT": True}
     run = agentflow.start("tests.forbidden_agent", {})
     assert executor.advance(run.id, worker="t") == "succeeded"  # every call refused up front
@@ -36,11 +39,26 @@ def test_deny_by_default_needs_an_allow_rule(recording_dispatcher, settings):
     assert "DENY_BY_DEFAULT" in run.output["call"]
     assert all("DENY_BY_DEFAULT" in child for child in run.output["map"])
     assert not Execution.objects.exists()
+
+    # An allow rule lets its tool run, inline and as fan-out children (run here in-process).
     Policy.objects.create(name="only forbidden", tool="tests.forbidden", effect="allow")
+    run = agentflow.start("tests.forbidden_agent", {})
+    assert executor.advance(run.id, worker="t") == "waiting"  # the inline call ran; a map waits
+    assert Execution.objects.filter(key="forbidden").count() == 1
+    step_ids = [step_id for step_id, _ in RecordingDispatcher.children]
+    assert len(step_ids) == 2  # both children were sent, none refused
+    assert [children.run_child(step_id) for step_id in step_ids] == ["succeeded"] * 2
+    assert executor.advance(run.id, worker="t") == "succeeded"
+    run.refresh_from_db()
+    assert run.output == {"call": "ran", "map": ["ran", "ran"]}
+    assert Execution.objects.filter(key="forbidden").count() == 3
+
+    # Every other tool is still refused.
     run = agentflow.start("tests.payer", {"invoice": "x", "amount": 1})
     executor.advance(run.id, worker="t")
     run.refresh_from_db()
     assert "DENY_BY_DEFAULT" in run.output["refused"]
+    assert not Execution.objects.filter(key__startswith="pay:").exists()
 
 
 def test_the_loop_guard_pauses_a_runaway_agent_and_resume_obeys_the_new_limit(workers):

@@ -24,7 +24,7 @@ from agentflow.engine import fanout, store
 from agentflow.engine.interrupts import Suspend
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import args_hash, dumps, error_record, loads
-from agentflow.exceptions import AlreadyDecided, InvalidInput, PolicyDenied
+from agentflow.exceptions import AlreadyDecided, ApprovalNotFound, InvalidInput, PolicyDenied
 from agentflow.gates import validation
 from agentflow.gates.redaction import redact, redact_text
 from agentflow.gates.sealing import protect, reveal
@@ -138,7 +138,7 @@ def ask(
                 run_id=ctx.run.id,
                 step_id=step_id,
                 position=position,
-                title=title,
+                title=redact_text(title),
                 request={"data": redact(loads(dumps(data, what="approval data")))},
                 schema=json_schema,
                 default=default,
@@ -224,7 +224,7 @@ def _request_tool(call: _ToolCall, reason: str) -> None:
             run_id=ctx.run.id,
             step_id=step_id,
             position=call.position,
-            title=f"Run tool {call.tool.name}",
+            title=redact_text(f"Run tool {call.tool.name}"),
             request=_tool_request(call.tool, call.args, reason),
             schema=call.tool.json_schema,
             tool=call.tool.name,
@@ -252,7 +252,9 @@ def request_for_children(
                 step_id=step_id,
                 position=position,
                 index=index,
-                title=f"Run tool {tool.name} (call {index} of the fan-out at position {position})",
+                title=redact_text(
+                    f"Run tool {tool.name} (call {index} of the fan-out at position {position})"
+                ),
                 request=_tool_request(tool, json.loads(child.args_json), child.approval or ""),
                 schema=tool.json_schema,
                 tool=tool.name,
@@ -301,7 +303,7 @@ def decide(
     """Record the decision once and wake what waits on it; ``AlreadyDecided`` otherwise."""
     approval = Approval.objects.filter(id=approval_id).first()
     if approval is None:
-        raise InvalidInput(f"There is no approval {approval_id}.")
+        raise ApprovalNotFound(f"There is no approval {approval_id}.")
     data = check_data(approval, data) if outcome == Approval.Status.APPROVED else None
     data_json = None if data is None else dumps(data, what="decision data", sort_keys=True)
     stored, sealed = protect(data_json)

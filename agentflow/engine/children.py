@@ -25,7 +25,7 @@ from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import dumps, error_record, loads
 from agentflow.engine.store import db_when
 from agentflow.engine.timeouts import call_with_timeout
-from agentflow.exceptions import BudgetExceeded, PayloadError, UnknownTool
+from agentflow.exceptions import BudgetExceeded, PayloadError, ToolArgumentError, UnknownTool
 from agentflow.gates import admission, budgets
 from agentflow.gates.limits import limits_for
 from agentflow.gates.redaction import redact, redact_json
@@ -40,6 +40,8 @@ QUOTED_INDEX = connection.ops.quote_name("index")
 # A child waiting for its approval is open too: the fan-out is not complete without it.
 OPEN = (Step.Status.PENDING, Step.Status.SCHEDULED, Step.Status.RUNNING, Step.Status.WAITING)
 CLAIMABLE = (Step.Status.PENDING, Step.Status.SCHEDULED)
+# Dead claims and lost wake-ups each handled by one recovery pass, at most.
+BATCH = 5000
 
 
 class Claim:
@@ -97,12 +99,17 @@ class Claimed:
 
 
 def _claim(step_id: int) -> Claimed | None:
-    """open -> running, with attempts + 1, if due and its run is active; one statement."""
+    """open -> running, with attempts + 1, if due and its run is active; one statement.
+
+    The first claim sets ``started_at``: a child starts when a worker takes it, not when
+    its fan-out was recorded.
+    """
     now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {STEP} SET status = 'running', attempts = attempts + 1, heartbeat_at = %s, "
-            "wake_at = NULL WHERE id = %s AND status IN ('pending', 'scheduled') "
+            "started_at = COALESCE(started_at, %s), wake_at = NULL "
+            "WHERE id = %s AND status IN ('pending', 'scheduled') "
             "AND (wake_at IS NULL OR wake_at <= %s) "
             f"AND EXISTS (SELECT 1 FROM {RUN} r WHERE r.id = run_id AND r.status IN "
             "('pending', 'running', 'waiting')) "
@@ -111,7 +118,12 @@ def _claim(step_id: int) -> Claimed | None:
             f"(SELECT owner_id FROM {RUN} r WHERE r.id = run_id), "
             f"EXISTS (SELECT 1 FROM {BUDGET} b WHERE b.run_id = {STEP}.run_id AND b.enabled), "
             "sealed_args",
-            [db_when(now), step_id, db_when(now + timedelta(seconds=admission.NOW_ENOUGH))],
+            [
+                db_when(now),
+                db_when(now),
+                step_id,
+                db_when(now + timedelta(seconds=admission.NOW_ENOUGH)),
+            ],
         )
         row = cursor.fetchone()
     if row is None:
@@ -179,6 +191,10 @@ def run_child(step_id: int) -> str:
         tool = registry.get_tool(step.name)
     except UnknownTool as exc:
         return _close(step, Step.Status.FAILED, None, error_record(exc))
+    try:
+        kwargs = tool.validate(step.args)
+    except ValueError as exc:
+        return _close(step, Step.Status.FAILED, None, _argument_error(step, tool, exc))
     # Policy and approval were settled when the fan-out was created; the budget and the
     # limit gates come last, right before the call, so admission time is start time.
     usage = budgets.Usage(cost=tool.cost, tool_calls=1)
@@ -203,12 +219,29 @@ def run_child(step_id: int) -> str:
             if gate.delay:
                 return _unclaim(step, gate)
         try:
-            return _execute(step, tool, limits, gate, reservation)
+            return _execute(step, tool, kwargs, limits, gate, reservation)
         finally:
             wake(admission.release(limits, gate.slot))
     finally:
         if not reservation.used:  # the tool never ran: give the reservation back
             budgets.release(reservation)
+
+
+def _argument_error(step: Claimed, tool: Any, exc: ValueError) -> dict[str, Any]:
+    """The record of a child whose recorded arguments its tool's schema now refuses.
+
+    They were valid when the fan-out was recorded, so the tool changed since (a deploy in
+    the middle of the fan-out). Retrying cannot help: the child fails once, unrun.
+    """
+    error = ToolArgumentError(
+        f"Tool '{tool.name}' got invalid arguments at run {step.run_id} position "
+        f"{step.position} child {step.index}: {exc}. The tool did not run. Its schema no "
+        "longer accepts the arguments recorded when the fan-out began (was the tool changed "
+        "since?); fix the tool or the agent and retry the run.",
+        tool=tool.name,
+        error_type="ToolArgumentError",
+    )
+    return error_record(error, tool=tool.name)
 
 
 def _reserve_or_hold(
@@ -264,6 +297,7 @@ def _unclaim(step: Claimed, gate: admission.Admission) -> str:
 def _execute(
     step: Claimed,
     tool: Any,
+    kwargs: dict[str, Any],
     limits: Any,
     gate: admission.Admission,
     reservation: budgets.Reservation,
@@ -275,7 +309,6 @@ def _execute(
         error = tool_error(tool.name, where, attempt - 1, crash)
         record = error_record(crash, message=str(error), tool=tool.name, attempts=attempt - 1)
         return _close(step, Step.Status.FAILED, None, record)
-    kwargs = tool.validate(step.args)
     if tool.takes_idempotency_key:
         kwargs["idempotency_key"] = step.idempotency_key
     claims: list[leases.Renewable] = [Claim(step.id, attempt)]
@@ -307,28 +340,42 @@ def _close(step: Claimed, status: str, output_json: str | None, error: Any) -> s
 
 
 def recover(now: datetime) -> dict[str, int]:
-    """Re-send children whose claim died (stale heartbeat) or whose wake-up was lost."""
-    lease = timedelta(seconds=conf.setting("LEASE_SECONDS"))
+    """Re-send children whose claim died (stale heartbeat) or whose wake-up was lost.
+
+    Each pass handles at most ``BATCH`` of each; the next pass takes the rest.
+    """
+    dead = _reset_dead(now)
     grace = timedelta(seconds=conf.setting("REDISPATCH_SECONDS"))
-    dead = list(
+    lost = list(
         Step.objects.filter(
-            index__isnull=False, status=Step.Status.RUNNING, heartbeat_at__lt=now - lease
-        ).values_list("id", "attempts")
+            Q(wake_at__isnull=True) | Q(wake_at__lt=now - grace),
+            index__isnull=False,
+            status__in=CLAIMABLE,
+            dispatched_at__lt=now - grace,
+            run__status__in=Run.ACTIVE,
+        ).values_list("id", flat=True)[:BATCH]
     )
-    for step_id, attempts in dead:
-        Step.objects.filter(id=step_id, status=Step.Status.RUNNING, attempts=attempts).update(
-            status=Step.Status.SCHEDULED, wake_at=None, heartbeat_at=None
-        )
-    lost = Step.objects.filter(
-        Q(wake_at__isnull=True) | Q(wake_at__lt=now - grace),
-        index__isnull=False,
-        status__in=CLAIMABLE,
-        dispatched_at__lt=now - grace,
-        run__status__in=Run.ACTIVE,
-    )
-    resend = [step_id for step_id, _ in dead] + list(lost.values_list("id", flat=True)[:5000])
-    Step.objects.filter(id__in=resend).update(dispatched_at=now)
+    Step.objects.filter(id__in=lost).update(dispatched_at=now)
     send = dispatcher()
-    for step_id in resend:
+    for step_id in dead + lost:
         send.run_child(step_id)
-    return {"children_dead": len(dead), "children_resent": len(resend) - len(dead)}
+    return {"children_dead": len(dead), "children_resent": len(lost)}
+
+
+def _reset_dead(now: datetime) -> list[int]:
+    """Hand back claims whose heartbeat stopped; return the ids this call reset.
+
+    They are marked dispatched now, since the caller sends them at once: the lost-wake-up
+    query must not find (and send, and count) them a second time.
+    """
+    lease = timedelta(seconds=conf.setting("LEASE_SECONDS"))
+    stale = Step.objects.filter(
+        index__isnull=False, status=Step.Status.RUNNING, heartbeat_at__lt=now - lease
+    ).values_list("id", "attempts")[:BATCH]
+    return [
+        step_id
+        for step_id, attempts in stale
+        if Step.objects.filter(id=step_id, status=Step.Status.RUNNING, attempts=attempts).update(
+            status=Step.Status.SCHEDULED, wake_at=None, heartbeat_at=None, dispatched_at=now
+        )
+    ]

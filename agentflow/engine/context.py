@@ -105,7 +105,8 @@ class RunContext:
         digest = digest or args_hash(args_json)
         record = self._history.get(position)
         if record is not None:
-            if (record.kind, record.name, record.args_hash) != (kind, name, digest):
+            same = (record.kind, record.args_hash) == (kind, digest)
+            if not (same and store.same_name(record.name, name)):
                 self.diverged = NonDeterminismError(
                     f"Run {self.run.id} ({self.run.agent} version {self.run.agent_version}) "
                     f"diverged from its history at position {position}: the history has "
@@ -506,7 +507,9 @@ class RunContext:
         the change keep replaying the old path.
         """
         record = self._history.get(self._position)
-        if record is not None and (record.kind, record.name) != ("patch", change_id):
+        if record is not None and not (
+            record.kind == "patch" and store.same_name(record.name, change_id)
+        ):
             return False
         if record is None and self._lease is None:
             return False  # replaying history that ended before this point

@@ -126,8 +126,8 @@ def _insert_children(
                     else None,
                     0,
                     f"{run_id}:{position}:{index}",
-                    when,
-                    when if failed else None,
+                    when if failed else None,  # started_at: set when a worker claims it
+                    when if failed else None,  # finished_at
                     None,  # wake_at
                     0,
                     0,

@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from agentflow.engine import store
 from agentflow.engine.ports import dispatcher
-from agentflow.exceptions import InvalidState
+from agentflow.exceptions import InvalidState, RunNotFound
+from agentflow.gates.redaction import redact_text
 from agentflow.models import Run, Step
 
 CLAIMABLE = (Step.Status.PENDING, Step.Status.SCHEDULED)
@@ -48,7 +49,7 @@ def pause(run_id: UUID, reason: str) -> bool:
 def _paused(reason: str) -> dict:
     return {
         "status": Run.Status.PAUSED,
-        "wait_reason": reason[:500],
+        "wait_reason": redact_text(reason)[:500],
         "lease_owner": "",
         "lease_expires_at": None,
         "wake_at": None,
@@ -69,7 +70,7 @@ def resume(run_id: UUID, *, by: str | None = None) -> None:
         if not resumed:
             current = Run.objects.filter(id=run_id).values_list("status", flat=True).first()
             if current is None:
-                raise InvalidState(f"There is no run {run_id}.")
+                raise RunNotFound(f"There is no run {run_id}.")
             raise InvalidState(
                 f"Run {run_id} is {current}, not paused; only a paused run can be resumed."
             )

@@ -19,7 +19,7 @@ from django.utils import timezone
 from agentflow.engine.interrupts import LeaseLost, unavailable_as_interrupt
 from agentflow.engine.ports import publisher
 from agentflow.engine.serialize import dumps, loads
-from agentflow.gates.redaction import redact_json
+from agentflow.gates.redaction import redact_json, redact_text
 from agentflow.gates.sealing import protect, reveal
 from agentflow.models import Event, Run, Step
 
@@ -87,6 +87,15 @@ def db_when(value: datetime | None) -> Any:
     return connection.ops.adapt_datetimefield_value(value)
 
 
+def same_name(recorded: str, asked: str) -> bool:
+    """Whether a step's stored name is the name the code asks for.
+
+    Names are stored redacted, so the recorded one matches the asked name or its redacted
+    form (the plain comparison also keeps rows written before names were redacted).
+    """
+    return recorded == asked or recorded == redact_text(asked)
+
+
 def _record_json(value: Any, what: str) -> str | None:
     """Redacted JSON of a record the runtime writes itself (an error, an event): never refused."""
     return None if value is None else redact_json(dumps(value, what=what, limited=False))
@@ -140,6 +149,8 @@ def _write(
     PostgreSQL does it all in one statement: one round trip, one commit. Elsewhere
     (SQLite) it takes one transaction of two or three statements.
     """
+    if event:  # an agent's own event type (ctx.emit) is its data too
+        event = (redact_text(event[0]), event[1])
     event_json = _record_json(event[1], f"event {event[0]}") if event else None
     fence_values = [db_uuid(fence.run_id), fence.token]
     with unavailable_as_interrupt(), connection.cursor() as cursor:
@@ -245,7 +256,7 @@ def insert_step(
         position,
         None,
         kind,
-        name,
+        redact_text(name),  # an approval's title, an event type: both may hold secrets
         status,
         redact_json(args_json),
         args_hash,

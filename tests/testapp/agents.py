@@ -528,3 +528,38 @@ def claims_gated_fan(ctx: RunContext, n: int, flag: str) -> list:
 @agent(name="tests.claims_gated_fan_b")
 def claims_gated_fan_b(ctx: RunContext, n: int, flag: str) -> list:
     return ctx.map(claims_gated, [{"flag": flag} for _ in range(n)])
+
+
+# -----------------------------------------------------------------------------------------
+# Leaks and smaller defects (tests/test_defects.py, issue 8 part 4).
+# -----------------------------------------------------------------------------------------
+
+
+@agent(name="tests.secret_titles")
+def secret_titles(ctx: RunContext, token: str) -> dict:
+    """Put ``token`` (a secret) in event types and an approval title, then go on."""
+    ctx.emit(f"note-{token}", {"n": 1})
+    decision = ctx.approve(f"Approve {token}?")
+    ctx.emit(f"done-{token}")
+    return {"approved": decision.approved}
+
+
+if VARIANT == "a":
+
+    @tool(name="tests.reshaped", retries=3)
+    def reshaped(count: int) -> int:
+        executed("reshaped")
+        return count
+
+else:  # a later deploy renamed the parameter: arguments recorded before no longer fit
+
+    @tool(name="tests.reshaped", retries=3)
+    def reshaped(amount: int) -> int:
+        executed("reshaped")
+        return amount
+
+
+@agent(name="tests.reshaped_fan")
+def reshaped_fan(ctx: RunContext, n: int) -> list:
+    results = ctx.map("tests.reshaped", [{"count": i} for i in range(n)], return_exceptions=True)
+    return [f"{type(r).__name__}: {r}" if isinstance(r, Exception) else r for r in results]
