@@ -20,7 +20,7 @@ from agentflow.definitions import AgentDefinition
 from agentflow.engine import approvals, pausing, store
 from agentflow.engine import replay as replay_engine
 from agentflow.engine.ports import dispatcher
-from agentflow.engine.serialize import dumps, loads
+from agentflow.engine.serialize import check_text, dumps, loads
 from agentflow.exceptions import ApprovalNotFound, InvalidInput, InvalidState, RunNotFound
 from agentflow.gates.sealing import protect
 from agentflow.models import Approval, Budget, Run, Signal, Step
@@ -62,8 +62,15 @@ def start(
     """
     definition = registry.get_agent(agent.name if isinstance(agent, AgentDefinition) else agent)
     value = {} if input is None else input
-    definition.validate_input(value)
+    # Stored form first: validating a value nested 100,000 deep would itself recurse.
     stored_input, sealed_input = protect(dumps(value, what=f"input of agent {definition.name}"))
+    definition.validate_input(value)
+    if idempotency_key is not None:
+        check_text(
+            idempotency_key,
+            what=f"idempotency_key of agent {definition.name}",
+            max_chars=Run._meta.get_field("idempotency_key").max_length,
+        )
     run_budget = _run_budget(definition.name, budget)
     if idempotency_key is not None:
         existing = Run.objects.filter(
@@ -151,6 +158,7 @@ def wait(run: RunRef, timeout: float = 60) -> Run:
 def signal(run: RunRef, name: str, data: Any = None) -> None:
     """Deliver ``data`` to the run's ``ctx.wait_for(name)``, now or whenever it gets there."""
     run_id = _run_id(run)
+    check_text(name, what="signal name", max_chars=Signal._meta.get_field("name").max_length)
     data_json = dumps(data, what=f"data of signal {name}")
     with transaction.atomic():
         current = Run.objects.select_for_update().filter(id=run_id).first()

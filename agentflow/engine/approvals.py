@@ -23,7 +23,7 @@ from agentflow import registry
 from agentflow.engine import fanout, store
 from agentflow.engine.interrupts import Suspend
 from agentflow.engine.ports import dispatcher
-from agentflow.engine.serialize import args_hash, dumps, error_record, loads
+from agentflow.engine.serialize import args_hash, check_text, dumps, error_record, loads
 from agentflow.exceptions import AlreadyDecided, ApprovalNotFound, InvalidInput, PolicyDenied
 from agentflow.gates import validation
 from agentflow.gates.redaction import redact, redact_text
@@ -304,8 +304,12 @@ def decide(
     approval = Approval.objects.filter(id=approval_id).first()
     if approval is None:
         raise ApprovalNotFound(f"There is no approval {approval_id}.")
-    data = check_data(approval, data) if outcome == Approval.Status.APPROVED else None
-    data_json = None if data is None else dumps(data, what="decision data", sort_keys=True)
+    data = data if outcome == Approval.Status.APPROVED else None
+    where = f"approval {approval.id} ('{approval.title}')"
+    # Encoded before it is validated: a schema check recurses as deep as the data goes.
+    data_json = None if data is None else dumps(data, what=f"data for {where}", sort_keys=True)
+    check_text(comment or "", what=f"comment on {where}")
+    data = check_data(approval, data)
     stored, sealed = protect(data_json)
     now = timezone.now()
     with transaction.atomic():

@@ -22,10 +22,11 @@ from agentflow.definitions import ToolDefinition
 from agentflow.engine import approvals, children, fanout, leases, store
 from agentflow.engine.errors import rebuild_exception, tool_error
 from agentflow.engine.interrupts import Interrupt, LeaseLost, Pause, Suspend
-from agentflow.engine.serialize import args_hash, calls_hash, dumps, error_record
+from agentflow.engine.serialize import args_hash, calls_hash, check_text, dumps, error_record
 from agentflow.engine.timeouts import call_with_timeout
 from agentflow.exceptions import (
     BudgetExceeded,
+    InvalidInput,
     NonDeterminismError,
     PayloadError,
     PolicyDenied,
@@ -34,7 +35,7 @@ from agentflow.exceptions import (
 )
 from agentflow.gates import admission, budgets, policy
 from agentflow.gates.limits import limits_for
-from agentflow.models import Step
+from agentflow.models import Event, Signal, Step
 
 if TYPE_CHECKING:
     from agentflow.engine.leases import Lease
@@ -42,6 +43,12 @@ if TYPE_CHECKING:
 
 FINISHED = (Step.Status.SUCCEEDED, Step.Status.FAILED)
 RESERVED_EVENT_PREFIXES = ("run.", "step.", "signal.")
+# The longest ctx.sleep: about a century, far inside what datetimes and databases hold.
+MAX_SLEEP_SECONDS = 100 * 365 * 24 * 3600
+# Names agent code passes that are stored in text columns: Step.name, Event.type, Signal.name.
+MAX_NAME_CHARS = Step._meta.get_field("name").max_length
+MAX_EVENT_TYPE_CHARS = Event._meta.get_field("type").max_length
+MAX_SIGNAL_NAME_CHARS = Signal._meta.get_field("name").max_length
 
 
 class EndOfHistory(Interrupt):
@@ -374,6 +381,7 @@ class RunContext:
 
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` on a durable timer; no worker is held meanwhile."""
+        self._check_sleep(seconds)
         args_json = dumps({"seconds": seconds}, what="sleep arguments", sort_keys=True)
         position, digest, record = self._take("sleep", "sleep", args_json)
         now = timezone.now()
@@ -391,7 +399,11 @@ class RunContext:
                 finished_at=now if done else None,
                 wake_at=wake_at,
                 event=self._event(
-                    "step.waiting", position, "sleep", "sleep", wake_at=wake_at.isoformat()
+                    "step.completed" if done else "step.waiting",
+                    position,
+                    "sleep",
+                    "sleep",
+                    wake_at=wake_at.isoformat(),
                 ),
             )
             if done:
@@ -413,6 +425,19 @@ class RunContext:
             f"sleeping until {record.wake_at.isoformat()} (position {position})", record.wake_at
         )
 
+    def _check_sleep(self, seconds: Any) -> None:
+        """Refuse what no timer can hold, before it takes a position."""
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 <= seconds <= MAX_SLEEP_SECONDS  # NaN fails this too
+        ):
+            raise InvalidInput(
+                f"ctx.sleep({seconds!r}) at run {self.run.id} position {self._position}: "
+                f"seconds must be a number from 0 to {MAX_SLEEP_SECONDS:,} (about 100 years). "
+                "Use ctx.wait_for with a signal for an open-ended wait."
+            )
+
     def wait_for(self, name: str, *, timeout: float | None = None) -> Any:
         """Wait for ``agentflow.signal(run, name, data)`` and return its data.
 
@@ -420,6 +445,7 @@ class RunContext:
         """
         from agentflow.engine import waits
 
+        check_text(name, what="the signal name of ctx.wait_for", max_chars=MAX_SIGNAL_NAME_CHARS)
         args_json = dumps(
             {"name": name, "timeout": timeout}, what="wait_for arguments", sort_keys=True
         )
@@ -452,6 +478,7 @@ class RunContext:
                 f"event type {type!r} must be a non-empty string not starting with "
                 f"{', '.join(RESERVED_EVENT_PREFIXES)} (those are agentflow's own)"
             )
+        check_text(type, what="the event type of ctx.emit", max_chars=MAX_EVENT_TYPE_CHARS)
         data_json = dumps(data, what=f"data of event {type}", sort_keys=True)
         position, digest, record = self._take("emit", type, data_json)
         if record is not None:
@@ -506,6 +533,7 @@ class RunContext:
         Wrap a change to agent code in ``if ctx.patched("id"):`` so runs recorded before
         the change keep replaying the old path.
         """
+        check_text(change_id, what="the change id of ctx.patched", max_chars=MAX_NAME_CHARS)
         record = self._history.get(self._position)
         if record is not None and not (
             record.kind == "patch" and store.same_name(record.name, change_id)

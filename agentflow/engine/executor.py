@@ -19,7 +19,7 @@ from agentflow.engine.context import RunContext
 from agentflow.engine.interrupts import LeaseLost, Pause, StoreUnavailable, Suspend
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import dumps, error_record
-from agentflow.exceptions import PayloadError, UnknownAgent
+from agentflow.exceptions import UnknownAgent
 from agentflow.models import Run
 
 logger = logging.getLogger("agentflow.executor")
@@ -58,7 +58,7 @@ def _drive(lease: leases.Lease) -> str:
             output = definition.fn(ctx, **run.real_input)
             if ctx.diverged is not None:  # user code caught it; the run fails all the same
                 raise ctx.diverged
-            output_json = dumps(output, what=f"output of run {run.id}")
+            output_json = dumps(output, what=f"output of run {run.id} (the agent's return value)")
         except Suspend as suspend:
             if leases.release_waiting(lease, reason=suspend.reason, wake_at=suspend.wake_at):
                 if suspend.wake_at != run.wake_at:  # else an earlier advance already sent it
@@ -70,8 +70,6 @@ def _drive(lease: leases.Lease) -> str:
                 raise LeaseLost(f"run {run.id} was taken over or cancelled") from None
             return "paused"
         except Exception as exc:
-            if isinstance(exc, PayloadError) and ctx.diverged is None:
-                exc = PayloadError(f"{exc} (the agent's return value)")
             error = error_record(ctx.diverged or exc, position=ctx.position - 1)
             store.finish_run(
                 lease.fence,

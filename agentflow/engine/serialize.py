@@ -1,9 +1,16 @@
-"""JSON encoding of everything a run stores, with the size limit and the args hash."""
+"""JSON encoding of everything a run stores, with the size limit and the args hash.
+
+Every value a run stores passes ``dumps``, so this is where values PostgreSQL or JSON
+cannot hold are refused (NUL characters, lone surrogates, NaN, nesting deeper than
+MAX_DEPTH), with the path to the offending part, before anything is written.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 import traceback
 from typing import Any
 
@@ -15,14 +22,28 @@ from agentflow.exceptions import PayloadError
 # Bounds on what the runtime itself records about a failure, so recording it never fails.
 MAX_MESSAGE_CHARS = 4_000
 MAX_TRACEBACK_CHARS = 16_000
+# Deepest nesting of a stored value. Python's json and the redaction walk recurse once per
+# level, so a bound well inside the interpreter's recursion limit keeps them safe.
+MAX_DEPTH = 100
+
+# Surrogate code points are never valid text (a pair in a str is two lone halves).
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
 def dumps(value: Any, *, what: str, sort_keys: bool = False, limited: bool = True) -> str:
     """Encode ``value`` as JSON, refusing what is not JSON or larger than MAX_PAYLOAD_BYTES.
 
     ``limited=False`` is for records the runtime writes itself (errors, its own events),
-    which are bounded where they are made instead.
+    which are bounded where they are made instead; characters PostgreSQL cannot store
+    become U+FFFD there, so recording a failure never fails.
     """
+    problem = _problem(value, 0)
+    if problem is not None and not limited and problem[0] in ("nul", "surrogate"):
+        value = _scrubbed(value, 0)
+        problem = _problem(value, 0)
+    if problem is not None:
+        raise PayloadError(_describe(what, *problem))
     try:
         text = json.dumps(
             value,
@@ -43,6 +64,132 @@ def dumps(value: Any, *, what: str, sort_keys: bool = False, limited: bool = Tru
             "Store large data elsewhere (a file or a model) and pass a reference."
         )
     return text
+
+
+def check_text(text: Any, *, what: str, max_chars: int | None = None) -> None:
+    """Refuse a value for a text column: not a string, NUL, surrogates, or too long."""
+    if not isinstance(text, str):
+        raise PayloadError(f"{what} must be a string, not {type(text).__name__}.")
+    bad = _bad_char(text)
+    if bad is not None:
+        raise PayloadError(_describe(what, *bad, None))
+    if max_chars is not None and len(text) > max_chars:
+        raise PayloadError(
+            f"{what} is {len(text):,} characters long, over the limit of {max_chars:,}. "
+            "Use a shorter value (a hash of a long one, for instance)."
+        )
+
+
+def parse(text: str, *, what: str) -> Any:
+    """Decode JSON text from outside (a form, a command line), refusing what dumps refuses."""
+
+    def refuse(constant: str) -> Any:
+        raise PayloadError(_describe(what, "nan", constant, None))
+
+    try:
+        value = json.loads(text, parse_constant=refuse)
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"{what} is not valid JSON: {exc.msg} at character {exc.pos}.") from None
+    except RecursionError:  # the parser recursed past the interpreter's limit
+        raise PayloadError(_describe(what, "deep", "", None)) from None
+    problem = _problem(value, 0)
+    if problem is not None:
+        raise PayloadError(_describe(what, *problem))
+    return value
+
+
+# What cannot be stored: (kind, detail, path segments from the innermost outwards).
+Problem = tuple[str, str, list[str]]
+
+
+def _bad_char(text: str) -> tuple[str, str] | None:
+    if "\x00" in text:
+        return "nul", "\\x00"
+    if not text.isascii():
+        found = _SURROGATE.search(text)
+        if found is not None:
+            return "surrogate", f"\\u{ord(found.group()):04x}"
+    return None
+
+
+def _bad_scalar(value: Any) -> tuple[str, str] | None:
+    if isinstance(value, str):
+        return _bad_char(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan", "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return None
+
+
+def _problem(value: Any, depth: int) -> Problem | None:
+    """The first part of ``value`` that cannot be stored, depth first; None if all can."""
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        bad = _bad_scalar(value)
+        return None if bad is None else (*bad, [])
+    if depth >= MAX_DEPTH:
+        return "deep", "", []
+    keyed = isinstance(value, dict)
+    for key, item in items:
+        if keyed:
+            bad = _bad_scalar(key)
+            if bad is not None:
+                return bad[0], f"{bad[1]} in a key", []
+        found = _problem(item, depth + 1)
+        if found is not None:
+            found[2].append(_segment(key, keyed))
+            return found
+    return None
+
+
+def _segment(key: Any, keyed: bool) -> str:
+    if not keyed:
+        return f"[{key}]"
+    if isinstance(key, str) and key.isidentifier():
+        return f".{key[:40]}"
+    return f"[{str(key)[:40]!r}]"
+
+
+def _describe(what: str, kind: str, detail: str, path: list[str] | None) -> str:
+    """The message for a problem; ``path`` None for a plain string or an unknown place."""
+    where = ""
+    if path is not None:
+        shown = "$" + "".join(reversed(path))
+        where = f" at {shown if len(shown) <= 80 else shown[:80] + '...'}"
+    if kind == "nul":
+        return (
+            f"{what} holds a NUL character ({detail}){where}, which PostgreSQL cannot store. "
+            "Remove it (text.replace('\\x00', '')) before passing or returning the value."
+        )
+    if kind == "surrogate":
+        return (
+            f"{what} holds a lone surrogate ({detail}){where}, which is not valid Unicode. "
+            "Decode bytes with errors='replace' (not 'surrogateescape') or remove it."
+        )
+    if kind == "deep":
+        return (
+            f"{what} is nested deeper than {MAX_DEPTH} levels{where}. Flatten it, or store it "
+            "elsewhere (a file or a model) and pass a reference."
+        )
+    return (
+        f"{what} is not JSON: it holds {detail}{where}, and JSON has no NaN or infinity. "
+        "Use None or a string instead."
+    )
+
+
+def _scrubbed(value: Any, depth: int) -> Any:
+    """A copy with every NUL and surrogate replaced by U+FFFD (for the runtime's own records)."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value.replace("\x00", "\ufffd"))
+    if depth > MAX_DEPTH:
+        return value  # left for the check that follows to refuse
+    if isinstance(value, dict):
+        return {_scrubbed(k, depth + 1): _scrubbed(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrubbed(v, depth + 1) for v in value]
+    return value
 
 
 def loads(value: Any) -> Any:

@@ -563,3 +563,54 @@ else:  # a later deploy renamed the parameter: arguments recorded before no long
 def reshaped_fan(ctx: RunContext, n: int) -> list:
     results = ctx.map("tests.reshaped", [{"count": i} for i in range(n)], return_exceptions=True)
     return [f"{type(r).__name__}: {r}" if isinstance(r, Exception) else r for r in results]
+
+
+# -----------------------------------------------------------------------------------------
+# Payloads PostgreSQL or JSON cannot hold (tests/test_payloads.py, issue 8 part 3).
+# -----------------------------------------------------------------------------------------
+
+UNSTORABLE = {"nul": "before\x00after", "surrogate": "half of a pair: \ud800"}
+
+
+def unstorable(kind: str) -> dict:
+    """A value whose one bad string sits at ``$.items[1].name``."""
+    return {"items": [{"name": "fine"}, {"name": UNSTORABLE[kind]}]}
+
+
+@agent(name="tests.payload_return")
+def payload_return(ctx: RunContext, kind: str) -> dict:
+    executed(f"{ctx.run.id}:body")  # counts executions of the agent body: a loop shows here
+    return unstorable(kind)
+
+
+@agent(name="tests.payload_emit")
+def payload_emit(ctx: RunContext, kind: str) -> str:
+    executed(f"{ctx.run.id}:body")
+    ctx.emit("note", unstorable(kind))
+    return "emitted"
+
+
+@tool(name="tests.payload_tool", retries=3, retry_backoff=0.1)
+def payload_tool(kind: str, *, idempotency_key: str) -> dict:
+    executed(idempotency_key)
+    return unstorable(kind)
+
+
+@agent(name="tests.payload_call")
+def payload_call(ctx: RunContext, kind: str) -> dict:
+    return ctx.call(payload_tool, kind=kind)
+
+
+@agent(name="tests.payload_map")
+def payload_map(ctx: RunContext, kind: str, n: int) -> list:
+    return ctx.map(payload_tool, [{"kind": kind} for _ in range(n)])
+
+
+SLEEPS = {"huge": 1e12, "enormous": 1e300, "nan": float("nan"), "negative": -1.0, "text": "5"}
+
+
+@agent(name="tests.payload_sleep")
+def payload_sleep(ctx: RunContext, how: str) -> str:
+    executed(f"{ctx.run.id}:body")
+    ctx.sleep(SLEEPS[how])
+    return "slept"
