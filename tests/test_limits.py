@@ -8,7 +8,7 @@ import pytest
 
 import agentflow
 from agentflow.gates.stores import MemoryLimitStore, RedisLimitStore
-from agentflow.models import Policy, Run
+from agentflow.models import Event, Policy, Run
 from tests.support import assert_form_refuses, wait_until
 from tests.testapp.models import Call
 
@@ -79,13 +79,18 @@ def test_a_sigkilled_holder_gives_its_slot_back_within_one_lease(workers, settin
     store = RedisLimitStore(settings.REDIS_URL)
     assert store.acquire("tests.capped", 3, "probe", 1.0, "probe") is not None  # full
     doomed.kill()
-    killed = time.monotonic()
+    # Read on Redis's clock, after the kill: the dead holders' slots are leases that run
+    # out at most one lease after their last renewal (so after the kill).
+    seconds, micros = store.client.time()
+    killed_ms = seconds * 1000 + micros // 1000
+    slots = store.client.zrange("agentflow:slots:tests.capped", 0, -1, withscores=True)
+    assert len(slots) == 3
+    assert max(expiry for _, expiry in slots) <= killed_ms + lease * 1000
     wait_until(
         lambda: store.acquire("tests.capped", 3, "probe", 0.001, "probe") is None,
-        timeout=lease + 0.5,
+        timeout=30,
         what="a slot to come back",
     )
-    assert time.monotonic() - killed <= lease + 0.5
     # The waiting calls and the killed ones all run in the end.
     wait_until(
         lambda: Call.objects.filter(tool="tests.capped").count() >= 6,
@@ -99,8 +104,9 @@ def test_a_policy_changes_a_limit_without_a_restart(workers, admin_client):
     workers("w1", concurrency=2)
     run = agentflow.wait(agentflow.start("tests.limited_inline", {"n": 15}), timeout=60)
     assert run.status == Run.Status.SUCCEEDED, run.error
-    before = list(Call.objects.filter(tool="tests.limited").values_list("started", flat=True))
-    assert busiest_window(before) == 15  # no limit yet: all in well under a second
+    assert Call.objects.filter(tool="tests.limited").count() == 15
+    # No limit yet: no call was held back (how fast they ran is the benchmark's business).
+    assert not Event.objects.filter(run=run, type="step.throttled").exists()
 
     response = admin_client.post(
         "/admin/agentflow/policy/add/",
@@ -121,6 +127,7 @@ def test_a_policy_changes_a_limit_without_a_restart(workers, admin_client):
     assert len(after) == 15
     assert busiest_window(after) <= 5  # the same worker obeys the new limit
     assert max(after) - min(after) >= 14 * (1 / 5)
+    assert Event.objects.filter(run=run, type="step.throttled").exists()
 
 
 @pytest.mark.parametrize(
@@ -143,8 +150,13 @@ def test_policy_form_rejects_bad_values_with_field_errors(admin_client, fields, 
 @pytest.mark.parametrize("store_class", [MemoryLimitStore, "redis"])
 def test_limit_stores_book_slots_in_order_and_queue_waiters(store_class, settings, redis_client):
     store = RedisLimitStore(settings.REDIS_URL) if store_class == "redis" else store_class()
+    began = time.monotonic()
     delays = [store.reserve("k", 0.25) for _ in range(5)]
-    assert delays == pytest.approx([0, 0.25, 0.5, 0.75, 1.0], abs=0.02)  # evenly spaced slots
+    spent = time.monotonic() - began
+    # Evenly spaced slots: the i-th is booked 0.25 * i after the first, less the time the
+    # calls themselves took (however slow this machine is right now).
+    for i, delay in enumerate(delays):
+        assert 0.25 * i - spent - 0.001 <= delay <= 0.25 * i + 0.001, (i, delays, spent)
     assert store.acquire("c", 1, "a", 5, "wa") is None
     refused = store.acquire("c", 1, "b", 5, "wb")
     assert refused is not None and 4 < refused.retry_in <= 5
@@ -152,4 +164,4 @@ def test_limit_stores_book_slots_in_order_and_queue_waiters(store_class, setting
     assert store.release("c", 1, "a") == ["wb"]
     assert store.acquire("c", 1, "b", 0.05, "wb") is None
     assert store.acquire("c", 1, "x", 5, "wx") is not None
-    wait_until(lambda: store.sweep() == ["wx"], timeout=2, what="the dead holder's slot to expire")
+    wait_until(lambda: store.sweep() == ["wx"], timeout=10, what="the dead holder's slot to expire")
