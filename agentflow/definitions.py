@@ -15,6 +15,9 @@ from agentflow import registry, schema
 from agentflow.exceptions import InvalidInput
 
 IDEMPOTENCY_PARAM = "idempotency_key"
+# A keyword-only parameter of this name gets a threading.Event, set when the run is
+# cancelled or taken over while the tool runs: the runtime's way of telling it to stop.
+STOP_PARAM = "stop_requested"
 RATE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -62,7 +65,15 @@ class ToolDefinition:
     @functools.cached_property
     def takes_idempotency_key(self) -> bool:
         """Whether the runtime must pass the step's stable key to the function."""
-        param = inspect.signature(self.fn).parameters.get(IDEMPOTENCY_PARAM)
+        return self._keyword_only(IDEMPOTENCY_PARAM)
+
+    @functools.cached_property
+    def takes_stop_requested(self) -> bool:
+        """Whether the runtime must pass the function the event that asks it to stop."""
+        return self._keyword_only(STOP_PARAM)
+
+    def _keyword_only(self, name: str) -> bool:
+        param = inspect.signature(self.fn).parameters.get(name)
         return param is not None and param.kind is param.KEYWORD_ONLY
 
     @functools.cached_property
@@ -121,14 +132,18 @@ def tool(
 def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any):
     """Register a function as a tool that agents call with ``ctx.call``.
 
-    A keyword-only parameter named ``idempotency_key`` receives the step's stable key.
-    Arguments are validated against the JSON Schema of the type hints before each call.
+    A keyword-only parameter named ``idempotency_key`` receives the step's stable key, and
+    one named ``stop_requested`` a ``threading.Event`` that is set when the run is cancelled
+    (or taken over) while the tool runs. Arguments are validated against the JSON Schema
+    of the type hints before each call.
     """
 
     def decorate(func: Callable[..., Any]) -> ToolDefinition:
         tool_name = name or default_name(func)
         _check_tool_options(tool_name, options)
-        model = schema.model_for(func, title=f"tool {tool_name}", skip=[IDEMPOTENCY_PARAM])
+        model = schema.model_for(
+            func, title=f"tool {tool_name}", skip=[IDEMPOTENCY_PARAM, STOP_PARAM]
+        )
         definition = ToolDefinition(fn=func, name=tool_name, args_model=model, **options)
         functools.update_wrapper(definition, func)  # type: ignore[arg-type]
         registry.register_tool(definition)

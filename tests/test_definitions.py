@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from pydantic import BaseModel
@@ -42,6 +44,14 @@ def test_tool_schema_comes_from_type_hints(clean_registry):
     assert ship.validate({"order_id": "o1", "quantity": 2, "to": {"city": "Oslo", "zip": "0150"}})[
         "to"
     ] == Address(city="Oslo", zip="0150")
+
+
+def test_stop_requested_is_filled_by_the_runtime_not_the_schema(clean_registry):
+    @agentflow.tool(name="t.crawl")
+    def crawl(url: str, *, idempotency_key: str, stop_requested: threading.Event) -> None: ...
+
+    assert crawl.takes_stop_requested and crawl.takes_idempotency_key
+    assert list(crawl.json_schema["properties"]) == ["url"]
 
 
 def test_validation_errors_name_the_field_path(clean_registry):

@@ -6,7 +6,7 @@ import pytest
 from django.db.models import Count
 
 import agentflow
-from agentflow.models import Run, Step
+from agentflow.models import Event, Run, Step
 from tests.support import wait_until
 from tests.testapp.models import Execution, SideEffect
 
@@ -201,27 +201,59 @@ def test_invalid_tool_arguments_raise_inside_the_agent_and_the_tool_never_runs(w
     assert bad.error["type"] == "agentflow.exceptions.ToolArgumentError"
 
 
-def test_cancel_stops_a_running_run_between_steps(workers):
-    from tests.testapp.models import Flag
-
-    workers("w1", concurrency=1)
-    run = agentflow.start("tests.cancellable", {})
+@pytest.mark.parametrize(
+    ("agent", "running"),
+    [("tests.claims_cancellable", [":0"]), ("tests.claims_cancellable_fan", [":0:0", ":0:1"])],
+    ids=["inline call", "fan-out children"],
+)
+def test_cancel_stops_a_running_run_between_steps(workers, agent, running):
+    worker = workers("w1", concurrency=2)
+    run = agentflow.start(agent, {})
+    keys = [f"{run.id}{suffix}" for suffix in running]
     wait_until(
-        lambda: Execution.objects.filter(key="block:release").exists(),
+        lambda: Execution.objects.filter(key__in=keys).count() == len(keys),
         timeout=30,
-        what="the blocking tool to start",
+        what="the tool calls to start",
     )
     agentflow.cancel(run)
-    Flag.objects.create(name="release")
+    # The worker tells each running call to stop (its heartbeat finds the lease or claim
+    # gone); nothing else would end these calls for another minute.
     wait_until(
-        lambda: Step.objects.filter(run=run, position=0).exclude(status="running").exists(),
+        lambda: (
+            Execution.objects.filter(key__in=[f"{key}:stopped" for key in keys]).count()
+            == len(keys)
+        ),
         timeout=30,
-        what="the blocked step to end",
+        what="the running tool calls to be told to stop",
+    )
+    # Then the worker drops what they returned and advances nothing further.
+    task, outcome = (
+        ("agentflow.advance", "'lease-lost'")
+        if len(keys) == 1
+        else ("agentflow.run_tool", "succeeded")
+    )
+    wait_until(
+        lambda: (
+            sum(
+                f"Task {task}[" in line and "succeeded in" in line and outcome in line
+                for line in worker.log().splitlines()
+            )
+            >= len(keys)
+        ),
+        timeout=30,
+        what="the worker to finish the stopped calls",
     )
     run.refresh_from_db()
     assert run.status == Run.Status.CANCELLED
+    calls = Step.objects.filter(run=run, idempotency_key__in=keys)
+    # What the stopped calls returned was not recorded over the cancellation.
+    assert [(step.status, (step.error or {}).get("type")) for step in calls] == [
+        ("failed", "cancelled")
+    ] * len(keys)
+    assert not Execution.objects.filter(key__contains="never told").exists()
     assert not SideEffect.objects.exists()  # nothing after the cancelled step started
     assert not Step.objects.filter(run=run, position__gt=0).exists()
+    assert not Event.objects.filter(run=run, type="step.completed").exists()
 
 
 def test_cancel_a_waiting_run(workers):

@@ -311,7 +311,10 @@ def _execute(
         return _close(step, Step.Status.FAILED, None, record)
     if tool.takes_idempotency_key:
         kwargs["idempotency_key"] = step.idempotency_key
-    claims: list[leases.Renewable] = [Claim(step.id, attempt)]
+    claim = Claim(step.id, attempt)
+    if tool.takes_stop_requested:  # the heartbeat sets it when the claim is gone
+        kwargs["stop_requested"] = claim.lost
+    claims: list[leases.Renewable] = [claim]
     if gate.slot:
         claims.append(admission.SlotLease(limits, gate.slot))
     try:

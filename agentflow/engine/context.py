@@ -703,6 +703,8 @@ class _ToolCall:
     ) -> Any:
         if self.tool.takes_idempotency_key:
             kwargs["idempotency_key"] = self.ctx._key(self.position)
+        if self.tool.takes_stop_requested and self.ctx._lease is not None:
+            kwargs["stop_requested"] = self.ctx._lease.lost  # set by the heartbeat
         try:
             with contextlib.ExitStack() as held:
                 if gate.slot:

@@ -5,6 +5,7 @@ side-effecting tools write a ``SideEffect`` row under their idempotency key.
 """
 
 import os
+import threading
 import time
 
 from django.db import IntegrityError, transaction
@@ -458,9 +459,26 @@ def claims_hold(flag: str, *, idempotency_key: str) -> str:
     return flag
 
 
+@tool(name="tests.claims_stoppable", retries=0)
+def claims_stoppable(*, idempotency_key: str, stop_requested: threading.Event) -> str:
+    """Work until the runtime asks to stop (bounded); record that it was asked."""
+    executed(idempotency_key)
+    told = stop_requested.wait(60)
+    executed(f"{idempotency_key}:{'stopped' if told else 'never told'}")
+    return "stopped" if told else "never told"
+
+
 @agent(name="tests.claims_cancellable")
 def claims_cancellable(ctx: RunContext) -> str:
-    ctx.call(claims_hold, flag="release")
+    ctx.call(claims_stoppable)
+    for i in range(3):
+        ctx.call(record_effect, tag=f"after-cancel-{i}")
+    return "finished"
+
+
+@agent(name="tests.claims_cancellable_fan")
+def claims_cancellable_fan(ctx: RunContext) -> str:
+    ctx.map(claims_stoppable, [{}, {}])
     for i in range(3):
         ctx.call(record_effect, tag=f"after-cancel-{i}")
     return "finished"
