@@ -2,6 +2,14 @@
 
 Every task is safe to receive twice. ``acks_late`` with ``reject_on_worker_lost`` puts a
 message back when its worker dies; the lease and the reconciler do the rest.
+
+Three rules keep a worker useful under faults:
+- every task starts on a usable database connection, and one that fails on a dead
+  connection is retried, not dropped (``DurableTask``);
+- control messages (advance, join, reconcile, sending a fan-out) go ahead of tool work
+  in the broker's queue (``priorities``), so a killed run resumes while slow tools wait;
+- every worker process runs the reconciler from its heartbeat thread, so recovery needs
+  no beat (``reconcile_in_this_worker``).
 """
 
 from __future__ import annotations
@@ -9,66 +17,114 @@ from __future__ import annotations
 import os
 import socket
 from datetime import datetime
+from functools import cache
+from typing import Any
 from uuid import UUID
 
-from celery import chord, shared_task
-from celery.signals import worker_ready
-from django.db import transaction
+from celery import Task, chord, current_app, shared_task
+from celery.signals import worker_process_init, worker_ready
+from django.db import InterfaceError, OperationalError, connections, transaction
 
 from agentflow import conf
-from agentflow.engine import children, executor, fanout, reconciler
+from agentflow.engine import children, executor, fanout, leases, reconciler
 
-DURABLE = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}
+
+class DurableTask(Task):
+    """An agentflow task: late ack, requeued if its worker dies, retried on a dead database.
+
+    A connection that failed in an earlier task (a database restart, say) is closed before
+    the next task starts, as Django does between requests; Celery's own check is skipped
+    while ``CELERY_DB_REUSE_MAX`` keeps connections. A task that hits a dead connection
+    anyway is sent again with backoff; the engine makes the repeat harmless.
+    """
+
+    acks_late = True
+    reject_on_worker_lost = True
+    ignore_result = True
+    autoretry_for = (OperationalError, InterfaceError)
+    retry_backoff = 0.5
+    retry_backoff_max = 30
+    retry_jitter = True
+    max_retries = 20
+
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        for conn in connections.all(initialized_only=True):
+            conn.close_if_unusable_or_obsolete()
 
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-@shared_task(name="agentflow.advance", **DURABLE)
+@shared_task(name="agentflow.advance", base=DurableTask)
 def advance(run_id: str) -> str:
     """Advance one run as far as it can go now."""
     return executor.advance(UUID(run_id), worker=worker_name())
 
 
-@shared_task(name="agentflow.run_tool", **DURABLE)
+@shared_task(name="agentflow.run_tool", base=DurableTask)
 def run_tool(step_id: int) -> str:
     """Run one fan-out child (a chord header task; the chord counts it all the same)."""
     return children.run_child(step_id)
 
 
-@shared_task(name="agentflow.run_tools", **DURABLE)
+@shared_task(name="agentflow.run_tools", base=DurableTask)
 def run_tools(step_ids: list[int]) -> list[str]:
     """Run several children of a large fan-out, each claimed and recorded on its own."""
     return [children.run_child(step_id) for step_id in step_ids]
 
 
-@shared_task(name="agentflow.fan_out_chunk", **DURABLE)
+@shared_task(name="agentflow.fan_out_chunk", base=DurableTask)
 def fan_out_chunk(run_id: str, position: int, groups: list[list[int]]) -> None:
     """Send one chord of a fan-out: a header task per group of children, the join as body."""
-    options = _queue_options()
+    work, control = _options(WORK), _options(CONTROL)
     header = [
-        (run_tool.si(group[0]) if len(group) == 1 else run_tools.si(group)).set(**options)
+        (run_tool.si(group[0]) if len(group) == 1 else run_tools.si(group)).set(**work)
         for group in groups
     ]
-    chord(header)(join.s(run_id, position).set(**options))
+    chord(header)(join.s(run_id, position).set(**control))
 
 
-@shared_task(name="agentflow.join", acks_late=True, reject_on_worker_lost=True)
+@shared_task(name="agentflow.join", base=DurableTask, ignore_result=False)
 def join(results: object, run_id: str, position: int) -> bool:
     """Chord body: close the fan-out if its children are done. Safe to fire twice or never."""
     return fanout.join(UUID(run_id), position)
 
 
-@shared_task(name="agentflow.reconcile", **DURABLE)
-def reconcile() -> dict[str, int]:
-    """Wake runs left behind by dead workers, lost messages or due timers."""
-    return reconciler.reconcile()
+@shared_task(name="agentflow.reconcile", base=DurableTask)
+def reconcile() -> dict[str, int] | None:
+    """Wake runs left behind by dead workers, lost messages or due timers.
+
+    Skipped (None) while another process's pass runs: one pass at a time across the fleet.
+    """
+    return reconciler.reconcile_exclusively()
 
 
-def _queue_options() -> dict[str, str]:
+CONTROL, WORK = "control", "work"
+
+
+@cache
+def priorities(broker_url: str) -> dict[str, int]:
+    """Message priorities that put control ahead of tool work on this broker.
+
+    Redis (and kombu's other virtual transports) serve priority 0 first and tasks without
+    a priority count as 0; AMQP brokers serve the highest first (RabbitMQ only on queues
+    declared with ``x-max-priority``: set ``CELERY_TASK_QUEUE_MAX_PRIORITY``).
+    """
+    scheme = broker_url.partition("://")[0].lower()
+    if scheme in ("amqp", "amqps", "pyamqp", "librabbitmq"):
+        return {CONTROL: 9, WORK: 0}
+    return {CONTROL: 0, WORK: 9}
+
+
+def _options(lane: str) -> dict[str, Any]:
+    """Queue and priority for a control or a work message."""
+    broker_url = str(current_app.conf.broker_url or "")
+    options: dict[str, Any] = {"priority": priorities(broker_url)[lane]}
     queue = conf.setting("QUEUE")
-    return {"queue": queue} if queue else {}
+    if queue:
+        options["queue"] = queue
+    return options
 
 
 class CeleryDispatcher:
@@ -79,13 +135,13 @@ class CeleryDispatcher:
     """
 
     def advance(self, run_id: UUID, *, eta: datetime | None = None) -> None:
-        options = _queue_options()
+        options = _options(CONTROL)
         transaction.on_commit(
             lambda: advance.apply_async((str(run_id),), eta=eta, **options), robust=True
         )
 
     def run_child(self, step_id: int, *, eta: datetime | None = None) -> None:
-        options = _queue_options()
+        options = _options(WORK)
         transaction.on_commit(
             lambda: run_tool.apply_async((step_id,), eta=eta, **options), robust=True
         )
@@ -98,7 +154,7 @@ class CeleryDispatcher:
         broker traffic stays bounded while parallelism stays above any pool's size. No
         message grows with the fan-out, and several workers send the chords at once.
         """
-        options = _queue_options()
+        options = _options(CONTROL)
         per_task = -(-len(step_ids) // conf.setting("FAN_OUT_TASKS"))
         groups = [step_ids[i : i + per_task] for i in range(0, len(step_ids), per_task)]
         size = conf.setting("CHORD_SIZE")
@@ -113,5 +169,19 @@ class CeleryDispatcher:
 
 @worker_ready.connect
 def reconcile_at_worker_start(sender: object = None, **kwargs: object) -> None:
-    """A worker that starts after a crash picks up what its predecessor left."""
-    reconcile.apply_async(**_queue_options())
+    """A worker that starts after a crash picks up what its predecessor left.
+
+    Pools without child processes (threads, solo) run the periodic pass here too.
+    """
+    reconcile.apply_async(**_options(CONTROL))
+    controller = getattr(sender, "controller", None)
+    pool = getattr(controller, "pool_cls", None)
+    pool_module = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
+    if "prefork" not in str(pool_module):
+        reconcile_in_this_worker()
+
+
+@worker_process_init.connect
+def reconcile_in_this_worker(**kwargs: object) -> None:
+    """Run the reconciler from this process's heartbeat thread every RECONCILE_EVERY."""
+    leases.heartbeat.reconciling(reconciler.reconcile_exclusively)

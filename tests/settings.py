@@ -22,7 +22,8 @@ if os.environ.get("AGENTFLOW_TEST_WORKER"):
 
 AGENTFLOW = {
     "LEASE_SECONDS": 3.0,
-    "RECONCILE_EVERY": 1.0,
+    # A test worker may run its reconciler rarely, to show another path recovers a run.
+    "RECONCILE_EVERY": float(os.environ.get("AGENTFLOW_TEST_RECONCILE_EVERY", 1.0)),
     "VERSION_RETRY_SECONDS": 2.0,
     "REDISPATCH_SECONDS": 2.0,
     # Workers read Policy rows on every call, so tests see admin changes at once.

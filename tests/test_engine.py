@@ -38,9 +38,18 @@ def test_advance_runs_a_run_to_completion_and_writes_ordered_events(recording_di
 def test_a_held_lease_turns_a_second_advance_into_a_wake_up_for_the_holder(recording_dispatcher):
     run = agentflow.start("tests.waiter", {})
     lease = leases.acquire(run.id, "holder")
-    assert lease is not None
+    assert isinstance(lease, leases.Lease)
+    recording_dispatcher.clear()
+    # The holder may be dead: the wake-up comes back just after its lease runs out.
+    assert executor.advance(run.id, worker="intruder") == "deferred"
+    expires = Run.objects.get(id=run.id).lease_expires_at
+    [(woken, eta)] = recording_dispatcher
+    assert woken == run.id
+    assert expires < eta <= expires + timedelta(seconds=1.05)
+    # A duplicate finds that wake-up on its way and adds none.
     assert executor.advance(run.id, worker="intruder") == "skipped"
-    assert Run.objects.get(id=run.id).wake_seq == lease.wake_seq + 1
+    assert len(recording_dispatcher) == 1
+    assert Run.objects.get(id=run.id).wake_seq == lease.wake_seq + 2
     # The holder cannot park the run: something it waits on may have arrived meanwhile.
     assert leases.release_waiting(lease, reason="test", wake_at=None) is False
     assert leases.release_waiting(lease, reason="test", wake_at=None) is True
@@ -189,7 +198,11 @@ def test_a_database_failure_under_the_engine_leaves_the_run_to_be_retried(
 
     monkeypatch.setattr(test_agents.recorded, "fn", lambda ctx: ctx.step(kill_my_connection))
     run = agentflow.start("tests.recorded", {})
+    recording_dispatcher.clear()
     assert executor.advance(run.id, worker="test") == "store-unavailable"
+    # The wake-up comes back once the lease the database still shows has run out.
+    [(woken, eta)] = recording_dispatcher
+    assert woken == run.id and eta > timezone.now() + timedelta(seconds=2)
     run.refresh_from_db()
     assert run.status == Run.Status.RUNNING  # not failed: the lease will lapse and it resumes
     assert not Step.objects.filter(run=run).exists()
@@ -199,3 +212,24 @@ def test_a_database_failure_under_the_engine_leaves_the_run_to_be_retried(
     assert executor.advance(run.id, worker="test") == "succeeded"
     run.refresh_from_db()
     assert (run.status, run.output) == (Run.Status.SUCCEEDED, "survived")
+
+
+def test_one_reconciler_pass_runs_at_a_time_across_the_fleet(recording_dispatcher):
+    import psycopg
+    from django.db import connection
+
+    params = connection.get_connection_params()
+    other = psycopg.connect(
+        host=params["host"], port=params["port"], user=params["user"], dbname=params["dbname"]
+    )
+    with other:  # another worker's pass holds the lock
+        other.execute("SELECT pg_advisory_lock(%s)", [reconciler.LOCK_KEY])
+        assert reconciler.reconcile_exclusively() is None
+        other.execute("SELECT pg_advisory_unlock(%s)", [reconciler.LOCK_KEY])
+    assert reconciler.reconcile_exclusively() == {}
+    # The pass let go of the lock: another process takes it at once.
+    with psycopg.connect(
+        host=params["host"], port=params["port"], user=params["user"], dbname=params["dbname"]
+    ) as third:
+        [(taken,)] = third.execute("SELECT pg_try_advisory_lock(%s)", [reconciler.LOCK_KEY])
+        assert taken

@@ -1,7 +1,8 @@
 """``advance``: take a run's lease, replay its agent from the top, and hand it back.
 
 Called by the transport (a Celery task) with a run id. Safe to call twice at once:
-the lease admits one caller and the other asks it to look again before it parks.
+the lease admits one caller; the other asks it to look again before it parks, and
+comes back itself when that lease runs out, in case its holder died.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ def advance(run_id: UUID, *, worker: str) -> str:
     lease = leases.acquire(run_id, worker)
     if lease is None:
         return "skipped"
+    if isinstance(lease, leases.Busy):
+        # The holder may be dead: come back when its lease has run out.
+        dispatcher().advance(run_id, eta=lease.retry_at)
+        return "deferred"
     with leases.heartbeat.holding(lease):
         try:
             return _drive(lease)
@@ -37,9 +42,12 @@ def advance(run_id: UUID, *, worker: str) -> str:
             logger.info("stopped advancing run %s: %s", run_id, exc)
             return "lease-lost"
         except StoreUnavailable as exc:
-            # The lease runs out and the reconciler brings the run back; nothing is failed.
+            # Nothing is failed: come back once this lease, which the database still
+            # shows as held, has run out.
             logger.warning("could not advance run %s: %s", run_id, exc)
             close_old_connections()
+            expires = timezone.now() + leases.lease_duration()
+            dispatcher().advance(run_id, eta=leases.retry_after(expires))
             return "store-unavailable"
 
 

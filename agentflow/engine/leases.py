@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from django.db import close_old_connections, connection, transaction
@@ -48,10 +49,31 @@ class Lease:
         return renew(self)
 
 
-def acquire(run_id: UUID, owner: str) -> Lease | None:
-    """Take the run's lease if it is free or expired; else ask the holder to run again.
+@dataclass(frozen=True)
+class Busy:
+    """Another worker holds the run until about ``retry_at``: ask again then.
 
-    Returns None when the run is held by a live worker, finished, or missing.
+    The holder may be dead (SIGKILL leaves a lease that looks alive until it expires), so
+    a wake-up that finds the run busy is put off, never dropped.
+    """
+
+    retry_at: datetime
+
+
+def retry_after(expires_at: datetime) -> datetime:
+    """Just after a lease expires, with jitter, so put-off wake-ups do not arrive in a herd."""
+    seconds = conf.setting("LEASE_SECONDS")
+    return expires_at + timedelta(seconds=0.05 + random.random() * min(1.0, seconds / 10))
+
+
+def acquire(run_id: UUID, owner: str) -> Lease | Busy | None:
+    """Take the run's lease if it is free or expired.
+
+    Returns ``Busy`` when another holder's lease is still valid: the holder is asked to
+    look again before it parks (``wake_seq``), and the caller should come back at
+    ``retry_at`` in case the holder is dead. Only one such wake-up is kept per lease
+    expiry (``nudged_at`` records it), so duplicates do not multiply. Returns None when
+    the run is finished or missing, or a put-off wake-up is already on its way.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -59,9 +81,13 @@ def acquire(run_id: UUID, owner: str) -> Lease | None:
         if run is None or run.status not in Run.ACTIVE:
             return None
         if run.lease_expires_at is not None and run.lease_expires_at >= now:
-            # The holder checks wake_seq before it suspends, so this wake-up is not lost.
-            Run.objects.filter(id=run_id).update(wake_seq=F("wake_seq") + 1)
-            return None
+            scheduled = run.nudged_at is not None and run.nudged_at > run.lease_expires_at
+            retry_at = retry_after(run.lease_expires_at)
+            changes: dict[str, Any] = {"wake_seq": F("wake_seq") + 1}
+            if not scheduled:
+                changes["nudged_at"] = retry_at
+            Run.objects.filter(id=run_id).update(**changes)
+            return None if scheduled else Busy(retry_at)
         first_start = run.status == Run.Status.PENDING
         run.status = Run.Status.RUNNING
         run.lease_owner = owner[:200]
@@ -141,13 +167,19 @@ class Renewable(Protocol):
 
 
 class Heartbeat:
-    """One daemon thread per process that renews every lease this process holds."""
+    """One daemon thread per process that renews every lease this process holds.
+
+    In a worker it also runs the reconciler every RECONCILE_EVERY seconds (``reconciling``),
+    so recovery needs no beat: every worker process tries, and a fleet-wide lock lets one
+    pass run at a time.
+    """
 
     def __init__(self) -> None:
         self._leases: set[Renewable] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self._reconcile: Callable[[], object] | None = None
 
     @contextlib.contextmanager
     def holding(self, lease: Renewable) -> Iterator[Renewable]:
@@ -161,6 +193,12 @@ class Heartbeat:
             with self._lock:
                 self._leases.discard(lease)
 
+    def reconciling(self, reconcile_pass: Callable[[], object]) -> None:
+        """Also call ``reconcile_pass`` from this thread every RECONCILE_EVERY seconds."""
+        with self._lock:
+            self._reconcile = reconcile_pass
+            self._ensure_thread()
+
     def _ensure_thread(self) -> None:
         # Threads do not survive fork: a prefork child starts its own.
         if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
@@ -171,19 +209,47 @@ class Heartbeat:
             self._thread.start()
 
     def _loop(self) -> None:
+        now = time.monotonic()
+        next_renewal = now + conf.setting("LEASE_SECONDS") / 3
+        # A random first pass spreads the fleet's passes over the period.
+        next_pass = now + random.random() * conf.setting("RECONCILE_EVERY")
         while True:
-            time.sleep(conf.setting("LEASE_SECONDS") / 3)
             with self._lock:
-                leases = list(self._leases)
-            for lease in leases:
-                try:
-                    if not lease.renew():
-                        lease.lost.set()
-                except Exception:  # a database or Redis hiccup must not kill the heartbeat
-                    logger.exception("renewing %r failed", lease)
-                    close_old_connections()
-            if not leases:
+                reconcile = self._reconcile
+            wake = min(next_renewal, next_pass) if reconcile else next_renewal
+            time.sleep(max(0.0, wake - time.monotonic()))
+            now = time.monotonic()
+            if now >= next_renewal:
+                next_renewal = now + conf.setting("LEASE_SECONDS") / 3
+                self._renew_all()
+            if reconcile is not None and now >= next_pass:
+                next_pass = now + conf.setting("RECONCILE_EVERY") * random.uniform(0.9, 1.1)
+                self._guarded(reconcile, "a reconciler pass")
+            with self._lock:
+                idle = not self._leases
+            if idle:
                 connection.close()  # nothing to renew: hold no idle connection
+
+    def _renew_all(self) -> None:
+        with self._lock:
+            leases = list(self._leases)
+        for lease in leases:
+            if not self._guarded(lease.renew, f"renewing {lease!r}"):
+                lease.lost.set()
+
+    @staticmethod
+    def _guarded(call: Callable[[], object], doing: str) -> object:
+        """Call; a database or Redis hiccup is logged and must not kill the heartbeat.
+
+        Returns True after a failure, so a lease is not given up for a hiccup: it stays
+        ours until the renewal that finds the token gone.
+        """
+        try:
+            return call()
+        except Exception:
+            logger.exception("%s failed", doing)
+            close_old_connections()
+            return True
 
 
 heartbeat = Heartbeat()

@@ -1,16 +1,21 @@
 """Bring back runs that a dead worker, a lost message or a due timer left behind, and
 apply the default decision of approvals past their timeout.
 
-Runs on beat every RECONCILE_EVERY seconds, at worker start and from
-``manage.py agentflow recover``, so timeouts survive restarts. Otherwise it only sends
-wake-ups; ``advance`` decides.
+Every worker process runs it from its heartbeat thread every RECONCILE_EVERY seconds
+(``reconcile_exclusively``: one pass at a time across the fleet), so recovery needs no
+beat. Beat, worker start and ``manage.py agentflow recover`` are extra triggers. It only
+sends wake-ups; ``advance`` decides.
 """
 
 from __future__ import annotations
 
+import contextlib
+import zlib
 from collections import Counter
+from collections.abc import Iterator
 from datetime import timedelta
 
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -22,6 +27,37 @@ from agentflow.models import Run, Step
 
 BATCH = 1000
 FAN_OUT_KINDS = ("map", "parallel")
+# The PostgreSQL advisory lock key of the reconciler (a stable number from its name).
+LOCK_KEY = zlib.crc32(b"agentflow.reconcile")
+
+
+def reconcile_exclusively() -> dict[str, int] | None:
+    """One pass, unless another process's pass is running now (then None)."""
+    with fleet_lock() as held:
+        return reconcile() if held else None
+
+
+@contextlib.contextmanager
+def fleet_lock() -> Iterator[bool]:
+    """Yield True to one holder at a time across every process on this database.
+
+    PostgreSQL: a session advisory lock, tried without waiting; it goes with the
+    connection if the process dies. Elsewhere (SQLite) the pass runs in one transaction,
+    whose write lock serializes passes.
+    """
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY])
+        held = cursor.fetchone()[0]
+    try:
+        yield held
+    finally:
+        if held:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
 
 
 def reconcile() -> dict[str, int]:
