@@ -57,3 +57,23 @@ def check_result_backend(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         ]
     return []
+
+
+@register("agentflow")
+def check_prefetch(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Control messages go first only among messages a worker has not reserved yet."""
+    from django.conf import settings
+
+    multiplier = getattr(settings, "CELERY_WORKER_PREFETCH_MULTIPLIER", 4)
+    if multiplier != 1:
+        return [
+            Warning(
+                f"CELERY_WORKER_PREFETCH_MULTIPLIER is {multiplier!r}: each worker process "
+                "reserves that many messages ahead, and a run that must resume (after a worker "
+                "died, say) waits behind the slow tool calls its worker already reserved.",
+                hint="Set CELERY_WORKER_PREFETCH_MULTIPLIER = 1, so agentflow's control "
+                "messages, sent with a higher priority, are taken before queued tool work.",
+                id="agentflow.W003",
+            )
+        ]
+    return []

@@ -83,3 +83,12 @@ def test_a_database_result_backend_is_flagged_for_chords(settings):
     settings.CELERY_RESULT_BACKEND = "django-db"
     (warning,) = check_result_backend()
     assert warning.id == "agentflow.W002" and "chord" in warning.msg
+
+
+def test_a_prefetching_worker_is_flagged_because_control_would_wait_behind_tools(settings):
+    from agentflow.checks import check_prefetch
+
+    assert check_prefetch() == []
+    del settings.CELERY_WORKER_PREFETCH_MULTIPLIER  # Celery's default, 4
+    (warning,) = check_prefetch()
+    assert warning.id == "agentflow.W003" and "is 4" in warning.msg
