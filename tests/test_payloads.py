@@ -86,25 +86,46 @@ def test_parse_refuses_what_dumps_refuses(text, problem):
 # -- start, signal, decide: refused before anything is written -----------------------
 
 
+MIXED = "input of agent tests.mixed"
+KEY = "idempotency_key of agent tests.mixed"
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    ("kwargs", "problem"),
+    ("agent", "kwargs", "problem"),
     [
-        ({"input": {"n": "a\x00"}}, "input of agent tests.mixed holds a NUL character"),
-        ({"input": {"n": ["\ud800"]}}, "input of agent tests.mixed holds a lone surrogate"),
-        ({"input": {"n": nested(100_000)}}, f"is nested deeper than {MAX_DEPTH} levels"),
-        ({"input": {"n": float("nan")}}, "holds NaN at $.n"),
-        ({"input": {"n": 1}, "idempotency_key": "k\x00"}, "idempotency_key of agent tests.mixed"),
-        ({"input": {"n": 1}, "idempotency_key": "k" * 10_000}, "10,000 characters long"),
-        ({"input": {"n": 1}, "idempotency_key": "k\udfff"}, "holds a lone surrogate"),
+        (
+            "tests.transferrer",
+            {"input": {"amounts": ["a\x00"]}},
+            "input of agent tests.transferrer holds a NUL character (\\x00) at $.amounts[0]",
+        ),
+        (
+            "tests.transferrer",
+            {"input": {"amounts": ["\ud800"]}},
+            "input of agent tests.transferrer holds a lone surrogate (\\ud800) at $.amounts[0]",
+        ),
+        ("tests.mixed", {"input": {"n": nested(100_000)}}, f"{MIXED} is nested deeper than 100"),
+        ("tests.mixed", {"input": {"n": float("nan")}}, f"{MIXED} is not JSON: it holds NaN"),
+        ("tests.mixed", {"input": {"n": 1}, "idempotency_key": "k\x00"}, f"{KEY} holds a NUL"),
+        (
+            "tests.mixed",
+            {"input": {"n": 1}, "idempotency_key": "k" * 10_000},
+            f"{KEY} is 10,000 characters long, over the limit of 255",
+        ),
+        (
+            "tests.mixed",
+            {"input": {"n": 1}, "idempotency_key": "k\udfff"},
+            f"{KEY} holds a lone surrogate (\\udfff)",
+        ),
     ],
     ids=["nul", "surrogate", "deep", "nan", "key-nul", "key-long", "key-surrogate"],
 )
 def test_start_refuses_an_unstorable_input_or_key_and_writes_nothing(
-    recording_dispatcher, kwargs, problem
+    recording_dispatcher, agent, kwargs, problem
 ):
-    with pytest.raises(agentflow.PayloadError, match=problem.replace("$", r"\$")):
-        agentflow.start("tests.mixed", **kwargs)
+    with pytest.raises(agentflow.PayloadError) as caught:
+        agentflow.start(agent, **kwargs)
+    assert problem in str(caught.value)
     assert not Run.objects.exists() and not Event.objects.exists()
     assert recording_dispatcher == []
 
