@@ -14,7 +14,7 @@
     │   └── ApprovalNotFound      no approval has that id
     ├── InvalidState              an operation does not apply to the run in its current status
     │   └── RunNotFound
-    └── PayloadError              a value cannot be stored (not JSON, or too large)
+    └── PayloadError              a value cannot be stored (not JSON, too large or too deep)
 
 The runtime's own control flow (``Suspend``, ``LeaseLost``) lives in
 ``agentflow.engine.interrupts`` and derives from ``BaseException``, so user code that
@@ -94,4 +94,4 @@ class ApprovalNotFound(InvalidInput):
 
 
 class PayloadError(AgentflowError):
-    """A value cannot be stored: it is not JSON-serializable or it is too large."""
+    """A value cannot be stored: not JSON, too large, too deep, or holding NUL or a surrogate."""
