@@ -13,7 +13,7 @@ import agentflow
 from agentflow.engine import executor
 from agentflow.engine.serialize import MAX_DEPTH, dumps, parse
 from agentflow.models import Approval, Event, Run, Signal, Step
-from tests.testapp.agents import SLEEPS
+from tests.testapp.agents import SLEEPS, TIMEOUTS
 from tests.testapp.models import Execution
 
 KINDS = {"nul": "NUL character (\\x00)", "surrogate": "lone surrogate (\\ud800)"}
@@ -363,11 +363,15 @@ def test_each_fan_out_child_returning_an_unstorable_string_runs_once_and_names_i
 @pytest.mark.django_db(transaction=True)
 def test_a_sleep_no_timer_can_hold_fails_the_run_naming_the_limit(workers):
     worker = workers("w1", concurrency=2)
-    runs = {how: agentflow.start("tests.payload_sleep", {"how": how}) for how in SLEEPS}
+    refused = [*SLEEPS, *TIMEOUTS]
+    runs = {how: agentflow.start("tests.payload_sleep", {"how": how}) for how in refused}
     for how, run in runs.items():
         run = failed_once(run)
         assert run.error["type"] == "agentflow.exceptions.InvalidInput", (how, run.error)
-        assert "seconds must be a number from 0 to 3,153,600,000" in run.error["message"]
+        assert "number of seconds from 0 to 3,153,600,000" in run.error["message"], how
         assert ran(f"{run.id}:body") == 1
-        assert not Step.objects.filter(run=run, kind="sleep").exists()
+        assert not Step.objects.filter(run=run).exists()
     assert "OverflowError" not in worker.log()
+    # A sleep into the past is no sleep at all, as before.
+    past = agentflow.wait(agentflow.start("tests.sleeper", {"seconds": -5}), timeout=60)
+    assert past.status == Run.Status.SUCCEEDED, past.error

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from agentflow import registry
 from agentflow.engine import fanout, store
+from agentflow.engine.durations import check_seconds
 from agentflow.engine.interrupts import Suspend
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import args_hash, check_text, dumps, error_record, loads
@@ -98,7 +99,7 @@ def ask(
         raise InvalidInput(f"ctx.approve at {where}: title must be 1 to 300 characters")
     if default not in ("approve", "reject"):
         raise InvalidInput(f"ctx.approve at {where}: default must be 'approve' or 'reject'")
-    if timeout is not None and not timeout > 0:
+    if timeout is not None and not check_seconds(timeout, f"ctx.approve timeout at {where}") > 0:
         raise InvalidInput(f"ctx.approve at {where}: timeout must be a positive number")
     if json_schema is not None:
         try:

@@ -20,13 +20,13 @@ from django.utils.dateparse import parse_datetime
 from agentflow import registry
 from agentflow.definitions import ToolDefinition
 from agentflow.engine import approvals, children, fanout, leases, store
+from agentflow.engine.durations import check_seconds
 from agentflow.engine.errors import rebuild_exception, tool_error
 from agentflow.engine.interrupts import Interrupt, LeaseLost, Pause, Suspend
 from agentflow.engine.serialize import args_hash, calls_hash, check_text, dumps, error_record
 from agentflow.engine.timeouts import call_with_timeout
 from agentflow.exceptions import (
     BudgetExceeded,
-    InvalidInput,
     NonDeterminismError,
     PayloadError,
     PolicyDenied,
@@ -43,8 +43,6 @@ if TYPE_CHECKING:
 
 FINISHED = (Step.Status.SUCCEEDED, Step.Status.FAILED)
 RESERVED_EVENT_PREFIXES = ("run.", "step.", "signal.")
-# The longest ctx.sleep: about a century, far inside what datetimes and databases hold.
-MAX_SLEEP_SECONDS = 100 * 365 * 24 * 3600
 # Names agent code passes that are stored in text columns: Step.name, Event.type, Signal.name.
 MAX_NAME_CHARS = Step._meta.get_field("name").max_length
 MAX_EVENT_TYPE_CHARS = Event._meta.get_field("type").max_length
@@ -380,8 +378,8 @@ class RunContext:
         return fanout.Child(tool.name, args_json, approval=verdict.approval)
 
     def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` on a durable timer; no worker is held meanwhile."""
-        self._check_sleep(seconds)
+        """Wait ``seconds`` on a durable timer; no worker is held meanwhile (0 or less: none)."""
+        check_seconds(seconds, f"ctx.sleep at run {self.run.id} position {self._position}")
         args_json = dumps({"seconds": seconds}, what="sleep arguments", sort_keys=True)
         position, digest, record = self._take("sleep", "sleep", args_json)
         now = timezone.now()
@@ -425,19 +423,6 @@ class RunContext:
             f"sleeping until {record.wake_at.isoformat()} (position {position})", record.wake_at
         )
 
-    def _check_sleep(self, seconds: Any) -> None:
-        """Refuse what no timer can hold, before it takes a position."""
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not 0 <= seconds <= MAX_SLEEP_SECONDS  # NaN fails this too
-        ):
-            raise InvalidInput(
-                f"ctx.sleep({seconds!r}) at run {self.run.id} position {self._position}: "
-                f"seconds must be a number from 0 to {MAX_SLEEP_SECONDS:,} (about 100 years). "
-                "Use ctx.wait_for with a signal for an open-ended wait."
-            )
-
     def wait_for(self, name: str, *, timeout: float | None = None) -> Any:
         """Wait for ``agentflow.signal(run, name, data)`` and return its data.
 
@@ -446,6 +431,8 @@ class RunContext:
         from agentflow.engine import waits
 
         check_text(name, what="the signal name of ctx.wait_for", max_chars=MAX_SIGNAL_NAME_CHARS)
+        if timeout is not None:
+            check_seconds(timeout, f"ctx.wait_for({name!r}) timeout at run {self.run.id}")
         args_json = dumps(
             {"name": name, "timeout": timeout}, what="wait_for arguments", sort_keys=True
         )

@@ -624,11 +624,17 @@ def payload_map(ctx: RunContext, kind: str, n: int) -> list:
     return ctx.map(payload_tool, [{"kind": kind} for _ in range(n)])
 
 
-SLEEPS = {"huge": 1e12, "enormous": 1e300, "nan": float("nan"), "negative": -1.0, "text": "5"}
+SLEEPS = {"huge": 1e12, "enormous": 1e300, "nan": float("nan"), "past": -1e12, "text": "5"}
+# Timeouts of the other timers, refused the same way.
+TIMEOUTS = {"wait_for": lambda ctx: ctx.wait_for("x", timeout=1e12)}
+TIMEOUTS["approve"] = lambda ctx: ctx.approve("ok?", timeout=1e300)
 
 
 @agent(name="tests.payload_sleep")
 def payload_sleep(ctx: RunContext, how: str) -> str:
     executed(f"{ctx.run.id}:body")
-    ctx.sleep(SLEEPS[how])
+    if how in TIMEOUTS:
+        TIMEOUTS[how](ctx)
+    else:
+        ctx.sleep(SLEEPS[how])
     return "slept"
