@@ -22,6 +22,7 @@ from agentflow.engine import replay as replay_engine
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import check_text, dumps, loads
 from agentflow.exceptions import ApprovalNotFound, InvalidInput, InvalidState, RunNotFound
+from agentflow.gates.redaction import redact_text
 from agentflow.gates.sealing import protect
 from agentflow.models import Approval, Budget, Run, Signal, Step
 
@@ -170,7 +171,9 @@ def signal(run: RunRef, name: str, data: Any = None) -> None:
                 "not finished."
             )
         stored, sealed = protect(data_json)
-        Signal.objects.create(run_id=run_id, name=name, data=loads(stored), sealed_data=sealed)
+        Signal.objects.create(
+            run_id=run_id, name=redact_text(name), data=loads(stored), sealed_data=sealed
+        )
         Run.objects.filter(id=run_id).update(wake_seq=F("wake_seq") + 1, wake_at=timezone.now())
         store.append_event(run_id, "signal.received", {"name": name})
         dispatcher().advance(run_id)
@@ -194,7 +197,7 @@ def cancel(run: RunRef, *, by: Any = None) -> Run:
         if not cancelled:
             current = get_run(run_id)
             raise InvalidState(f"Run {run_id} is already {current.status}; nothing to cancel.")
-        who = getattr(by, "get_username", lambda: str(by))() if by is not None else None
+        who = _who(by)
         Step.objects.filter(
             run_id=run_id,
             status__in=(
@@ -215,6 +218,13 @@ def cancel(run: RunRef, *, by: Any = None) -> Run:
         )
         store.append_event(run_id, "run.cancelled", {"by": who})
     return get_run(run_id)
+
+
+def _who(by: Any) -> str | None:
+    """The user (or caller) named in a run's records, redacted like everything stored."""
+    if by is None:
+        return None
+    return redact_text(getattr(by, "get_username", lambda: str(by))())
 
 
 def replay(run: RunRef) -> replay_engine.ReplayReport:
@@ -257,6 +267,5 @@ def reject(approval: ApprovalRef, *, by: Any, comment: str = "") -> Approval:
 def resume(run: RunRef, *, by: Any = None) -> Run:
     """Continue a PAUSED run (after raising the budget or policy limit that paused it)."""
     run_id = _run_id(run)
-    who = getattr(by, "get_username", lambda: str(by))() if by is not None else None
-    pausing.resume(run_id, by=who)
+    pausing.resume(run_id, by=_who(by))
     return get_run(run_id)

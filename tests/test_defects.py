@@ -178,3 +178,24 @@ def test_a_missing_run_or_approval_raises_its_not_found_error(recording_dispatch
     with pytest.raises(agentflow.InvalidInput):
         agentflow.cancel(MISSING)
     assert issubclass(agentflow.ApprovalNotFound, agentflow.InvalidInput)
+
+
+def test_a_secret_in_a_signal_name_or_a_cancelling_username_is_stored_nowhere(
+    recording_dispatcher,
+):
+    name = f"reply-{SECRET}"
+    run = agentflow.start("tests.named_waiter", {"name": name})
+    assert executor.advance(run.id, worker="test") == "waiting"
+    agentflow.signal(run, name, {"ok": True})
+    assert executor.advance(run.id, worker="test") == "succeeded"
+    assert Run.objects.get(id=run.id).output == {"got": {"ok": True}}
+
+    email = "alice.operator@example.com"  # the default patterns redact emails
+    asker = agentflow.start("tests.asker", {})
+    assert executor.advance(asker.id, worker="test") == "waiting"
+    agentflow.cancel(asker, by=User.objects.create_user(username=email))
+    assert Step.objects.get(run=asker, status=Step.Status.FAILED).error["type"] == "cancelled"
+    assert Approval.objects.get(run=asker).status == Approval.Status.EXPIRED
+
+    assert tables_holding(SECRET) == []
+    assert tables_holding(email) == []

@@ -6,11 +6,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from agentflow.engine import store
 from agentflow.engine.interrupts import Suspend
 from agentflow.engine.serialize import dumps, error_record
+from agentflow.gates.redaction import redact_text
 from agentflow.gates.sealing import reveal
 from agentflow.models import Signal, Step
 
@@ -22,7 +24,9 @@ def _consume(run_id: Any, name: str, position: int) -> tuple[bool, Any]:
     """Mark the oldest unconsumed signal ``name`` as consumed at ``position``."""
     signal = (
         Signal.objects.select_for_update()
-        .filter(run_id=run_id, name=name, consumed_position__isnull=True)
+        # Names are stored redacted; a plain match keeps older rows (and patterns) working.
+        .filter(Q(name=name) | Q(name=redact_text(name)), run_id=run_id)
+        .filter(consumed_position__isnull=True)
         .order_by("id")
         .first()
     )

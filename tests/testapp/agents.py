@@ -638,3 +638,11 @@ def payload_sleep(ctx: RunContext, how: str) -> str:
     else:
         ctx.sleep(SLEEPS[how])
     return "slept"
+
+
+# -- secrets in signal names ------------------------------------------------------------
+
+
+@agent(name="tests.named_waiter")
+def named_waiter(ctx: RunContext, name: str) -> dict:
+    return {"got": ctx.wait_for(name)}
