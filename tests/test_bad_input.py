@@ -35,6 +35,9 @@ def test_unknown_agent_from_the_command_line():
         ('{"n": "lots"}', "n: Input should be a valid integer"),
         ('{"n": 1, "extra": true}', "extra: Extra inputs are not permitted"),
         ("{}", "n: Field required"),
+        ('{"n": NaN}', "--input is not JSON: it holds NaN"),
+        ('{"n": ' + "[" * 100_000 + "]" * 100_000 + "}", "--input is nested deeper than"),
+        ('{"n": "\\u0000"}', "NUL character"),
     ],
 )
 def test_invalid_input_from_the_command_line(text, expected):

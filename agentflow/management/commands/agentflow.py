@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 import agentflow
 from agentflow import embedded, registry
 from agentflow.engine import reconciler
+from agentflow.engine.serialize import parse
 from agentflow.management.follow import follow
 from agentflow.models import Run
 
@@ -68,11 +69,10 @@ class Command(BaseCommand):
         **_: Any,
     ) -> None:
         try:
-            value = json.loads(input)
-        except json.JSONDecodeError as exc:
+            value = parse(input, what="--input")
+        except agentflow.PayloadError as exc:
             raise CommandError(
-                f"--input is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}). "
-                'Pass an object, e.g. --input \'{"period": "2026-10"}\'.'
+                f'{exc} Pass an object, e.g. --input \'{{"period": "2026-10"}}\'.'
             ) from None
         if not isinstance(value, dict):
             raise CommandError(
