@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -39,13 +40,20 @@ class Worker:
         self.process.wait(10)
 
     def stop(self) -> None:
-        """Warm shutdown (SIGTERM), as a deploy would do."""
+        """Warm shutdown, as a deploy does it: SIGTERM to the main process only.
+
+        That is what ``celery multi stop``, ``docker stop`` and Kubernetes send. The main
+        process stops taking messages, lets the running tasks finish, then stops its pool.
+        (SIGTERM to every process of the group would kill the pool's running tasks.)
+        """
         if self.alive():
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(30)
+                self.process.wait(60)
             except subprocess.TimeoutExpired:
                 self.kill()
+        with contextlib.suppress(ProcessLookupError):  # anything the shutdown left behind
+            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 @pytest.fixture
