@@ -105,7 +105,7 @@ def test_a_sigkilled_holder_gives_its_slot_back_within_one_lease(workers, settin
 
 
 def test_a_policy_changes_a_limit_without_a_restart(workers, admin_client):
-    workers("w1", concurrency=2)
+    workers("w1", concurrency=2, env={"AGENTFLOW_TEST_RATE_GUARD": "0.1"})  # see above
     run = agentflow.wait(agentflow.start("tests.limited_inline", {"n": 15}), timeout=60)
     assert run.status == Run.Status.SUCCEEDED, run.error
     assert Call.objects.filter(tool="tests.limited").count() == 15
