@@ -140,8 +140,8 @@ class CeleryDispatcher:
             lambda: advance.apply_async((str(run_id),), eta=eta, **options), robust=True
         )
 
-    def run_child(self, step_id: int, *, eta: datetime | None = None) -> None:
-        options = _options(WORK)
+    def run_child(self, step_id: int, *, eta: datetime | None = None, urgent: bool = False) -> None:
+        options = _options(CONTROL if urgent else WORK)
         transaction.on_commit(
             lambda: run_tool.apply_async((step_id,), eta=eta, **options), robust=True
         )

@@ -57,7 +57,7 @@ class RecordingDispatcher:
     def advance(self, run_id: UUID, *, eta: datetime | None = None) -> None:
         self.sent.append((run_id, eta))
 
-    def run_child(self, step_id: int, *, eta: datetime | None = None) -> None:
+    def run_child(self, step_id: int, *, eta: datetime | None = None, urgent: bool = False) -> None:
         self.children.append((step_id, eta))
 
     def fan_out(self, run_id: UUID, position: int, step_ids: list[int]) -> None:

@@ -108,3 +108,35 @@ def test_killed_runs_resume_ahead_of_100_queued_slow_children(workers):
     assert fan.status == Run.Status.SUCCEEDED, fan.error
     assert SideEffect.objects.filter(key__startswith=f"{fan.id}:0:").count() == 100
     assert children.count() == 100
+
+
+def test_a_fan_out_child_killed_with_its_worker_reruns_ahead_of_100_queued_children(workers):
+    doomed = workers("doomed", concurrency=1)
+    held = agentflow.start("tests.held_fan", {"n": 1, "hold": 120})
+    key = f"{held.id}:0:0"
+    wait_until(
+        lambda: Execution.objects.filter(key=key).exists(),
+        timeout=30,
+        what="the child to start on the doomed worker",
+    )
+    workers("survivor", concurrency=2)
+    fan = agentflow.start("tests.fan", {"n": 100, "pause": 0.6})
+    children = Execution.objects.filter(key__startswith=f"{fan.id}:0:")
+    wait_until(lambda: children.count() >= 2, timeout=30, what="the slow children to start")
+
+    killed_at = timezone.now()
+    doomed.kill()
+
+    again = wait_until(
+        lambda: Execution.objects.filter(key=key).order_by("id")[1:2].first(),
+        timeout=60,
+        what="the killed child to run again",
+    )
+    assert again.created_at - killed_at < 3 * LEASE
+    assert children.filter(created_at__lte=again.created_at).count() < 50
+    held = agentflow.wait(held, timeout=60)
+    assert held.status == Run.Status.SUCCEEDED, held.error
+    assert held.output == [0]
+    assert Execution.objects.filter(key=key).count() == 2
+    assert agentflow.wait(fan, timeout=180).status == Run.Status.SUCCEEDED
+    assert children.count() == 100

@@ -360,7 +360,9 @@ def recover(now: datetime) -> dict[str, int]:
     )
     Step.objects.filter(id__in=lost).update(dispatched_at=now)
     send = dispatcher()
-    for step_id in dead + lost:
+    for step_id in dead:  # their runs were cut off mid-step: they go ahead of queued tools
+        send.run_child(step_id, urgent=True)
+    for step_id in lost:
         send.run_child(step_id)
     return {"children_dead": len(dead), "children_resent": len(lost)}
 

@@ -24,8 +24,11 @@ class Dispatcher(Protocol):
     def advance(self, run_id: UUID, *, eta: datetime | None = None) -> None:
         """Ask a worker to advance the run (at ``eta`` at the earliest), after commit."""
 
-    def run_child(self, step_id: int, *, eta: datetime | None = None) -> None:
-        """Ask a worker to run one fan-out child, after commit."""
+    def run_child(self, step_id: int, *, eta: datetime | None = None, urgent: bool = False) -> None:
+        """Ask a worker to run one fan-out child, after commit.
+
+        ``urgent``: ahead of queued tool work, like a wake-up (a child whose worker died).
+        """
 
     def fan_out(self, run_id: UUID, position: int, step_ids: list[int]) -> None:
         """Run the children in parallel, then join the fan-out (a Celery chord), after commit."""

@@ -646,3 +646,19 @@ def payload_sleep(ctx: RunContext, how: str) -> str:
 @agent(name="tests.named_waiter")
 def named_waiter(ctx: RunContext, name: str) -> dict:
     return {"got": ctx.wait_for(name)}
+
+
+# -- recovery ahead of queued tool work --------------------------------------------------
+
+
+@tool(name="tests.first_hold")
+def first_hold(i: int, hold: float, *, idempotency_key: str) -> int:
+    """Hold for ``hold`` seconds on the first execution only (the one a test kills)."""
+    if executed(idempotency_key) == 1:
+        time.sleep(hold)
+    return i
+
+
+@agent(name="tests.held_fan")
+def held_fan(ctx: RunContext, n: int, hold: float) -> list:
+    return ctx.map(first_hold, [{"i": i, "hold": hold} for i in range(n)])
