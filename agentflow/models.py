@@ -48,6 +48,14 @@ class Run(models.Model):
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )
+    # The beat schedule that started this run (agentflow.schedule), if one did.
+    schedule = models.ForeignKey(
+        "django_celery_beat.PeriodicTask",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="agentflow_runs",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -71,6 +79,11 @@ class Run(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [
+            ("cancel_run", "Can cancel runs"),
+            ("resume_run", "Can resume paused runs and retry failed ones"),
+            ("fork_run", "Can fork runs from a step"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["agent", "idempotency_key"],
