@@ -69,6 +69,9 @@ DEFAULTS: dict[str, Any] = {
     # Dotted path of ``rule(user, approval) -> bool``, asked after the permission
     # agentflow.decide_approval before anyone decides an approval.
     "APPROVAL_RULE": "agentflow.permissions.staff_may_decide",
+    # Dotted path of ``rule(user, run) -> bool``, asked after the permission
+    # agentflow.view_run before anyone sees a run's events (websockets, run pages).
+    "RUN_VIEW_RULE": "agentflow.permissions.staff_may_view",
 }
 
 

@@ -1,9 +1,10 @@
-"""Who may decide an approval: the permission, then the site's object-level rule.
+"""Who may decide an approval or view a run: the permission, then the site's object rule.
 
 Deciding needs ``agentflow.decide_approval``, granted globally or on the Approval object
 (django-guardian answers object checks through Django's permission backends where it is
-installed), and then ``AGENTFLOW["APPROVAL_RULE"](user, approval)`` must say yes. The
-default rule lets staff decide on any run.
+installed), and then ``AGENTFLOW["APPROVAL_RULE"](user, approval)`` must say yes. Viewing
+a run (its page, its live events) needs ``agentflow.view_run`` the same way, then
+``AGENTFLOW["RUN_VIEW_RULE"](user, run)``. The default rules let staff act on any run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.utils.module_loading import import_string
 from agentflow import conf
 
 DECIDE = "agentflow.decide_approval"
+VIEW = "agentflow.view_run"
 
 
 def staff_may_decide(user: Any, approval: Any) -> bool:
@@ -23,9 +25,28 @@ def staff_may_decide(user: Any, approval: Any) -> bool:
     return bool(user.is_staff)
 
 
+def staff_may_view(user: Any, run: Any) -> bool:
+    """The default object rule: staff users may view any run."""
+    return bool(user.is_staff)
+
+
+def _active(user: Any) -> bool:
+    return user is not None and getattr(user, "is_authenticated", False) and user.is_active
+
+
+def may_view(user: Any, run: Any) -> bool:
+    """Whether ``user`` may see ``run``, its steps and its events."""
+    if not _active(user):
+        return False
+    if not (user.has_perm(VIEW) or user.has_perm(VIEW, run)):
+        return False
+    rule = import_string(conf.setting("RUN_VIEW_RULE"))
+    return bool(rule(user, run))
+
+
 def may_decide(user: Any, approval: Any) -> bool:
     """Whether ``user`` may approve or reject ``approval``."""
-    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+    if not _active(user):
         return False
     if not (user.has_perm(DECIDE) or user.has_perm(DECIDE, approval)):
         return False
