@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test bench lint services clean
+.PHONY: demo test bench lint services browser clean
 
 $(STAMP): pyproject.toml
 	bash scripts/bootstrap.sh "$(PYTHON)"
@@ -20,7 +20,10 @@ demo: $(STAMP)  ## SQLite + in-process worker: no services needed
 services:  ## start PostgreSQL and Redis on 127.0.0.1 if they are not running
 	bash scripts/services.sh
 
-test: $(STAMP) services  ## the whole suite: real workers, PostgreSQL and Redis
+browser:  ## install Debian's Chromium for the browser tests if it is missing
+	bash scripts/browser.sh
+
+test: $(STAMP) services browser  ## the whole suite: real workers, PostgreSQL, Redis, Chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) services  ## per-step overhead against raw INSERTs and DBOS

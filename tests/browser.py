@@ -1,0 +1,151 @@
+"""Browser-test fixtures: a live ASGI server (daphne) and Debian's Chromium through Playwright.
+
+The server is a real daphne process on a free port serving the test database, with the
+Redis channel layer, so the page, its websockets and the Celery worker are all real.
+Chromium is the system one (``/usr/bin/chromium``): Playwright never downloads a browser.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.db import connections
+
+from tests.support import wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "var" / "test-artifacts"
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+DAPHNE = [sys.executable, "-m", "daphne", "-b", "127.0.0.1"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def chromium_path() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
+    return found
+
+
+@dataclass
+class LiveServer:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def asgi_server(transactional_db, tmp_path) -> Iterator[LiveServer]:
+    """daphne serving tests.live_asgi on a free port, against the test database."""
+    port = free_port()
+    log_path = tmp_path / "daphne.log"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "AGENTFLOW_TEST_WORKER": "1",  # the test database pytest-django created
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+    }
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [*DAPHNE, "-p", str(port), "tests.live_asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
+
+    def listening() -> bool:
+        assert process.poll() is None, f"daphne exited:\n{server.log()[-3000:]}"
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(listening, timeout=60, what="daphne to listen")
+    yield server
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    wait_until(no_other_sessions, timeout=10, what="other database sessions to end")
+
+
+def no_other_sessions() -> bool:
+    """Whether only this process is connected to the test database (it is dropped next)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0] == 0
+
+
+@pytest.fixture
+def browser_page(asgi_server) -> Iterator:
+    """A fresh Chromium page; every page error and dialog is recorded on ``page.problems``."""
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls
+    # are still plain synchronous calls between browser steps.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.problems = []
+        page.on("pageerror", lambda error: page.problems.append(f"page error: {error}"))
+        page.on(
+            "dialog",
+            lambda dialog: (page.problems.append(f"dialog: {dialog.message}"), dialog.dismiss()),
+        )
+        page.set_default_timeout(30_000)
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
+            # The test's ORM calls ran while Playwright's loop was running, on connections
+            # of their own: close them here, or the test database cannot be dropped.
+            connections.close_all()
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+def log_in(page, server: LiveServer, username: str, password: str) -> None:
+    """Log in through the admin's own login form."""
+    page.goto(f"{server.url}/admin/login/?next=/admin/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{server.url}/admin/")
