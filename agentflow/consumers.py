@@ -1,0 +1,304 @@
+"""Websocket consumers: one run's events, and the run list's status changes and approvals.
+
+Both are thin adapters over the outbox (Event rows) and the publisher's channel-layer
+messages (``agentflow.events``). Every socket checks its permission in ``connect`` and
+closes before accepting when it is refused, so a refused client receives no frame.
+
+A run socket joins the run's group *before* it reads the backlog from the table. An event
+committed during the handshake is then in the backlog, or arrives live, or both; live events
+at or below the last seq queued are dropped, and a live batch that skips a seq (a publish
+lost with a dying process, or two processes publishing out of order) is read from the
+table instead. Sequence numbers are taken under the run row's lock, so when seq N has
+committed every seq below it has too.
+
+Frames are paced by ``Pacer``: at most one per ``FRAME_INTERVAL`` (about 20 a second), and
+whatever piled up in between goes out as one ``batch`` frame, so nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+from uuid import UUID
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from agentflow import permissions
+from agentflow.events import ALL_RUNS_GROUP, run_group
+from agentflow.models import Approval, Event, Run
+
+Frame = dict[str, Any]
+
+# At most one frame per this many seconds per socket: about 20 frames a second.
+FRAME_INTERVAL = 0.05
+# A batch frame carries at most this many events; a longer backlog takes several frames.
+FRAME_EVENTS = 500
+# Run ids whose view verdict a list socket remembers (oldest forgotten first).
+RUN_CACHE_SIZE = 10_000
+# The status a run has after each of its events; other run.* events are read from the row.
+STATUS_AFTER = {
+    "run.created": Run.Status.PENDING,
+    "run.started": Run.Status.RUNNING,
+    "run.waiting": Run.Status.WAITING,
+    "run.paused": Run.Status.PAUSED,
+    "run.resumed": Run.Status.WAITING,
+    "run.succeeded": Run.Status.SUCCEEDED,
+    "run.failed": Run.Status.FAILED,
+    "run.cancelled": Run.Status.CANCELLED,
+}
+
+
+class Pacer:
+    """Sends queued items at most once per ``FRAME_INTERVAL``, several as one frame.
+
+    The first item after a quiet interval goes out at once; items that arrive faster wait
+    for the next slot and share its frame (up to ``FRAME_EVENTS`` items).
+    """
+
+    def __init__(
+        self, send: Callable[[Frame], Awaitable[None]], pack: Callable[[list[Frame]], Frame]
+    ) -> None:
+        self._send, self._pack = send, pack
+        self._pending: list[Frame] = []
+        self._next_at = 0.0  # event-loop time of the earliest next frame
+        self._task: asyncio.Task[None] | None = None
+
+    def put(self, items: list[Frame]) -> None:
+        self._pending.extend(items)
+        if items and self._task is None:
+            self._task = asyncio.create_task(self._drain())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                delay = self._next_at - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                items = self._pending[:FRAME_EVENTS]
+                del self._pending[:FRAME_EVENTS]
+                self._next_at = loop.time() + FRAME_INTERVAL
+                await self._send(self._pack(items))
+        finally:
+            self._task = None
+
+
+def run_frame(events: list[Frame]) -> Frame:
+    """One event as itself; several as a batch whose ``seq`` is the last one included."""
+    if len(events) == 1:
+        return events[0]
+    return {"seq": events[-1]["seq"], "event": "batch", "data": {"events": events}}
+
+
+def list_frame(frames: list[Frame]) -> Frame:
+    """One list frame as itself; several as a batch."""
+    if len(frames) == 1:
+        return frames[0]
+    return {"event": "batch", "data": {"events": frames}}
+
+
+def parse_after(query_string: bytes) -> int | None:
+    """The ``after`` seq of a query string (0 when absent); None when malformed."""
+    try:
+        values = parse_qs(query_string.decode("ascii"), strict_parsing=False).get("after", ["0"])
+        after = int(values[-1])
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return after if after >= 0 else None
+
+
+def parse_run_id(value: str) -> UUID | None:
+    try:
+        return UUID(value)
+    except ValueError:
+        return None
+
+
+@database_sync_to_async
+def _may_view(user: Any, run_id: UUID) -> bool:
+    run = Run.objects.filter(id=run_id).first()
+    return run is not None and permissions.may_view(user, run)
+
+
+@database_sync_to_async
+def _may_list(user: Any) -> bool:
+    return bool(
+        user is not None
+        and getattr(user, "is_authenticated", False)
+        and user.is_active
+        and user.has_perm(permissions.VIEW)
+    )
+
+
+@database_sync_to_async
+def _events(run_id: UUID, after: int, upto: int | None = None) -> list[Frame]:
+    """Events of a run with ``after < seq <= upto`` from the table, in seq order."""
+    rows = Event.objects.filter(run_id=run_id, seq__gt=after)
+    if upto is not None:
+        rows = rows.filter(seq__lte=upto)
+    return [
+        {"seq": seq, "event": type_, "data": data}
+        for seq, type_, data in rows.order_by("seq").values_list("seq", "type", "data")
+    ]
+
+
+class RunEventsConsumer(AsyncJsonWebsocketConsumer):
+    """``ws/agentflow/runs/<run id>/?after=<seq>``: the backlog after ``seq``, then live events."""
+
+    group: str | None = None
+    pacer: Pacer | None = None
+
+    async def connect(self) -> None:
+        run_id = parse_run_id(self.scope["url_route"]["kwargs"]["run_id"])
+        after = parse_after(self.scope.get("query_string", b""))
+        if run_id is None or after is None or not await _may_view(self.scope.get("user"), run_id):
+            await self.close()  # before accept: the handshake is refused, no frame is sent
+            return
+        self.run_id, self.last = run_id, after
+        self.pacer = Pacer(self.send_json, run_frame)
+        self.group = run_group(run_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        self._queue(await _events(run_id, after))
+
+    async def disconnect(self, code: int) -> None:
+        if self.pacer is not None:
+            self.pacer.stop()
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """The socket only streams; whatever a client sends is ignored."""
+
+    async def agentflow_events(self, message: dict[str, Any]) -> None:
+        """A publisher's batch of this run's committed events."""
+        events = sorted(
+            (event for event in message["events"] if event["seq"] > self.last),
+            key=lambda event: event["seq"],
+        )
+        if not events:
+            return
+        if [event["seq"] for event in events] != list(
+            range(self.last + 1, self.last + 1 + len(events))
+        ):
+            events = await _events(self.run_id, self.last, events[-1]["seq"])
+        self._queue(events)
+
+    def _queue(self, events: list[Frame]) -> None:
+        if events:
+            self.last = events[-1]["seq"]
+            self.pacer.put(events)
+
+
+class RunListConsumer(AsyncJsonWebsocketConsumer):
+    """``ws/agentflow/runs/``: run status changes and approvals, for list views.
+
+    Needs ``agentflow.view_run`` granted globally; each run is then shown only if
+    ``permissions.may_view`` allows it, asked once per run and socket.
+    """
+
+    pacer: Pacer | None = None
+
+    async def connect(self) -> None:
+        if not await _may_list(self.scope.get("user")):
+            await self.close()
+            return
+        self.visible: dict[str, tuple[bool, str]] = {}  # run id -> (may view, agent)
+        self.pacer = Pacer(self.send_json, list_frame)
+        await self.channel_layer.group_add(ALL_RUNS_GROUP, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if self.pacer is not None:
+            self.pacer.stop()
+            await self.channel_layer.group_discard(ALL_RUNS_GROUP, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """The socket only streams; whatever a client sends is ignored."""
+
+    async def agentflow_events(self, message: dict[str, Any]) -> None:
+        """A publisher's batch of one run's events, translated for list views."""
+        if any(_listed(event) for event in message["events"]):
+            self.pacer.put(await self._translate(message["run"], message["events"]))
+
+    @database_sync_to_async
+    def _translate(self, run_id: str, events: list[Frame]) -> list[Frame]:
+        seen = self._visibility(run_id)
+        if seen is None or not seen[0]:
+            return []
+        agent = seen[1]
+        frames: list[Frame] = []
+        for event in sorted(events, key=lambda event: event["seq"]):
+            type_, data = event["event"], event["data"] or {}
+            if type_.startswith("run."):
+                status = STATUS_AFTER.get(type_) or _current_status(run_id)
+                if status is not None:
+                    frames.append(
+                        {
+                            "event": "run.status",
+                            "data": {"run": run_id, "status": str(status), "agent": agent},
+                        }
+                    )
+            elif type_ == "approval.decided":
+                frames.append(
+                    {
+                        "event": "approval.decided",
+                        "data": {
+                            "run": run_id,
+                            "approval": data.get("approval"),
+                            "status": data.get("status"),
+                        },
+                    }
+                )
+            elif _listed(event):
+                frames.extend(_pending_approvals(run_id, data.get("position")))
+        return frames
+
+    def _visibility(self, run_id: str) -> tuple[bool, str] | None:
+        if run_id not in self.visible:
+            run = Run.objects.filter(id=run_id).first()
+            if run is None:
+                return None
+            if len(self.visible) >= RUN_CACHE_SIZE:
+                del self.visible[next(iter(self.visible))]
+            self.visible[run_id] = (permissions.may_view(self.scope["user"], run), run.agent)
+        return self.visible[run_id]
+
+
+def _listed(event: Frame) -> bool:
+    """Whether a run event matters to list views: a status change or a new approval.
+
+    A fan-out's children ask for their approvals with the parent's ``step.started``.
+    """
+    type_ = event["event"]
+    return (
+        type_.startswith("run.")
+        or type_ in ("approval.requested", "approval.decided")
+        or (type_ == "step.started" and "children" in (event["data"] or {}))
+    )
+
+
+def _current_status(run_id: str) -> str | None:
+    return Run.objects.filter(id=run_id).values_list("status", flat=True).first()
+
+
+def _pending_approvals(run_id: str, position: int | None) -> list[Frame]:
+    if position is None:
+        return []
+    rows = Approval.objects.filter(
+        run_id=run_id, position=position, status=Approval.Status.PENDING
+    ).order_by("index", "id")
+    return [
+        {
+            "event": "approval.requested",
+            "data": {"run": run_id, "approval": approval_id, "title": title, "index": index},
+        }
+        for approval_id, title, index in rows.values_list("id", "title", "index")
+    ]
