@@ -17,13 +17,14 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth.models import Permission, User
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models import F
 from django.test import Client
 
 import agentflow
 from agentflow.consumers import FRAME_INTERVAL
 from agentflow.engine.store import append_event
-from agentflow.models import Approval, Run
+from agentflow.models import Approval, Event, Run
 from apps.project.asgi import application
 
 pytestmark = pytest.mark.usefixtures("transactional_db", "redis_client")
@@ -191,6 +192,37 @@ def test_a_reconnect_after_seq_gets_exactly_the_missed_events():
     missed = async_to_sync(again)()
     assert [(event["seq"], event["event"], event["data"]) for event in missed] == [
         (seq, "test.tick", {"i": seq - 1}) for seq in range(4, 8)
+    ]
+
+
+def lost_publish(run: Run, type_: str, data: dict) -> int:
+    """Commit an event as a process that died before publishing it would; return its seq."""
+    with transaction.atomic():
+        Run.objects.filter(id=run.id).update(event_seq=F("event_seq") + 1)
+        seq = Run.objects.values_list("event_seq", flat=True).get(id=run.id)
+        Event.objects.create(run=run, seq=seq, type=type_, data=data)
+    return seq
+
+
+def test_an_event_whose_publish_was_lost_is_read_from_the_table():
+    run = new_run(events=1)
+    admin = session_of(make_user("admin", staff=True, view=True))
+
+    async def check() -> list[dict]:
+        communicator = socket(f"ws/agentflow/runs/{run.id}/", admin)
+        assert (await communicator.connect())[0]
+        events, _ = await receive_until(communicator, up_to(1), timeout=10)
+        assert await sync_to_async(lost_publish)(run, "test.lost", {"i": 1}) == 2
+        await sync_to_async(append_event)(run.id, "test.tick", {"i": 2})
+        events += (await receive_until(communicator, up_to(3), timeout=10))[0]
+        await communicator.disconnect()
+        return events
+
+    events = async_to_sync(check)()
+    assert [(event["seq"], event["event"]) for event in events] == [
+        (1, "test.tick"),
+        (2, "test.lost"),
+        (3, "test.tick"),
     ]
 
 
