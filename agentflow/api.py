@@ -1,5 +1,5 @@
 """The module functions of the public API: start, wait, signal, cancel, replay, approve,
-reject, resume.
+reject, resume, fork, compare.
 
 Each writes its facts and events in one transaction and sends wake-ups after commit.
 """
@@ -10,21 +10,23 @@ import time
 from typing import Any
 from uuid import UUID
 
-from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from agentflow import permissions, registry
 from agentflow.definitions import AgentDefinition
-from agentflow.engine import approvals, pausing, store
+from agentflow.engine import approvals, pausing, retry, store
+from agentflow.engine import compare as compare_engine
+from agentflow.engine import fork as fork_engine
 from agentflow.engine import replay as replay_engine
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import check_text, dumps, loads
-from agentflow.exceptions import ApprovalNotFound, InvalidInput, InvalidState, RunNotFound
+from agentflow.exceptions import ApprovalNotFound, InvalidState, RunNotFound
+from agentflow.gates import budgets
 from agentflow.gates.redaction import redact_text
 from agentflow.gates.sealing import protect
-from agentflow.models import Approval, Budget, Run, Signal, Step
+from agentflow.models import Approval, Run, Signal, Step
 
 RunRef = Run | UUID | str
 
@@ -62,6 +64,21 @@ def start(
     (any of the Budget model's ``max_*`` fields).
     """
     definition = registry.get_agent(agent.name if isinstance(agent, AgentDefinition) else agent)
+    return create_run(
+        definition, input, idempotency_key=idempotency_key, owner=owner, budget=budget
+    )
+
+
+def create_run(
+    definition: AgentDefinition,
+    input: dict[str, Any] | None,
+    *,
+    idempotency_key: str | None,
+    owner: Any,
+    budget: dict[str, Any] | None,
+    schedule_id: int | None = None,
+) -> Run:
+    """``start`` for a resolved agent; a beat tick also links the run to its schedule."""
     value = {} if input is None else input
     # Stored form first: validating a value nested 100,000 deep would itself recurse.
     stored_input, sealed_input = protect(dumps(value, what=f"input of agent {definition.name}"))
@@ -72,7 +89,7 @@ def start(
             what=f"idempotency_key of agent {definition.name}",
             max_chars=Run._meta.get_field("idempotency_key").max_length,
         )
-    run_budget = _run_budget(definition.name, budget)
+    run_budget = budgets.run_budget(definition.name, budget)
     if idempotency_key is not None:
         existing = Run.objects.filter(
             agent=definition.name, idempotency_key=idempotency_key
@@ -88,6 +105,7 @@ def start(
                 sealed_input=sealed_input,
                 idempotency_key=idempotency_key,
                 owner=owner,
+                schedule_id=schedule_id,
             )
             if run_budget is not None:
                 run_budget.run = run
@@ -102,31 +120,6 @@ def start(
             raise
         return Run.objects.get(agent=definition.name, idempotency_key=idempotency_key)
     return run
-
-
-def _run_budget(agent: str, limits: dict[str, Any] | None) -> Budget | None:
-    """A run's own Budget from ``start(budget=...)``, checked before anything is written."""
-    if limits is None:
-        return None
-    if not isinstance(limits, dict) or not limits:
-        raise InvalidInput(
-            f"budget for agent '{agent}' must be a dict of limits, e.g. {{'max_cost': '1.00'}}"
-        )
-    unknown = set(limits) - set(Budget.LIMITS)
-    if unknown:
-        raise InvalidInput(
-            f"budget for agent '{agent}' has unknown limit(s) {', '.join(sorted(unknown))}; "
-            f"use {', '.join(Budget.LIMITS)}."
-        )
-    budget = Budget(period=Budget.Period.RUN, name="run budget", **limits)
-    try:
-        budget.full_clean(exclude=["name", "run"])
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items()
-        )
-        raise InvalidInput(f"budget for agent '{agent}' is invalid: {problems}") from None
-    return budget
 
 
 def wait(run: RunRef, timeout: float = 60) -> Run:
@@ -265,7 +258,33 @@ def reject(approval: ApprovalRef, *, by: Any, comment: str = "") -> Approval:
 
 
 def resume(run: RunRef, *, by: Any = None) -> Run:
-    """Continue a PAUSED run (after raising the budget or policy limit that paused it)."""
+    """Continue a PAUSED run, or retry a FAILED run from its failed step.
+
+    A paused run goes on after an operator raised the budget or policy limit that paused
+    it. A failed run re-executes its failed step (a fan-out: its failed children) and
+    whatever follows, after the operator fixed the cause; the steps before it are kept,
+    so no side effect that already happened runs again. ``InvalidState`` for any other run.
+    """
     run_id = _run_id(run)
-    pausing.resume(run_id, by=_who(by))
+    current = get_run(run_id)
+    if current.status == Run.Status.FAILED:
+        retry.retry(run_id, by=_who(by))
+    elif current.status == Run.Status.PAUSED:
+        pausing.resume(run_id, by=_who(by))
+    else:
+        raise InvalidState(
+            f"Run {run_id} is {current.status}; only a paused run can be resumed and only a "
+            "failed run retried. Use agentflow.fork(run, at=...) to run it again from a step."
+        )
     return get_run(run_id)
+
+
+def fork(run: RunRef, *, at: int, by: Any = None) -> Run:
+    """Start a new run of the same agent, version and input that keeps the steps before
+    position ``at`` and re-executes from there; its ``parent`` is ``run``."""
+    return fork_engine.fork(_run_id(run), at=at, by=_who(by))
+
+
+def compare(a: RunRef, b: RunRef) -> compare_engine.RunComparison:
+    """Compare two runs position by position (a fork and its parent, say)."""
+    return compare_engine.compare(get_run(a), get_run(b))

@@ -12,17 +12,21 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from agentflow import conf
 from agentflow.engine.interrupts import unavailable_as_interrupt
-from agentflow.exceptions import BudgetExceeded
+from agentflow.exceptions import BudgetExceeded, InvalidInput
 from agentflow.gates.matching import matches
+
+if TYPE_CHECKING:
+    from agentflow.models import Budget
 
 MILLION = Decimal(1_000_000)
 DIMENSIONS = {
@@ -208,3 +212,30 @@ def settle(reservation: Reservation, actual: Usage) -> None:
 def release(reservation: Reservation) -> None:
     """Give back a reservation whose step did not run after all."""
     settle(reservation, Usage())
+
+
+def run_budget(agent: str, limits: dict[str, Any] | None) -> Budget | None:
+    """A run's own (unsaved) Budget from ``start(budget=...)``; InvalidInput naming the problem."""
+    from agentflow.models import Budget
+
+    if limits is None:
+        return None
+    if not isinstance(limits, dict) or not limits:
+        raise InvalidInput(
+            f"budget for agent '{agent}' must be a dict of limits, e.g. {{'max_cost': '1.00'}}"
+        )
+    unknown = set(limits) - set(Budget.LIMITS)
+    if unknown:
+        raise InvalidInput(
+            f"budget for agent '{agent}' has unknown limit(s) {', '.join(sorted(unknown))}; "
+            f"use {', '.join(Budget.LIMITS)}."
+        )
+    budget = Budget(period=Budget.Period.RUN, name="run budget", **limits)
+    try:
+        budget.full_clean(exclude=["name", "run"])
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items()
+        )
+        raise InvalidInput(f"budget for agent '{agent}' is invalid: {problems}") from None
+    return budget

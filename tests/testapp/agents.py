@@ -662,3 +662,74 @@ def first_hold(i: int, hold: float, *, idempotency_key: str) -> int:
 @agent(name="tests.held_fan")
 def held_fan(ctx: RunContext, n: int, hold: float) -> list:
     return ctx.map(first_hold, [{"i": i, "hold": hold} for i in range(n)])
+
+
+# -----------------------------------------------------------------------------------------
+# Time travel and schedules (tests/test_time_travel.py, tests/test_schedules.py, issue 9).
+# -----------------------------------------------------------------------------------------
+
+
+@tool(name="tests.tt_gated", retries=0)
+def tt_gated(flag: str, *, idempotency_key: str) -> str:
+    """Fail until the test sets ``flag`` (the operator fixed the cause)."""
+    executed(idempotency_key)
+    if not Flag.objects.filter(name=flag).exists():
+        raise RuntimeError(f"flag {flag} is not set yet")
+    return f"{flag}:ok"
+
+
+@agent(name="tests.tt_retry")
+def tt_retry(ctx: RunContext, flag: str) -> dict:
+    before = [ctx.call(record_effect, tag=f"before-{i}") for i in range(2)]
+    gated = ctx.call(tt_gated, flag=flag)
+    after = ctx.call(record_effect, tag="after")
+    return {"before": before, "gated": gated, "after": after}
+
+
+@tool(name="tests.tt_gated_child", retries=0)
+def tt_gated_child(i: int, flag: str, *, idempotency_key: str) -> int:
+    """A fan-out child: odd ones fail until ``flag`` is set."""
+    executed(idempotency_key)
+    if i % 2 and not Flag.objects.filter(name=flag).exists():
+        raise RuntimeError(f"child {i}: flag {flag} is not set yet")
+    return i * 10
+
+
+@agent(name="tests.tt_fan_retry")
+def tt_fan_retry(ctx: RunContext, n: int, flag: str) -> dict:
+    first = ctx.call(record_effect, tag="first")
+    mapped = ctx.map(tt_gated_child, [{"i": i, "flag": flag} for i in range(n)])
+    return {"first": first, "mapped": mapped}
+
+
+@agent(name="tests.tt_raises")
+def tt_raises(ctx: RunContext, flag: str) -> str:
+    """Fails in its own code (no failed step) until ``flag`` is set."""
+    done = ctx.call(record_effect, tag="once")
+    if not Flag.objects.filter(name=flag).exists():
+        raise ValueError(f"flag {flag} is not set yet")
+    return done
+
+
+@agent(name="tests.tt_steps")
+def tt_steps(ctx: RunContext, n: int, salt: str = "") -> list:
+    """n ctx.step positions, each counting its executions under (run, position)."""
+    return [ctx.step(tt_count, i, salt) for i in range(n)]
+
+
+def tt_count(i: int, salt: str) -> str:
+    """Its arguments name no run, so a fork's replay of it matches the source's record."""
+    executed(f"tt:{salt}:{i}")
+    flag = Flag.objects.filter(name=f"tt-salt-{i}").first()
+    return f"{i}{salt}" + ("" if flag is None else "+changed")
+
+
+@agent(name="tests.tt_fan_then_step")
+def tt_fan_then_step(ctx: RunContext, n: int, salt: str) -> dict:
+    doubled = ctx.map(child_effect, [{"i": i} for i in range(n)])
+    return {"sum": sum(doubled), "after": ctx.step(tt_count, n, salt)}
+
+
+@agent(name="tests.tt_scheduled")
+def tt_scheduled(ctx: RunContext, label: str) -> str:
+    return ctx.step(step_a) + label
