@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 from uuid import UUID
 
 from celery import Task, chord, current_app, shared_task
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import before_task_publish, worker_process_init, worker_ready
 from django.db import InterfaceError, OperationalError, connections, transaction
 
-from agentflow import conf
+from agentflow import conf, schedules
 from agentflow.engine import children, executor, fanout, leases, reconciler
 
 
@@ -185,3 +185,18 @@ def reconcile_at_worker_start(sender: object = None, **kwargs: object) -> None:
 def reconcile_in_this_worker(**kwargs: object) -> None:
     """Run the reconciler from this process's heartbeat thread every RECONCILE_EVERY."""
     leases.heartbeat.reconciling(reconciler.reconcile_exclusively)
+
+
+@shared_task(name=schedules.TASK, base=DurableTask, bind=True)
+def start_scheduled(self: Task, schedule: int, **kwargs: Any) -> str | None:
+    """One beat tick of ``agentflow.schedule``: start its one run (a repeat returns it)."""
+    stamped = self.request.get(schedules.FIRE_TIME_HEADER)
+    run = schedules.start_tick(schedule, stamped=stamped, **kwargs)
+    return None if run is None else str(run.id)
+
+
+@before_task_publish.connect
+def stamp_fire_time(sender: str | None = None, headers: dict | None = None, **kwargs: Any) -> None:
+    """Stamp a scheduled start with the time it is published: its tick, in every delivery."""
+    if sender == schedules.TASK and headers is not None:
+        headers.setdefault(schedules.FIRE_TIME_HEADER, datetime.now(UTC).isoformat())

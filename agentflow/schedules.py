@@ -1,0 +1,184 @@
+"""Recurring agents: django-celery-beat ``PeriodicTask`` rows that start runs.
+
+Each tick starts exactly one run, keyed by (schedule, fire time). The fire time is the
+moment the message was published, stamped into its headers by the publisher (beat) and
+floored to the schedule's tick: whole ``every`` seconds since the epoch for an interval,
+the minute for a crontab. A redelivered message carries the same stamp, and two beats
+that both send one tick send it within the same tick, so either way the idempotency
+key ``schedule:<periodic task id>:<fire time>`` is the same and ``agentflow.start``
+returns the first run. A message without a stamp (sent by hand) counts at the time its
+worker takes it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+from agentflow import api, registry
+from agentflow.definitions import AgentDefinition
+from agentflow.engine.serialize import dumps, loads
+from agentflow.exceptions import InvalidInput
+from agentflow.gates.budgets import run_budget
+from agentflow.gates.sealing import protect, reveal
+from agentflow.models import Run
+
+TASK = "agentflow.start_scheduled"
+FIRE_TIME_HEADER = "agentflow_fire_time"
+CRONTAB_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+
+
+def schedule(
+    agent: AgentDefinition | str,
+    input: dict[str, Any] | None = None,
+    *,
+    every: int | None = None,
+    crontab: str | None = None,
+    name: str | None = None,
+    owner: Any = None,
+    budget: dict[str, Any] | None = None,
+    enabled: bool = True,
+) -> PeriodicTask:
+    """Write a PeriodicTask that starts ``agent`` every ``every`` seconds or on ``crontab``.
+
+    ``crontab`` is a 5-field string ("minute hour day-of-month month day-of-week") in the
+    site's TIME_ZONE. ``owner`` and ``budget`` are passed to every ``agentflow.start``.
+    """
+    definition = registry.get_agent(agent.name if isinstance(agent, AgentDefinition) else agent)
+    value = {} if input is None else input
+    stored, sealed = protect(dumps(value, what=f"input of agent {definition.name}"))
+    definition.validate_input(value)
+    run_budget(definition.name, budget)
+    when = _when(definition.name, every, crontab)
+    name = name or _default_name(definition.name, every, crontab)
+    if PeriodicTask.objects.filter(name=name).exists():
+        raise InvalidInput(
+            f"A schedule named '{name}' already exists; pass another name, or change or delete "
+            "that one in the admin (Periodic tasks)."
+        )
+    kwargs = {
+        "agent": definition.name,
+        "input": loads(stored),
+        "sealed_input": sealed,
+        "owner": None if owner is None else owner.pk,
+        "budget": budget,
+    }
+    try:
+        with transaction.atomic():
+            task = PeriodicTask.objects.create(
+                name=name, task=TASK, enabled=enabled, kwargs="{}", **when
+            )
+            # The task finds its schedule by id: that is half of each run's key.
+            task.kwargs = json.dumps({"schedule": task.id, **kwargs})
+            task.save(update_fields=["kwargs"])
+    except IntegrityError:  # created by someone else just now
+        raise InvalidInput(
+            f"A schedule named '{name}' already exists; pass another name."
+        ) from None
+    return task
+
+
+def _when(agent: str, every: Any, crontab: Any) -> dict[str, Any]:
+    """The ``interval`` or ``crontab`` of the PeriodicTask; InvalidInput naming the problem."""
+    if (every is None) == (crontab is None):
+        raise InvalidInput(
+            f"Schedule of agent '{agent}' needs exactly one of every= (seconds) or crontab= "
+            f"(a 5-field string); got {'both' if every is not None else 'neither'}."
+        )
+    if every is not None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise InvalidInput(
+                f"Schedule of agent '{agent}': every={every!r} must be a whole number of "
+                "seconds, at least 1."
+            )
+        interval, _ = IntervalSchedule.objects.get_or_create(
+            every=every, period=IntervalSchedule.SECONDS
+        )
+        return {"interval": interval}
+    fields = crontab.split() if isinstance(crontab, str) else []
+    if len(fields) != len(CRONTAB_FIELDS):
+        raise InvalidInput(
+            f"Schedule of agent '{agent}': crontab={crontab!r} must have 5 fields, "
+            "'minute hour day-of-month month day-of-week', e.g. '0 9 * * 1-5'."
+        )
+    values = dict(zip(CRONTAB_FIELDS, fields, strict=True))
+    from celery.schedules import crontab as celery_crontab
+
+    try:
+        celery_crontab(**values)
+    except ValueError as exc:
+        raise InvalidInput(
+            f"Schedule of agent '{agent}': crontab={crontab!r} is not valid: {exc}."
+        ) from None
+    cron, _ = CrontabSchedule.objects.get_or_create(**values, timezone=settings.TIME_ZONE)
+    return {"crontab": cron}
+
+
+def _default_name(agent: str, every: int | None, crontab: str | None) -> str:
+    return f"{agent} every {every}s" if every is not None else f"{agent} at '{crontab}'"
+
+
+def runs_of(periodic_task: PeriodicTask | int) -> QuerySet[Run]:
+    """The runs a schedule started, newest first."""
+    task_id = periodic_task.pk if isinstance(periodic_task, PeriodicTask) else periodic_task
+    return Run.objects.filter(schedule_id=task_id).order_by("-created_at")
+
+
+def tick_seconds(task: PeriodicTask) -> float:
+    """How far apart the schedule's fire times are at least (a crontab: one minute)."""
+    if task.interval_id is not None:
+        return max(task.interval.schedule.run_every.total_seconds(), 1.0)
+    return 60.0
+
+
+def fire_time(task: PeriodicTask, stamped: str | None) -> datetime:
+    """The tick a message belongs to: its publish time (else now), floored to the tick."""
+    published = datetime.fromisoformat(stamped) if stamped else timezone.now()
+    tick = tick_seconds(task)
+    floored = published.timestamp() // tick * tick
+    return datetime.fromtimestamp(floored, tz=UTC)
+
+
+def idempotency_key(task: PeriodicTask, fired: datetime) -> str:
+    """The start key of the run for one tick of one schedule."""
+    return f"schedule:{task.id}:{fired.isoformat()}"
+
+
+def start_tick(
+    schedule: int,
+    *,
+    stamped: str | None,
+    agent: str,
+    input: Any,
+    sealed_input: str | None = None,
+    owner: int | None = None,
+    budget: dict[str, Any] | None = None,
+) -> Run | None:
+    """Start the one run of this tick (or return it); None if the schedule was deleted."""
+    task = PeriodicTask.objects.select_related("interval").filter(id=schedule).first()
+    if task is None:
+        return None
+    user = None
+    if owner is not None:
+        user = get_user_model().objects.filter(pk=owner).first()
+        if user is None:
+            raise InvalidInput(
+                f"Schedule '{task.name}' ({task.id}) starts runs for user {owner}, who no "
+                "longer exists; give it another owner or delete it."
+            )
+    return api.create_run(
+        registry.get_agent(agent),
+        reveal(input, sealed_input),
+        idempotency_key=idempotency_key(task, fire_time(task, stamped)),
+        owner=user,
+        budget=budget,
+        schedule_id=task.id,
+    )
