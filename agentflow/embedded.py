@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 
 from celery import current_app
-from celery.beat import EmbeddedService, Scheduler
+from celery.beat import EmbeddedService
 from celery.worker import WorkController
 
 
@@ -37,8 +37,10 @@ def worker(concurrency: int = 2) -> Iterator[WorkController]:
     )
     worker_thread = threading.Thread(target=controller.start, name="agentflow-worker", daemon=True)
     worker_thread.start()
-    # An in-memory scheduler: nothing to write to disk, the reconciler catches up at start.
-    beat = EmbeddedService(app, thread=True, scheduler_cls=Scheduler)
+    # django-celery-beat's scheduler: schedules made with agentflow.schedule fire here too.
+    beat = EmbeddedService(
+        app, thread=True, scheduler_cls="django_celery_beat.schedulers:DatabaseScheduler"
+    )
     beat.start()
     try:
         yield controller

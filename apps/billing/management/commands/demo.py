@@ -9,10 +9,13 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
+from django_celery_beat.models import PeriodicTask
 
 import agentflow
 from agentflow import embedded
 from agentflow.management.follow import follow
+
+SCHEDULE = "demo: billing.reconcile hourly"
 
 
 class Command(BaseCommand):
@@ -26,6 +29,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, once: bool, addr: str, period: str, **options: Any) -> None:
         user = self._admin_user()
         with embedded.worker() if embedded.is_embedded() else contextlib.nullcontext():
+            self._schedule(period, user)
             self.stdout.write(f"starting billing.reconcile for {period}...")
             run = agentflow.start("billing.reconcile", {"period": period}, owner=user)
             run = follow(run, self.stdout.write, timeout=120)
@@ -37,6 +41,14 @@ class Command(BaseCommand):
                 return
             self.stdout.write(f"admin: http://{addr}/admin/  (user admin, password admin)")
             call_command("runserver", addr, use_reloader=False)
+
+    def _schedule(self, period: str, user: Any) -> None:
+        """One recurring run for the admin's Periodic tasks page (made once)."""
+        if not PeriodicTask.objects.filter(name=SCHEDULE).exists():
+            agentflow.schedule(
+                "billing.reconcile", {"period": period}, every=3600, name=SCHEDULE, owner=user
+            )
+            self.stdout.write(f"scheduled '{SCHEDULE}': billing.reconcile every hour")
 
     def _admin_user(self) -> Any:
         users = get_user_model()

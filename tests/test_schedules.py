@@ -1,0 +1,188 @@
+"""Schedules: agentflow.schedule writes a PeriodicTask; each tick starts exactly one run.
+
+The tick tests run a real Celery worker, and a real ``celery beat`` with django-celery-beat's
+DatabaseScheduler reading the test database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+from django_celery_beat.models import PeriodicTask
+
+import agentflow
+from agentflow import schedules
+from agentflow.models import Run
+from agentflow.tasks import start_scheduled
+from tests.conftest import ROOT
+from tests.support import wait_until
+
+SECRET = "sk-" + "a1B2" * 6
+
+
+@pytest.mark.django_db
+def test_schedule_writes_a_periodic_task_that_starts_the_agent(django_user_model):
+    owner = django_user_model.objects.create(username="scheduler")
+    task = agentflow.schedule(
+        "tests.tt_scheduled", {"label": SECRET}, every=30, owner=owner, budget={"max_steps": 9}
+    )
+
+    assert isinstance(task, PeriodicTask)
+    assert (task.name, task.task, task.enabled) == (
+        "tests.tt_scheduled every 30s",
+        "agentflow.start_scheduled",
+        True,
+    )
+    assert (task.interval.every, task.interval.period, task.crontab) == (30, "seconds", None)
+    kwargs = json.loads(task.kwargs)
+    assert kwargs["schedule"] == task.id and kwargs["agent"] == "tests.tt_scheduled"
+    assert (kwargs["owner"], kwargs["budget"]) == (owner.pk, {"max_steps": 9})
+    # Stored redacted, like a run's input; the real value only sealed.
+    assert SECRET not in task.kwargs and kwargs["sealed_input"]
+
+    cron = agentflow.schedule("tests.tt_scheduled", {"label": "x"}, crontab="0 9 * * 1-5",
+                              enabled=False)  # fmt: skip
+    assert cron.name == "tests.tt_scheduled at '0 9 * * 1-5'" and not cron.enabled
+    assert (cron.crontab.minute, cron.crontab.hour, cron.crontab.day_of_week) == ("0", "9", "1-5")
+    assert cron.interval is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        ({}, "exactly one of every= .* or crontab= .*; got neither"),
+        ({"every": 5, "crontab": "* * * * *"}, "got both"),
+        ({"every": 0}, "every=0 must be a whole number of seconds"),
+        ({"every": 1.5}, "every=1.5 must be a whole number"),
+        ({"crontab": "0 9 * *"}, "must have 5 fields"),
+        ({"crontab": "61 * * * *"}, "crontab='61 \\* \\* \\* \\*' is not valid"),
+        ({"every": 5, "input": {"nope": 1}}, "Input for agent 'tests.tt_scheduled'"),
+        ({"every": 5, "budget": {"max_money": 1}}, "unknown limit"),
+    ],
+)
+def test_schedule_refuses_what_cannot_run(arguments, problem):
+    arguments = {"input": {"label": "x"}, **arguments}
+    with pytest.raises(agentflow.InvalidInput, match=problem):
+        agentflow.schedule("tests.tt_scheduled", arguments.pop("input"), **arguments)
+    assert not PeriodicTask.objects.filter(task=schedules.TASK).exists()
+
+
+@pytest.mark.django_db
+def test_schedule_refuses_an_unknown_agent_and_a_taken_name():
+    with pytest.raises(agentflow.UnknownAgent):
+        agentflow.schedule("tests.no_such_agent", every=5)
+    agentflow.schedule("tests.tt_scheduled", {"label": "x"}, every=5, name="nightly")
+    with pytest.raises(agentflow.InvalidInput, match="'nightly' already exists"):
+        agentflow.schedule("tests.tt_scheduled", {"label": "y"}, every=9, name="nightly")
+    assert PeriodicTask.objects.filter(task=schedules.TASK).count() == 1
+
+
+@pytest.mark.django_db
+def test_the_fire_time_is_the_publish_time_floored_to_the_tick():
+    minutely = agentflow.schedule("tests.tt_scheduled", {"label": "x"}, every=60)
+    cron = agentflow.schedule("tests.tt_scheduled", {"label": "x"}, crontab="*/5 * * * *")
+
+    def fired(task: PeriodicTask, stamp: str) -> str:
+        return schedules.fire_time(task, stamp).isoformat()
+
+    assert fired(minutely, "2026-01-01T12:00:00.4+00:00") == "2026-01-01T12:00:00+00:00"
+    assert fired(minutely, "2026-01-01T12:00:59.9+00:00") == "2026-01-01T12:00:00+00:00"
+    assert fired(minutely, "2026-01-01T12:01:00+00:00") == "2026-01-01T12:01:00+00:00"
+    assert fired(cron, "2026-01-01T12:05:07+00:00") == "2026-01-01T12:05:00+00:00"
+    key = schedules.idempotency_key(minutely, datetime(2026, 1, 1, 12, tzinfo=UTC))
+    assert key == f"schedule:{minutely.id}:2026-01-01T12:00:00+00:00"
+
+
+def _started(worker, task_ids: list[str]) -> dict[str, str]:
+    """task id -> the run id it returned, from the worker's log (tasks keep no results)."""
+    pattern = r"agentflow\.start_scheduled\[([0-9a-f-]+)\] succeeded .*?'([0-9a-f-]+)'"
+    found = dict(re.findall(pattern, worker.log()))
+    return {task_id: found[task_id] for task_id in task_ids if task_id in found}
+
+
+def test_two_deliveries_of_one_tick_make_one_run(workers, django_user_model):
+    worker = workers("w1")
+    owner = django_user_model.objects.create(username="scheduler")
+    task = agentflow.schedule(
+        "tests.tt_scheduled", {"label": SECRET}, every=60, owner=owner, budget={"max_steps": 9}
+    )
+    kwargs = json.loads(task.kwargs)
+
+    def deliver(stamp: str) -> str:
+        headers = {schedules.FIRE_TIME_HEADER: stamp}
+        return start_scheduled.apply_async(kwargs=kwargs, headers=headers).id
+
+    # Two beats sent the 12:00 tick (or one message came twice), then the 12:01 tick.
+    sent = [deliver("2026-01-01T12:00:01+00:00"), deliver("2026-01-01T12:00:02.5+00:00")]
+    sent.append(deliver("2026-01-01T12:01:00.2+00:00"))
+    wait_until(
+        lambda: len(_started(worker, sent)) == 3, timeout=60, what="three deliveries handled"
+    )
+    started = _started(worker, sent)
+
+    assert started[sent[0]] == started[sent[1]] != started[sent[2]]
+    runs = list(schedules.runs_of(task))
+    assert [str(run.id) for run in runs] == [started[sent[2]], started[sent[0]]]
+    assert [run.idempotency_key for run in runs] == [
+        f"schedule:{task.id}:2026-01-01T12:01:00+00:00",
+        f"schedule:{task.id}:2026-01-01T12:00:00+00:00",
+    ]
+    for run in runs:
+        run = agentflow.wait(run, timeout=60)
+        assert run.status == Run.Status.SUCCEEDED and run.output == "a" + SECRET
+        assert run.owner_id == owner.pk and run.budgets.get().max_steps == 9
+
+
+@pytest.fixture
+def database_beat(tmp_path):
+    """Start ``celery beat`` with the DatabaseScheduler on the test database."""
+    started: list[subprocess.Popen] = []
+
+    def start() -> subprocess.Popen:
+        log = open(tmp_path / "beat.log", "w")  # noqa: SIM115 (the process writes it)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "apps.project", "beat", "-l", "INFO",
+             "-S", "django_celery_beat.schedulers:DatabaseScheduler"],
+            cwd=ROOT,
+            env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
+                 "AGENTFLOW_TEST_WORKER": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def test_a_schedule_starts_runs_on_a_real_beat(workers, database_beat, tmp_path):
+    workers("w1")
+    task = agentflow.schedule("tests.tt_scheduled", {"label": "-beat"}, every=1)
+    beat = database_beat()
+
+    wait_until(
+        lambda: schedules.runs_of(task).count() >= 3, timeout=60, what="beat to start 3 runs"
+    )
+    runs = list(schedules.runs_of(task))
+    assert beat.poll() is None, (tmp_path / "beat.log").read_text()[-3000:]
+
+    keys = [run.idempotency_key for run in runs]
+    assert len(set(keys)) == len(keys)
+    assert all(key.startswith(f"schedule:{task.id}:") for key in keys)
+    fired = [datetime.fromisoformat(key.split(":", 2)[2]) for key in keys]
+    assert fired == sorted(fired, reverse=True)  # newest first
+    for run in runs:
+        assert agentflow.wait(run, timeout=60).output == "a-beat"
