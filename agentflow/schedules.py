@@ -1,13 +1,12 @@
 """Recurring agents: django-celery-beat ``PeriodicTask`` rows that start runs.
 
-Each tick starts exactly one run, keyed by (schedule, fire time). The fire time is the
-moment the message was published, stamped into its headers by the publisher (beat) and
-floored to the schedule's tick: whole ``every`` seconds since the epoch for an interval,
-the minute for a crontab. A redelivered message carries the same stamp, and two beats
-that both send one tick send it within the same tick, so either way the idempotency
-key ``schedule:<periodic task id>:<fire time>`` is the same and ``agentflow.start``
-returns the first run. A message without a stamp (sent by hand) counts at the time its
-worker takes it.
+Each tick starts one run, keyed by (schedule, fire time): the idempotency key
+``schedule:<periodic task id>:<fire time>`` makes ``agentflow.start`` return the first run
+to a repeat. The fire time is the moment the message was published, stamped into its
+headers by the publisher (beat; see ``agentflow.tasks.stamp_fire_time``) and floored to
+the schedule's tick: whole ``every`` seconds since the epoch for an interval, the minute
+for a crontab. A redelivered message carries the same stamp, so it always agrees; a tick
+sent twice (two beats, a restarted beat) agrees while both sends fall in one tick window. A message without a stamp (sent by hand) counts at the time its worker takes it.
 """
 
 from __future__ import annotations
