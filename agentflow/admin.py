@@ -1,56 +1,108 @@
-"""Admin pages: read-only runs, steps and events; Policy and Budget forms; approvals.
+"""Admin pages: the operator console for runs and approvals; Policy and Budget forms.
 
-The operator console (live timelines, Approve/Reject buttons, actions) is built on these
-later; decisions go through ``agentflow.approve``/``reject`` and the decide view.
+Rows a run depends on (runs, steps, events, signals, approvals, budget spend) are never
+edited or deleted here: the runtime and the public API change them, with their checks,
+events and audit. Runs open on the console's run page (``agentflow.console``); decisions
+go through the decide view; actions call ``agentflow.cancel``/``resume``/``fork``.
 """
 
 from __future__ import annotations
 
-import json
+from decimal import Decimal
+from typing import Any
 
-from django import forms
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.db.models import Exists, OuterRef, QuerySet, Subquery
+from django.http import HttpRequest
+from django.template.loader import render_to_string
+from django.urls import URLPattern, reverse
+from django.utils.html import format_html
 
-from agentflow.gates import validation
-from agentflow.gates.redaction import redact_text
-from agentflow.models import Approval, Budget, BudgetSpend, Event, Policy, Run, Step
+from agentflow.console.approvals import ApprovalQueueMixin
+from agentflow.console.runs import RunConsoleMixin
+from agentflow.console.schedules import ScheduleConsoleMixin
+from agentflow.gates.budgets import DIMENSIONS
+from agentflow.models import Approval, Budget, BudgetSpend, Event, Policy, Run, Signal, Step
+
+SPEND_WINDOWS_SHOWN = 24
 
 
 class ReadOnlyMixin:
-    """Runs are changed by the runtime and the API, never by editing rows."""
+    """Runs are changed by the runtime and the API, never by editing or deleting rows."""
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
-class StepInline(ReadOnlyMixin, admin.TabularInline):
-    model = Step
-    extra = 0
-    can_delete = False
-    fields = (
-        "position",
-        "index",
-        "kind",
-        "name",
-        "status",
-        "attempts",
-        "started_at",
-        "finished_at",
+def status_badge(status: str, run_id: Any = None) -> str:
+    """A status badge; a run's badge carries its id so the list socket can update it."""
+    if run_id is None:
+        return format_html('<span class="af-status af-status--{}">{}</span>', status, status)
+    return format_html(
+        '<span class="af-status af-status--{}" data-run-status="{}">{}</span>',
+        status,
+        run_id,
+        status,
     )
-    readonly_fields = fields
-    show_change_link = True
+
+
+class WaitingOnPersonFilter(admin.SimpleListFilter):
+    """Runs with a pending approval: someone has to decide before they go on."""
+
+    title = "waiting on a person"
+    parameter_name = "waiting_on_person"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "yes"), ("no", "no")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Run]) -> QuerySet[Run]:
+        pending = Exists(
+            Approval.objects.filter(run=OuterRef("pk"), status=Approval.Status.PENDING)
+        )
+        if self.value() == "yes":
+            return queryset.filter(pending)
+        if self.value() == "no":
+            return queryset.exclude(pending)
+        return queryset
 
 
 @admin.register(Run)
-class RunAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("id", "agent", "agent_version", "status", "created_at", "finished_at")
-    list_filter = ("status", "agent")
-    search_fields = ("=id", "agent", "idempotency_key")
+class RunAdmin(RunConsoleMixin, ScheduleConsoleMixin, ReadOnlyMixin, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "agent",
+        "agent_version",
+        "status_column",
+        "owner",
+        "created_at",
+        "finished_at",
+    )
+    list_filter = ("status", "agent", WaitingOnPersonFilter)
+    list_select_related = ("owner",)
     date_hierarchy = "created_at"
-    inlines = [StepInline]
+    change_list_template = "admin/agentflow/run/change_list.html"
+
+    class Media:
+        css = {"all": ("agentflow/console.css",)}
+        js = ("agentflow/socket.js", "agentflow/runs_list.js")
+
+    def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
+        username = get_user_model().USERNAME_FIELD
+        return ("=id", "agent", f"owner__{username}", "idempotency_key")
+
+    def get_urls(self) -> list[URLPattern]:
+        return [*self.console_urls(), *self.schedule_urls(), *super().get_urls()]
+
+    @admin.display(description="status", ordering="status")
+    def status_column(self, run: Run) -> str:
+        return status_badge(run.status, run.id)
 
 
 @admin.register(Step)
@@ -58,6 +110,7 @@ class StepAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("run", "position", "index", "kind", "name", "status", "attempts")
     list_filter = ("status", "kind")
     search_fields = ("=run__id", "name", "idempotency_key")
+    raw_id_fields = ("run",)
 
 
 @admin.register(Event)
@@ -65,6 +118,17 @@ class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("run", "seq", "type", "created_at")
     list_filter = ("type",)
     search_fields = ("=run__id", "type")
+    raw_id_fields = ("run",)
+
+
+@admin.register(Signal)
+class SignalAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Signals sent to runs; ``consumed_position`` is the wait that took each one."""
+
+    list_display = ("run", "name", "created_at", "consumed_position")
+    search_fields = ("=run__id", "name")
+    exclude = ("sealed_data",)
+    raw_id_fields = ("run",)
 
 
 @admin.register(Policy)
@@ -95,23 +159,25 @@ class PolicyAdmin(admin.ModelAdmin):
     )
 
 
-class BudgetSpendInline(ReadOnlyMixin, admin.TabularInline):
-    model = BudgetSpend
-    extra = 0
-    can_delete = False
-    fields = ("window", "cost", "input_tokens", "output_tokens", "tool_calls", "steps")
-    readonly_fields = fields
-
-
 @admin.register(Budget)
 class BudgetAdmin(admin.ModelAdmin):
     """Raising a limit takes effect at once; resume the runs it paused afterwards."""
 
-    list_display = ("name", "enabled", "period", "agent", "owner", "group", "run", "max_cost")
+    list_display = (
+        "name",
+        "enabled",
+        "period",
+        "agent",
+        "owner",
+        "group",
+        "run",
+        "max_cost",
+        "latest_cost",
+    )
     list_filter = ("enabled", "period")
     search_fields = ("name", "agent")
     raw_id_fields = ("run",)
-    inlines = [BudgetSpendInline]
+    readonly_fields = ("spend",)
     fieldsets = (
         (None, {"fields": ("name", "enabled", "period")}),
         ("Applies to", {"fields": ("agent", "owner", "group", "run")}),
@@ -127,57 +193,89 @@ class BudgetAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        ("Spend against the limits, per window", {"fields": ("spend",)}),
     )
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Budget]:
+        latest = BudgetSpend.objects.filter(budget=OuterRef("pk")).order_by("-updated_at")
+        return (
+            super().get_queryset(request).annotate(_latest_cost=Subquery(latest.values("cost")[:1]))
+        )
 
-class ApprovalForm(forms.ModelForm):
-    """An operator may fix the schema, the default or the deadline of a pending approval."""
+    @admin.display(description="spent (latest window)")
+    def latest_cost(self, budget: Budget) -> str:
+        cost = getattr(budget, "_latest_cost", None)
+        return "-" if cost is None else f"${cost.normalize():f}"
 
-    class Meta:
-        model = Approval
-        fields = ("title", "schema", "default", "expires_at")
+    @admin.display(description="spend")
+    def spend(self, budget: Budget) -> str:
+        """Each recent window's spend against each limit (the template escapes values)."""
+        if budget.pk is None:
+            return "-"
+        spends = list(budget.spends.order_by("-updated_at")[: SPEND_WINDOWS_SHOWN + 1])
+        limits = [
+            (name.replace("_", " "), getattr(budget, field)) for name, field in DIMENSIONS.items()
+        ]
+        rows = [
+            (
+                spend.window,
+                [
+                    _cell(getattr(spend, name), getattr(budget, field))
+                    for name, field in DIMENSIONS.items()
+                ],
+                spend.updated_at,
+            )
+            for spend in spends[:SPEND_WINDOWS_SHOWN]
+        ]
+        return render_to_string(
+            "admin/agentflow/budget/spend.html",
+            {"limits": limits, "rows": rows, "more": len(spends) > SPEND_WINDOWS_SHOWN},
+        )
 
-    def clean_title(self) -> str:
-        return redact_text(self.cleaned_data["title"])  # stored like the runtime's titles
 
-    def clean_schema(self):
-        schema = self.cleaned_data.get("schema")
-        if schema is not None:
-            try:
-                validation.check_schema(schema)
-            except ValueError as exc:
-                raise forms.ValidationError(str(exc)) from None
-        return schema
+def _cell(spent: Any, limit: Any) -> tuple[Any, Any, int | None]:
+    if isinstance(spent, Decimal):
+        spent = spent.normalize()
+    if limit is None:
+        return spent, None, None
+    if isinstance(limit, Decimal):
+        limit = limit.normalize()
+    percent = 100 if not limit else int(Decimal(spent) * 100 / Decimal(limit))
+    return spent, limit, percent
 
 
 @admin.register(Approval)
-class ApprovalAdmin(admin.ModelAdmin):
-    """Pending questions and the audit of every decision (who, when, data, comment)."""
+class ApprovalAdmin(ApprovalQueueMixin, ReadOnlyMixin, admin.ModelAdmin):
+    """Pending questions and the audit of every decision (who, when, data, comment).
 
-    form = ApprovalForm
-    list_display = ("id", "title", "run", "status", "created_at", "expires_at", "decided_by")
+    Nothing here is editable or deletable: a deleted pending approval would leave its run
+    waiting for ever, a changed default or deadline would decide without the decide
+    permission, and a changed schema would let the reviewer's data past the agent's own.
+    Decided approvals are the audit trail, so they stay too. Decide in the queue or on
+    the run page.
+    """
+
+    list_display = ("id", "title", "run", "status_column", "created_at", "expires_at", "decided_by")
     list_filter = ("status",)
     search_fields = ("=run__id", "title", "tool")
-    readonly_fields = (
-        "run",
-        "position",
-        "index",
-        "status",
-        "tool",
-        "request_json",
-        "decided_by",
-        "decided_at",
-        "data",
-        "comment",
-    )
+    list_select_related = ("run", "decided_by")
+    change_list_template = "admin/agentflow/approval/change_list.html"
+    exclude = ("sealed_data", "step", "binding")
+    readonly_fields = ("decide_here",)
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False  # agents ask; people answer
+    def get_urls(self) -> list[URLPattern]:
+        return [*self.console_urls(), *super().get_urls()]
 
-    def has_change_permission(self, request, obj=None) -> bool:
-        decided = obj is not None and obj.is_decided
-        return not decided and super().has_change_permission(request, obj)
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["decide_here", *super().get_fields(request, obj)]
 
-    @admin.display(description="request")
-    def request_json(self, obj: Approval) -> str:
-        return json.dumps(obj.request, indent=2, sort_keys=True)  # the admin escapes it
+    @admin.display(description="status", ordering="status")
+    def status_column(self, approval: Approval) -> str:
+        return status_badge(approval.status)
+
+    @admin.display(description="decide")
+    def decide_here(self, approval: Approval) -> str:
+        if approval.is_decided:
+            return f"{approval.status}"
+        url = reverse("admin:agentflow_run_change", args=[approval.run_id])
+        return format_html('<a href="{}#approval-{}">Decide on the run page</a>', url, approval.id)

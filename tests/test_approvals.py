@@ -11,7 +11,7 @@ from django.utils import timezone
 import agentflow
 from agentflow.engine import executor
 from agentflow.models import Approval, Event, Run, Step
-from tests.support import all_at_once, assert_form_refuses, run_ids, wait_until
+from tests.support import all_at_once, run_ids, wait_until
 from tests.testapp.models import Execution, SideEffect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -213,16 +213,17 @@ def test_a_policy_rule_with_a_condition_sends_big_calls_to_a_person(workers):
     ]
 
 
-def test_the_approval_form_rejects_an_invalid_json_schema(admin_client, recording_dispatcher):
+def test_an_approval_cannot_be_changed_in_the_admin(admin_client, recording_dispatcher):
+    """The admin form once let staff edit the schema, default and deadline of a pending
+    approval; a default of 'approve' with a past deadline decided it without the decide
+    permission, so approvals are now read-only there (decisions go through decide)."""
     run = agentflow.start("tests.asker", {})
     advance(run)
     approval = Approval.objects.get(run=run)
-    assert_form_refuses(
-        admin_client,
+    response = admin_client.post(
         f"/admin/agentflow/approval/{approval.id}/change/",
-        {"title": "Raise?", "schema": '{"type": "nonsense"}', "default": "reject"},
-        "schema",
-        "not a valid JSON Schema",
+        {"title": "Raise?", "schema": '{"type": "nonsense"}', "default": "approve"},
     )
+    assert response.status_code == 403
     approval.refresh_from_db()
-    assert approval.schema["type"] == "object"
+    assert approval.schema["type"] == "object" and approval.default == "reject"

@@ -1,0 +1,177 @@
+"""What the run page shows, read in a fixed number of queries whatever the run's size.
+
+A run page reads: the run, one page of its top-level steps (a count and a slice), the
+children counts of every fan-out on that page (one aggregate query), the run's waiting
+steps and pending approvals (bounded slices), and its forks (a bounded slice). A fan-out
+of 5,000 children costs the same as one of 5: its children are listed on their own paged
+page.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.core.paginator import Page, Paginator
+from django.db.models import Count, Q, QuerySet
+
+from agentflow.models import Approval, Run, Step
+
+STEPS_PER_PAGE = 100
+CHILDREN_PER_PAGE = 50
+APPROVALS_SHOWN = 10
+FORKS_SHOWN = 10
+# A step's payload is shown up to this many characters; the step's admin page has it all.
+PAYLOAD_CHARS = 20_000
+
+OPEN = (Step.Status.PENDING, Step.Status.SCHEDULED, Step.Status.RUNNING, Step.Status.WAITING)
+RUNNING = (Step.Status.PENDING, Step.Status.SCHEDULED, Step.Status.RUNNING)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A fan-out's children by status: done, running (or queued), waiting, failed."""
+
+    total: int = 0
+    done: int = 0
+    running: int = 0
+    waiting: int = 0
+    failed: int = 0
+
+
+@dataclass
+class StepRow:
+    """One step as the timeline shows it."""
+
+    step: Step
+    counts: Counts | None = None
+    payloads: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> timedelta | None:
+        step = self.step
+        if step.started_at and step.finished_at:
+            return step.finished_at - step.started_at
+        return None
+
+    @property
+    def tokens(self) -> int:
+        return self.step.input_tokens + self.step.output_tokens
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Something the run waits on, for the "waiting on" links."""
+
+    kind: str  # approval | signal | timer | fanout | step
+    label: str
+    position: int | None = None
+    approval: Approval | None = None
+    at: Any = None
+
+
+def pretty(value: Any) -> str:
+    """Indented JSON, cut at PAYLOAD_CHARS; the template escapes it."""
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    if len(text) > PAYLOAD_CHARS:
+        return text[:PAYLOAD_CHARS] + "\n… (cut here; the step's own page shows all of it)"
+    return text
+
+
+def row(step: Step, counts: Counts | None = None) -> StepRow:
+    payloads = {
+        name: pretty(value)
+        for name, value in (
+            ("arguments", step.args),
+            ("output", step.output),
+            ("error", step.error),
+        )
+        if value is not None
+    }
+    return StepRow(step, counts, payloads)
+
+
+def _counts(run: Run, positions: list[int]) -> dict[int, Counts]:
+    """Children counts of the fan-outs at ``positions``: one aggregate query."""
+    rows = (
+        Step.objects.filter(run=run, index__isnull=False, position__in=positions)
+        .values("position")
+        .annotate(
+            total=Count("id"),
+            done=Count("id", filter=Q(status=Step.Status.SUCCEEDED)),
+            running=Count("id", filter=Q(status__in=RUNNING)),
+            waiting=Count("id", filter=Q(status=Step.Status.WAITING)),
+            failed=Count("id", filter=Q(status=Step.Status.FAILED)),
+        )
+        .order_by()
+    )
+    return {
+        r["position"]: Counts(r["total"], r["done"], r["running"], r["waiting"], r["failed"])
+        for r in rows
+    }
+
+
+def steps_page(run: Run, number: str | int | None) -> tuple[Page, list[StepRow]]:
+    """One page of the run's top-level steps (the last page unless asked otherwise)."""
+    steps = Step.objects.filter(run=run, index__isnull=True).order_by("position")
+    paginator = Paginator(steps, STEPS_PER_PAGE)
+    page = paginator.get_page(number if number else paginator.num_pages)
+    on_page = list(page.object_list)
+    counts = _counts(run, [s.position for s in on_page])
+    return page, [row(s, counts.get(s.position)) for s in on_page]
+
+
+def children_page(
+    run: Run, position: int, status: str, number: str | int | None
+) -> tuple[Page, list[StepRow], Counts]:
+    """One page of a fan-out's children, optionally of one status, with the totals."""
+    children: QuerySet[Step] = Step.objects.filter(
+        run=run, position=position, index__isnull=False
+    ).order_by("index")
+    if status == "running":
+        children = children.filter(status__in=RUNNING)
+    elif status:
+        children = children.filter(status=status)
+    page = Paginator(children, CHILDREN_PER_PAGE).get_page(number)
+    counts = _counts(run, [position]).get(position, Counts())
+    return page, [row(s) for s in page.object_list], counts
+
+
+def pending_approvals(run: Run) -> list[Approval]:
+    """The run's first pending approvals, oldest first (one more tells "there are more")."""
+    return list(
+        Approval.objects.filter(run=run, status=Approval.Status.PENDING).order_by(
+            "created_at", "id"
+        )[: APPROVALS_SHOWN + 1]
+    )
+
+
+def waits(run: Run, approvals: list[Approval]) -> list[Wait]:
+    """What the run waits on: its approvals, signals, timers and open fan-outs."""
+    found = [Wait("approval", a.title, a.position, approval=a) for a in approvals[:APPROVALS_SHOWN]]
+    if run.status not in (Run.Status.WAITING, Run.Status.RUNNING, Run.Status.PENDING):
+        return found
+    waiting = Step.objects.filter(
+        run=run, index__isnull=True, status__in=(Step.Status.WAITING, Step.Status.SCHEDULED)
+    ).order_by("position")[:5]
+    for step in waiting:
+        if step.kind == "approval":
+            continue  # listed with its approval above
+        if step.kind == "wait":
+            found.append(Wait("signal", step.name, step.position, at=step.wake_at))
+        elif step.kind == "sleep":
+            found.append(Wait("timer", "sleep", step.position, at=step.wake_at))
+        elif step.kind in ("map", "parallel"):
+            found.append(Wait("fanout", step.name, step.position))
+        else:
+            found.append(Wait("step", f"{step.kind} {step.name}", step.position, at=step.wake_at))
+    if run.wake_at and not any(w.kind == "timer" for w in found):
+        found.append(Wait("timer", "wake-up", at=run.wake_at))
+    return found
+
+
+def forks(run: Run) -> list[Run]:
+    """The first runs forked from this one."""
+    return list(Run.objects.filter(parent=run).order_by("created_at")[:FORKS_SHOWN])

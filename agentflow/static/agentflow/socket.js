@@ -1,0 +1,110 @@
+/* agentflow console: a websocket that reconnects with exponential backoff.
+ *
+ * Frames are {"seq", "event", "data"}; a "batch" frame carries several in data.events.
+ * With `resume: true` the socket asks for `?after=<last seq>` when it reconnects and drops
+ * any frame at or below the last seq it handed on, so nothing is missed or repeated.
+ */
+(function () {
+  "use strict";
+
+  function socketUrl(path, after) {
+    var scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+    var url = scheme + "//" + window.location.host + path;
+    return after === null ? url : url + "?after=" + encodeURIComponent(String(after));
+  }
+
+  function AgentflowSocket(path, options) {
+    this.path = path;
+    this.resume = Boolean(options.resume);
+    this.last = this.resume ? Number(options.after || 0) : null;
+    this.onEvent = options.onEvent;
+    this.onState = options.onState || function () {};
+    this.failures = 0;
+    this.closed = false;
+    this.connect();
+  }
+
+  AgentflowSocket.prototype.connect = function () {
+    var self = this;
+    var ws = new WebSocket(socketUrl(this.path, this.last));
+    this.ws = ws;
+    this.onState("connecting");
+    ws.onopen = function () {
+      self.failures = 0;
+      self.onState("live");
+    };
+    ws.onmessage = function (message) {
+      var frame;
+      try {
+        frame = JSON.parse(message.data);
+      } catch (error) {
+        return;
+      }
+      self.dispatch(frame);
+    };
+    ws.onclose = function () {
+      if (self.closed) {
+        return;
+      }
+      self.failures += 1;
+      var delay = Math.min(30000, 500 * Math.pow(2, self.failures - 1));
+      delay = delay / 2 + Math.random() * delay / 2;
+      self.onState("reconnecting");
+      window.setTimeout(function () { self.connect(); }, delay);
+    };
+  };
+
+  AgentflowSocket.prototype.dispatch = function (frame) {
+    if (frame && frame.event === "batch" && frame.data && Array.isArray(frame.data.events)) {
+      for (var i = 0; i < frame.data.events.length; i += 1) {
+        this.handle(frame.data.events[i]);
+      }
+      return;
+    }
+    this.handle(frame);
+  };
+
+  AgentflowSocket.prototype.handle = function (frame) {
+    if (!frame || typeof frame.event !== "string") {
+      return;
+    }
+    if (this.resume && typeof frame.seq === "number") {
+      if (frame.seq <= this.last) {
+        return;
+      }
+      this.last = frame.seq;
+    }
+    this.onEvent(frame);
+  };
+
+  AgentflowSocket.prototype.close = function () {
+    this.closed = true;
+    this.ws.close();
+  };
+
+  /* Read the page's JSON data block (never executed: type="application/json"). */
+  function pageData(id) {
+    var element = document.getElementById(id);
+    return element ? JSON.parse(element.textContent) : null;
+  }
+
+  /* Show the connection state in an element with id "af-connection", as text. */
+  function showState(state) {
+    var element = document.getElementById("af-connection");
+    if (!element) {
+      return;
+    }
+    element.dataset.state = state;
+    element.textContent = {connecting: "connecting…", live: "live", reconnecting: "reconnecting…"}[state] || state;
+  }
+
+  function statusClass(status) {
+    return "af-status af-status--" + String(status || "none").toLowerCase().replace(/[^a-z_-]/g, "");
+  }
+
+  window.agentflow = window.agentflow || {};
+  window.agentflow.Socket = AgentflowSocket;
+  window.agentflow.pageData = pageData;
+  window.agentflow.showState = showState;
+  window.agentflow.statusClass = statusClass;
+}());
