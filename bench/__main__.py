@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--fan-out", type=int, default=1000, help="calls in the fan-out benchmark")
     parser.add_argument("--repeats", type=int, default=3, help="fan-out repetitions (median)")
     parser.add_argument("--rated", type=int, default=300, help="calls in the rate-limit run")
+    parser.add_argument("--run-page", type=int, default=5000, help="steps of the run page runs")
     options = parser.parse_args()
     early, late = 100, options.steps - options.window
     print("per-step overhead on PostgreSQL")
@@ -53,6 +54,8 @@ def main() -> None:
     r |= measure("bench.dbos_steps", options.steps, options.workflows, early)
     print("fan-out and rate limits on 2 workers x 4 processes, Redis broker and backend")
     r |= measure("bench.fanout", options.fan_out, options.repeats, options.rated)
+    print("the admin run page")
+    r |= measure("bench.run_page", options.run_page, 5)
 
     rows = [
         ("raw INSERT, autocommit (floor)", r["floor_insert"], None, None),
@@ -103,6 +106,17 @@ def main() -> None:
     verdict = "met" if over == 0 else "MISSED"
     print(f"{'1-second windows over 20 starts':<44}{over:>8}{'0':>9}  {verdict}")
     failed |= utilisation < 0.9 or over > 0
+    pages = [
+        ("run page, 50 steps", "run_page_50"),
+        (f"run page, {options.run_page} steps", "run_page_steps"),
+        (f"run page, fan-out of {options.run_page}", "run_page_fan_out"),
+    ]
+    bounded = len({r[f"{key}_queries"] for _, key in pages}) == 1
+    for name, key in pages:
+        seconds_taken, queries = r[f"{key}_s"], int(r[f"{key}_queries"])
+        verdict = "met" if seconds_taken < 0.5 and bounded else "MISSED"
+        failed |= verdict == "MISSED"
+        print(f"{name + f' ({queries} queries)':<44}{seconds_taken:>7.3f}s{'< 0.5s':>9}  {verdict}")
     sys.exit(1 if failed else 0)
 
 
