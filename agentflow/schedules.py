@@ -6,7 +6,8 @@ to a repeat. The fire time is the moment the message was published, stamped into
 headers by the publisher (beat; see ``agentflow.tasks.stamp_fire_time``) and floored to
 the schedule's tick: whole ``every`` seconds since the epoch for an interval, the minute
 for a crontab. A redelivered message carries the same stamp, so it always agrees; a tick
-sent twice (two beats, a restarted beat) agrees while both sends fall in one tick window. A message without a stamp (sent by hand) counts at the time its worker takes it.
+sent twice (two beats, a restarted beat) agrees while both sends fall in one tick window.
+A message without a stamp (sent by hand) counts at the time its worker takes it.
 """
 
 from __future__ import annotations
