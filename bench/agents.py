@@ -49,3 +49,20 @@ def rated(i: int) -> int:
 @agent(name="bench.rated_fan_out")
 def rated_fan_out(ctx: RunContext, n: int) -> int:
     return len(ctx.map(rated, [{"i": i} for i in range(n)]))
+
+
+# Commit times of the websocket benchmark's steps: run id -> one stamp per step.
+commits: dict[str, list[float]] = {}
+
+
+def paced(run_id: str, gap: float) -> None:
+    """Wait ``gap`` seconds, then stamp: the step's commit follows at once."""
+    time.sleep(gap)
+    commits.setdefault(run_id, []).append(time.perf_counter())
+
+
+@agent(name="bench.paced")
+def paced_run(ctx: RunContext, n: int, gap: float) -> int:
+    for _ in range(n):
+        ctx.step(paced, str(ctx.run.id), gap)
+    return n

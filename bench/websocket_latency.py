@@ -1,0 +1,245 @@
+"""Websocket event latency: from a step's commit to a websocket client receiving it.
+
+Runs advance in this process's threads on PostgreSQL, exactly as a worker advances them;
+each step's event is published to the Redis channel layer after its commit, and daphne
+(the site's asgi.py, in its own process) streams it to real websocket clients in a thread
+of this process. A step stamps its time just before its commit, so the latency includes
+the commit itself.
+
+- paced: 4 runs at once, 250 steps each, one step per 60 ms (1,000 events): each run is
+  slower than the 20 frames/s pacing, so this measures the path, not the coalescing.
+- burst: one run of 1,000 steps as fast as they commit: events share batch frames, and
+  each waits up to one 50 ms frame interval by design.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bench.common import fresh_database, report
+
+ROOT = Path(__file__).resolve().parents[1]
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
+ORIGIN = "http://127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_daphne(port: int, log_dir: Path) -> subprocess.Popen:
+    log = open(log_dir / "daphne.log", "w")  # noqa: SIM115 (closed with the process)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+         "apps.project.asgi:application"],
+        cwd=ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                sys.exit(f"daphne did not start:\n{(log_dir / 'daphne.log').read_text()}")
+            time.sleep(0.1)
+
+
+async def open_socket(
+    port: int, path: str, session: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a websocket the way a browser does (session cookie, Origin).
+
+    A minimal RFC 6455 client: daphne's own (autobahn) is tied to Twisted in this process.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Origin: {ORIGIN}\r\nCookie: sessionid={session}\r\n\r\n"
+        ).encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 101"):
+        sys.exit(f"websocket refused: {head.decode(errors='replace')}")
+    return reader, writer
+
+
+async def read_message(reader: asyncio.StreamReader) -> bytes | None:
+    """The next text message from the server (unmasked frames); None once it closes."""
+    message = b""
+    while True:
+        first, second = await reader.readexactly(2)
+        size = second & 0x7F
+        if size >= 126:
+            size = int.from_bytes(await reader.readexactly(2 if size == 126 else 8), "big")
+        payload = await reader.readexactly(size)
+        opcode = first & 0x0F
+        if opcode == 0x8:
+            return None
+        if opcode in (0x0, 0x1, 0x2):  # data and its continuations; pings are ignored
+            message += payload
+            if first & 0x80:
+                return message
+
+
+class Clients:
+    """Websocket clients, one per run, on an event loop in a thread of their own."""
+
+    def __init__(self, port: int, session: str, run_ids: list[str]) -> None:
+        self.port, self.session, self.run_ids = port, session, run_ids
+        # run id -> receive time of each step.completed event, in seq order
+        self.received: dict[str, list[float]] = {run_id: [] for run_id in run_ids}
+        self.finished: set[str] = set()
+        self.opened = threading.Event()
+        self.done = threading.Event()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self.thread.start()
+        if not self.opened.wait(60):
+            sys.exit("websocket clients did not connect")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._connect_all())
+        self.opened.set()
+        self.loop.run_forever()
+
+    async def _connect_all(self) -> None:
+        for run_id in self.run_ids:
+            reader, writer = await open_socket(
+                self.port, f"/ws/agentflow/runs/{run_id}/", self.session
+            )
+            self.tasks.append(self.loop.create_task(self._read(run_id, reader, writer)))
+
+    async def _read(
+        self, run_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            while (payload := await read_message(reader)) is not None:
+                self.on_frame(run_id, payload, time.perf_counter())
+        finally:
+            writer.close()
+
+    def on_frame(self, run_id: str, payload: bytes, now: float) -> None:
+        import json
+
+        frame = json.loads(payload)
+        events = frame["data"]["events"] if frame["event"] == "batch" else [frame]
+        for event in events:
+            if event["event"] == "step.completed":
+                self.received[run_id].append(now)
+            elif event["event"] == "run.succeeded":
+                self.finished.add(run_id)
+        if len(self.finished) == len(self.run_ids):
+            self.done.set()
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    async def _close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def measure(port: int, session: str, runs: int, steps: int, gap: float) -> list[float]:
+    """Latencies in milliseconds of ``runs`` x ``steps`` step events."""
+    from django.db import connection
+
+    from agentflow.engine import executor
+    from agentflow.models import Run
+    from bench.agents import commits
+
+    rows = [
+        Run.objects.create(agent="bench.paced", agent_version="1", input={"n": steps, "gap": gap})
+        for _ in range(runs)
+    ]
+    clients = Clients(port, session, [str(run.id) for run in rows])
+    clients.start()
+
+    def advance(run: Run) -> str:
+        try:
+            return executor.advance(run.id, worker=f"bench-{run.id}")
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(runs) as pool:
+        outcomes = list(pool.map(advance, rows))
+    assert outcomes == ["succeeded"] * runs, outcomes
+    if not clients.done.wait(60):
+        sys.exit(f"events missing: {[len(v) for v in clients.received.values()]}")
+    clients.stop()
+    latencies = []
+    for run in rows:
+        sent, got = commits[str(run.id)], clients.received[str(run.id)]
+        assert len(sent) == len(got) == steps, (len(sent), len(got))
+        latencies += [(g - s) * 1000 for s, g in zip(sent, got, strict=True)]
+    return latencies
+
+
+def percentiles(latencies: list[float]) -> tuple[float, float]:
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return cuts[49], cuts[98]
+
+
+def main(events: int) -> None:
+    os.environ["BENCH_DATABASE_URL"] = fresh_database("agentflow_bench_websocket")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+    os.environ["REDIS_URL"] = REDIS_URL  # the site's settings put channels-redis on it
+    import django
+
+    django.setup()
+    import redis
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+    from django.test import Client
+
+    call_command("migrate", verbosity=0)
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    browser = Client()
+    browser.force_login(User.objects.create_superuser("bench", "bench@example.com", "pw"))
+    session = browser.cookies["sessionid"].value
+    daphne = start_daphne(free_port(), Path(os.environ.get("BENCH_LOG_DIR", "/tmp")))
+    port = int(daphne.args[daphne.args.index("-p") + 1])
+    results: dict[str, Any] = {}
+    try:
+        runs = 4
+        paced_p50, paced_p99 = percentiles(measure(port, session, runs, events // runs, 0.06))
+        burst_p50, burst_p99 = percentiles(measure(port, session, 1, events, 0.0))
+        results |= {
+            "ws_paced_p50_ms": paced_p50,
+            "ws_paced_p99_ms": paced_p99,
+            "ws_burst_p50_ms": burst_p50,
+            "ws_burst_p99_ms": burst_p99,
+        }
+    finally:
+        daphne.terminate()
+        daphne.wait(30)
+    report(results)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))
