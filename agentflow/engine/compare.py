@@ -81,10 +81,7 @@ class RunComparison:
     input_equal: bool
     output_equal: bool
     steps: list[StepComparison] = field(default_factory=list)
-
-    @property
-    def first_difference(self) -> int | None:
-        return next((s.position for s in self.steps if not s.equal), None)
+    first_difference: int | None = None  # computed once: templates read it per row
 
     @property
     def equal(self) -> bool:
@@ -113,6 +110,7 @@ def compare(a: Run, b: Run) -> RunComparison:
         input_equal=a.input == b.input,
         output_equal=(a.output, a.error) == (b.output, b.error),
         steps=steps,
+        first_difference=next((s.position for s in steps if not s.equal), None),
     )
 
 
