@@ -111,7 +111,7 @@ def parse_after(query_string: bytes) -> int | None:
         after = int(values[-1])
     except (UnicodeDecodeError, ValueError):
         return None
-    return after if after >= 0 else None
+    return after if 0 <= after < 2**63 else None  # seq is a PostgreSQL bigint
 
 
 def parse_run_id(value: str) -> UUID | None:
@@ -204,6 +204,7 @@ class RunListConsumer(AsyncJsonWebsocketConsumer):
     ``permissions.may_view`` allows it, asked once per run and socket.
     """
 
+    group: str | None = None
     pacer: Pacer | None = None
 
     async def connect(self) -> None:
@@ -212,13 +213,15 @@ class RunListConsumer(AsyncJsonWebsocketConsumer):
             return
         self.visible: dict[str, tuple[bool, str]] = {}  # run id -> (may view, agent)
         self.pacer = Pacer(self.send_json, list_frame)
-        await self.channel_layer.group_add(ALL_RUNS_GROUP, self.channel_name)
+        self.group = ALL_RUNS_GROUP
+        await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
         if self.pacer is not None:
             self.pacer.stop()
-            await self.channel_layer.group_discard(ALL_RUNS_GROUP, self.channel_name)
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         """The socket only streams; whatever a client sends is ignored."""
@@ -257,7 +260,7 @@ class RunListConsumer(AsyncJsonWebsocketConsumer):
                         },
                     }
                 )
-            elif _listed(event):
+            elif _asks_approval(event):
                 frames.extend(_pending_approvals(run_id, data.get("position")))
         return frames
 
@@ -273,15 +276,19 @@ class RunListConsumer(AsyncJsonWebsocketConsumer):
 
 
 def _listed(event: Frame) -> bool:
-    """Whether a run event matters to list views: a status change or a new approval.
+    """Whether a run event matters to list views: a status change or an approval."""
+    type_ = event["event"]
+    return type_.startswith("run.") or type_ == "approval.decided" or _asks_approval(event)
 
-    A fan-out's children ask for their approvals with the parent's ``step.started``.
+
+def _asks_approval(event: Frame) -> bool:
+    """Whether an event may come with new approvals.
+
+    A fan-out's children ask for theirs with the parent's ``step.started``.
     """
     type_ = event["event"]
-    return (
-        type_.startswith("run.")
-        or type_ in ("approval.requested", "approval.decided")
-        or (type_ == "step.started" and "children" in (event["data"] or {}))
+    return type_ == "approval.requested" or (
+        type_ == "step.started" and "children" in (event["data"] or {})
     )
 
 

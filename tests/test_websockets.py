@@ -24,8 +24,9 @@ from django.test import Client
 import agentflow
 from agentflow.consumers import FRAME_INTERVAL
 from agentflow.engine.store import append_event
-from agentflow.models import Approval, Event, Run
+from agentflow.models import Approval, Event, Policy, Run
 from apps.project.asgi import application
+from tests.support import wait_until
 
 pytestmark = pytest.mark.usefixtures("transactional_db", "redis_client")
 
@@ -305,13 +306,11 @@ def test_the_list_socket_streams_status_changes_and_pending_approvals(workers):
         assert (await staff_list.connect())[0]
         assert (await viewer_list.connect())[0]
         run = await sync_to_async(agentflow.start)("tests.asker")
-        mine = lambda frame: frame["data"]["run"] == str(run.id)  # noqa: E731
 
         def has(event: str, **data: Any) -> Callable[[list[dict]], bool]:
             return lambda frames: any(
                 frame["event"] == event
-                and mine(frame)
-                and all(frame["data"].get(k) == v for k, v in data.items())
+                and all(frame["data"].get(k) == v for k, v in {"run": str(run.id), **data}.items())
                 for frame in frames
             )
 
@@ -319,6 +318,25 @@ def test_the_list_socket_streams_status_changes_and_pending_approvals(workers):
         approval = await sync_to_async(Approval.objects.get)(run=run)
         await sync_to_async(agentflow.approve)(approval, by=admin_user)
         more, _ = await receive_until(staff_list, has("run.status", status="succeeded"), timeout=60)
+
+        # A fan-out child that a policy sends to a person asks with its parent's step.started.
+        await sync_to_async(Policy.objects.create)(
+            name="big", tool="tests.transfer", effect="approve", condition="amount > 1000"
+        )
+        fan = await sync_to_async(agentflow.start)(
+            "tests.transferrer", {"amounts": ["50", "1500.00"]}
+        )
+        child = await sync_to_async(wait_until)(
+            lambda: Approval.objects.filter(run=fan).values("id", "title").first(),
+            timeout=60,
+            what="the child's approval",
+        )
+        wanted = {"run": str(fan.id), "approval": child["id"], "title": child["title"], "index": 1}
+        await receive_until(
+            staff_list,
+            lambda frames: any(frame["data"] == wanted for frame in frames),
+            timeout=60,
+        )
         assert await viewer_list.receive_nothing(timeout=0.3)
         for communicator in (staff_list, viewer_list):
             await communicator.disconnect()
