@@ -103,6 +103,8 @@ class RunConsoleMixin:
             "may_cancel": user.has_perm(CANCEL),
             "may_resume": user.has_perm(RESUME),
             "may_fork": user.has_perm(FORK),
+            "cancellable": (*Run.ACTIVE, Run.Status.PAUSED),
+            "resumable": (Run.Status.PAUSED, Run.Status.FAILED),
             "live": {
                 "run": str(run.id),
                 "after": run.event_seq,

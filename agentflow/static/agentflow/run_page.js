@@ -147,6 +147,7 @@
         logEvent(frame);
         if (RUN_STATUS[frame.event]) {
           setStatus(runStatus, RUN_STATUS[frame.event]);
+          document.getElementById("af-waits-stale").hidden = false;
         } else if (frame.event.indexOf("approval.") === 0) {
           onApproval(frame);
         }

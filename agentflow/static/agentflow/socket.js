@@ -88,8 +88,10 @@
     return element ? JSON.parse(element.textContent) : null;
   }
 
-  /* Show the connection state in an element with id "af-connection", as text. */
+  /* Show the connection state as <html data-af-socket="..."> and, where the page has
+   * one, in the element with id "af-connection", as text. */
   function showState(state) {
+    document.documentElement.dataset.afSocket = state;
     var element = document.getElementById("af-connection");
     if (!element) {
       return;
