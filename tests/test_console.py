@@ -23,6 +23,7 @@ import agentflow
 from agentflow.console.csp import POLICY
 from agentflow.engine import executor
 from agentflow.models import Approval, Budget, BudgetSpend, Event, Run, Step
+from tests.testapp.models import Flag
 
 pytestmark = pytest.mark.django_db
 
@@ -159,6 +160,7 @@ def test_console_pages_send_the_csp_and_hold_no_inline_script(admin_client):
         reverse("admin:agentflow_run_schedules"),
         reverse("admin:agentflow_run_schedule_add"),
     ]
+    assert "script-src 'self';" in POLICY and "unsafe-inline" not in POLICY.split("style-src")[0]
     for url in urls:
         response = admin_client.get(url)
         assert response.status_code == 200, url
@@ -219,6 +221,18 @@ def test_the_approval_panel_is_built_from_the_schema(admin_client):
     assert html.count('data-testid="approve"') == 2 and html.count('data-testid="reject"') == 2
     assert reverse("agentflow:decide", args=[Approval.objects.get(title="Check").id]) in html
     assert_escaped(html)
+
+
+def test_a_tool_approval_edits_the_tool_arguments(admin_client, recording_dispatcher):
+    run = agentflow.start("tests.payer", {"invoice": SCRIPT, "amount": 5})
+    executor.advance(run.id, worker="test")
+    approval = Approval.objects.get(run=run)
+    html = admin_client.get(page_url(run)).content.decode()
+    assert "Arguments to run the tool with" in html
+    assert 'data-field="invoice" data-kind="string"' in html
+    assert 'data-field="amount" data-kind="integer"' in html and 'value="5"' in html
+    assert f'id="approval-{approval.id}"' in html
+    assert SCRIPT not in html
 
 
 def test_staff_without_view_permission_or_deciding_permission(admin_client):
@@ -283,6 +297,23 @@ def test_resume_continues_a_paused_run(recording_dispatcher):
     assert LogEntry.objects.filter(object_id=str(run.id)).count() == 1
     again = client.post(reverse("admin:agentflow_run_resume", args=[run.id]), follow=True)
     assert "is waiting; only a paused run can be resumed" in again.content.decode()
+
+
+def test_resume_retries_a_failed_run(recording_dispatcher):
+    run = agentflow.start("tests.tt_raises", {"flag": "console-retry"})
+    while executor.advance(run.id, worker="test") not in ("succeeded", "failed"):
+        pass
+    client = staff("operator", "view_run", "resume_run")
+    page = client.get(page_url(run)).content.decode()
+    assert "Retry from the failed step" in page
+    Flag.objects.create(name="console-retry")  # the operator fixed the cause
+    response = client.post(reverse("admin:agentflow_run_resume", args=[run.id]), follow=True)
+    assert "Retried the failed run from its failed step." in response.content.decode()
+    while executor.advance(run.id, worker="test") not in ("succeeded", "failed"):
+        pass
+    run.refresh_from_db()
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    assert Event.objects.get(run=run, type="run.resumed").data["by"] == "operator"
 
 
 def test_fork_opens_the_new_run_linked_to_its_parent(recording_dispatcher):

@@ -52,7 +52,7 @@ class ReviewForm:
 
 
 def pretty(value: Any) -> str:
-    """Readable JSON; the template escapes it."""
+    """Readable JSON, never cut (the reviewer edits it); the template escapes it."""
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 

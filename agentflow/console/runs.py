@@ -30,7 +30,9 @@ from agentflow.models import Run, Step
 CANCEL = "agentflow.cancel_run"
 RESUME = "agentflow.resume_run"
 FORK = "agentflow.fork_run"
-CHILD_STATUSES = ("succeeded", "running", "waiting", "failed")
+# The children filter: "running" stands for every status of a child not yet finished
+# nor waiting (pending, scheduled, running).
+CHILD_STATUSES = (Step.Status.SUCCEEDED, "running", Step.Status.WAITING, Step.Status.FAILED)
 
 
 class RunConsoleMixin:
