@@ -178,6 +178,9 @@ class BudgetAdmin(admin.ModelAdmin):
     search_fields = ("name", "agent")
     raw_id_fields = ("run",)
     readonly_fields = ("spend",)
+
+    class Media:
+        css = {"all": ("agentflow/console.css",)}
     fieldsets = (
         (None, {"fields": ("name", "enabled", "period")}),
         ("Applies to", {"fields": ("agent", "owner", "group", "run")}),

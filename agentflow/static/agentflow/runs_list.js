@@ -2,7 +2,7 @@
  *
  * A run.status frame changes every status badge of that run on the page
  * (elements with data-run-status="<run id>"); an approval.requested frame adds the new
- * question to the end of the queue (oldest first), as text.
+ * question to the end of the queue (oldest first), as text; approval.decided marks it.
  */
 (function () {
   "use strict";
@@ -34,6 +34,30 @@
     list.appendChild(item);
   }
 
+  /* Someone decided: the queue item stays, marked, with its buttons off. */
+  function onDecided(data) {
+    var item = document.querySelector('.af-queue-item[data-approval="' + Number(data.approval) + '"]');
+    if (!item || item.classList.contains("af-decided")) {
+      return;
+    }
+    item.classList.add("af-decided");
+    var panel = item.querySelector(".af-approval");
+    if (panel) {
+      panel.classList.add("af-decided");
+    }
+    var badge = item.querySelector(".af-approval-status");
+    if (badge) {
+      badge.textContent = data.status;
+      badge.className = "af-approval-status " + window.agentflow.statusClass(data.status);
+    }
+    item.querySelectorAll("form.af-decide button").forEach(function (button) { button.disabled = true; });
+    var output = item.querySelector(".af-decide-result");
+    if (output && output.dataset.state !== "done") {
+      output.textContent = "Decided elsewhere: " + data.status + ".";
+      output.dataset.state = "done";
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var live = window.agentflow.pageData("af-live") || {socket: "/ws/agentflow/runs/"};
     new window.agentflow.Socket(live.socket, {
@@ -45,6 +69,8 @@
           onStatus(data);
         } else if (frame.event === "approval.requested" && live.runUrl) {
           onApproval(data, live);
+        } else if (frame.event === "approval.decided") {
+          onDecided(data);
         }
       }
     });
