@@ -58,7 +58,7 @@ commits: dict[str, list[float]] = {}
 def paced(run_id: str, gap: float) -> None:
     """Wait ``gap`` seconds, then stamp: the step's commit follows at once."""
     time.sleep(gap)
-    commits.setdefault(run_id, []).append(time.perf_counter())
+    commits.setdefault(run_id, []).append(time.monotonic())
 
 
 @agent(name="bench.paced")

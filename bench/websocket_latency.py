@@ -2,9 +2,9 @@
 
 Runs advance in this process's threads on PostgreSQL, exactly as a worker advances them;
 each step's event is published to the Redis channel layer after its commit, and daphne
-(the site's asgi.py, in its own process) streams it to real websocket clients in a thread
-of this process. A step stamps its time just before its commit, so the latency includes
-the commit itself.
+(the site's asgi.py, in its own process) streams it to real websocket clients in another
+process. A step stamps the monotonic clock (system-wide) just before its commit, so the
+latency includes the commit itself.
 
 - paced: 4 runs at once, 250 steps each, one step per 60 ms (1,000 events): each run is
   slower than the 20 frames/s pacing, so this measures the path, not the coalescing.
@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import multiprocessing
 import os
 import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +66,7 @@ async def open_socket(
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Open a websocket the way a browser does (session cookie, Origin).
 
-    A minimal RFC 6455 client: daphne's own (autobahn) is tied to Twisted in this process.
+    A minimal RFC 6455 client: autobahn (daphne's) is tied to Twisted once Django is set up.
     """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     key = base64.b64encode(os.urandom(16)).decode()
@@ -99,70 +101,37 @@ async def read_message(reader: asyncio.StreamReader) -> bytes | None:
                 return message
 
 
-class Clients:
-    """Websocket clients, one per run, on an event loop in a thread of their own."""
+def listen(port: int, session: str, run_ids: list[str], pipe: Connection) -> None:
+    """Watch runs from a process of its own, as a browser does; send back receive times.
 
-    def __init__(self, port: int, session: str, run_ids: list[str]) -> None:
-        self.port, self.session, self.run_ids = port, session, run_ids
-        # run id -> receive time of each step.completed event, in seq order
-        self.received: dict[str, list[float]] = {run_id: [] for run_id in run_ids}
-        self.finished: set[str] = set()
-        self.opened = threading.Event()
-        self.done = threading.Event()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.tasks: list[asyncio.Task[None]] = []
+    Sends "open" once every socket is accepted, then {run id: [monotonic time of each
+    step.completed event]} once every run has sent run.succeeded.
+    """
 
-    def start(self) -> None:
-        self.thread.start()
-        if not self.opened.wait(60):
-            sys.exit("websocket clients did not connect")
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._connect_all())
-        self.opened.set()
-        self.loop.run_forever()
-
-    async def _connect_all(self) -> None:
-        for run_id in self.run_ids:
-            reader, writer = await open_socket(
-                self.port, f"/ws/agentflow/runs/{run_id}/", self.session
-            )
-            self.tasks.append(self.loop.create_task(self._read(run_id, reader, writer)))
-
-    async def _read(
-        self, run_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def watch(run_id: str) -> list[float]:
+        reader, writer = await open_socket(port, f"/ws/agentflow/runs/{run_id}/", session)
+        opened.append(run_id)
+        if len(opened) == len(run_ids):
+            pipe.send("open")
+        received: list[float] = []
         try:
             while (payload := await read_message(reader)) is not None:
-                self.on_frame(run_id, payload, time.perf_counter())
+                now = time.monotonic()
+                frame = json.loads(payload)
+                for event in frame["data"]["events"] if frame["event"] == "batch" else [frame]:
+                    if event["event"] == "step.completed":
+                        received.append(now)
+                    elif event["event"] == "run.succeeded":
+                        return received
+            return received
         finally:
             writer.close()
 
-    def on_frame(self, run_id: str, payload: bytes, now: float) -> None:
-        import json
+    async def main() -> list[list[float]]:
+        return await asyncio.wait_for(asyncio.gather(*map(watch, run_ids)), 300)
 
-        frame = json.loads(payload)
-        events = frame["data"]["events"] if frame["event"] == "batch" else [frame]
-        for event in events:
-            if event["event"] == "step.completed":
-                self.received[run_id].append(now)
-            elif event["event"] == "run.succeeded":
-                self.finished.add(run_id)
-        if len(self.finished) == len(self.run_ids):
-            self.done.set()
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-    async def _close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+    opened: list[str] = []
+    pipe.send(dict(zip(run_ids, asyncio.run(main()), strict=True)))
 
 
 def measure(port: int, session: str, runs: int, steps: int, gap: float) -> list[float]:
@@ -177,8 +146,14 @@ def measure(port: int, session: str, runs: int, steps: int, gap: float) -> list[
         Run.objects.create(agent="bench.paced", agent_version="1", input={"n": steps, "gap": gap})
         for _ in range(runs)
     ]
-    clients = Clients(port, session, [str(run.id) for run in rows])
-    clients.start()
+    ids = [str(run.id) for run in rows]
+    spawn = multiprocessing.get_context("spawn")
+    pipe, child_pipe = spawn.Pipe()
+    client = spawn.Process(target=listen, args=(port, session, ids, child_pipe), daemon=True)
+    client.start()
+    if not pipe.poll(60):
+        sys.exit("the websocket clients did not connect")
+    pipe.recv()
 
     def advance(run: Run) -> str:
         try:
@@ -189,12 +164,13 @@ def measure(port: int, session: str, runs: int, steps: int, gap: float) -> list[
     with ThreadPoolExecutor(runs) as pool:
         outcomes = list(pool.map(advance, rows))
     assert outcomes == ["succeeded"] * runs, outcomes
-    if not clients.done.wait(60):
-        sys.exit(f"events missing: {[len(v) for v in clients.received.values()]}")
-    clients.stop()
+    if not pipe.poll(60):
+        sys.exit("the websocket clients did not receive every run's end")
+    received = pipe.recv()
+    client.join(10)
     latencies = []
     for run in rows:
-        sent, got = commits[str(run.id)], clients.received[str(run.id)]
+        sent, got = commits[str(run.id)], received[str(run.id)]
         assert len(sent) == len(got) == steps, (len(sent), len(got))
         latencies += [(g - s) * 1000 for s, g in zip(sent, got, strict=True)]
     return latencies
