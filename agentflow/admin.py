@@ -181,6 +181,7 @@ class BudgetAdmin(admin.ModelAdmin):
 
     class Media:
         css = {"all": ("agentflow/console.css",)}
+
     fieldsets = (
         (None, {"fields": ("name", "enabled", "period")}),
         ("Applies to", {"fields": ("agent", "owner", "group", "run")}),
@@ -217,7 +218,8 @@ class BudgetAdmin(admin.ModelAdmin):
             return "-"
         spends = list(budget.spends.order_by("-updated_at")[: SPEND_WINDOWS_SHOWN + 1])
         limits = [
-            (name.replace("_", " "), getattr(budget, field)) for name, field in DIMENSIONS.items()
+            (name.replace("_", " "), _plain(getattr(budget, field)))
+            for name, field in DIMENSIONS.items()
         ]
         rows = [
             (
@@ -236,13 +238,15 @@ class BudgetAdmin(admin.ModelAdmin):
         )
 
 
+def _plain(value: Any) -> Any:
+    """A Decimal without trailing zeros (2, not 2.000000); anything else as it is."""
+    return f"{value.normalize():f}" if isinstance(value, Decimal) else value
+
+
 def _cell(spent: Any, limit: Any) -> tuple[Any, Any, int | None]:
-    if isinstance(spent, Decimal):
-        spent = spent.normalize()
+    spent, limit = _plain(spent), _plain(limit)
     if limit is None:
         return spent, None, None
-    if isinstance(limit, Decimal):
-        limit = limit.normalize()
     percent = 100 if not limit else int(Decimal(spent) * 100 / Decimal(limit))
     return spent, limit, percent
 

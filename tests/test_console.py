@@ -468,11 +468,12 @@ def test_the_run_list_filters_and_searches(admin_client, django_user_model):
 def test_the_budget_page_shows_spend_against_each_limit(admin_client):
     budget = Budget.objects.create(name="daily", period="day", max_cost="2.00", max_steps=10)
     BudgetSpend.objects.create(budget=budget, window="day:2026-11-25", cost=Decimal("1.5"), steps=4)
+    Budget.objects.filter(id=budget.id).update(max_input_tokens=100)
     html = admin_client.get(
         reverse("admin:agentflow_budget_change", args=[budget.id])
     ).content.decode()
     assert 'data-window="day:2026-11-25"' in html
-    assert "1.5 of 2 (75%)" in html and "4 of 10 (40%)" in html
+    assert "1.5 of 2 (75%)" in html and "4 of 10 (40%)" in html and "0 of 100 (0%)" in html
     listing = admin_client.get(reverse("admin:agentflow_budget_changelist")).content.decode()
     assert "$1.5" in listing
 
