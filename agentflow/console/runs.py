@@ -96,7 +96,6 @@ class RunConsoleMixin:
             "run": run,
             "page": page,
             "rows": rows,
-            "on_last_page": not page.has_next(),
             "approvals": [review_form(a) for a in approvals[: timeline.APPROVALS_SHOWN]],
             "more_approvals": len(approvals) > timeline.APPROVALS_SHOWN,
             "may_decide": user.has_perm(permissions.DECIDE),
