@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 from uuid import UUID
@@ -36,7 +37,7 @@ Frame = dict[str, Any]
 FRAME_INTERVAL = 0.05
 # A batch frame carries at most this many events; a longer backlog takes several frames.
 FRAME_EVENTS = 500
-# Run ids whose view verdict a list socket remembers (oldest forgotten first).
+# Runs a list socket remembers (oldest forgotten first).
 RUN_CACHE_SIZE = 10_000
 # The status a run has after each of its events; other run.* events are read from the row.
 STATUS_AFTER = {
@@ -174,8 +175,8 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        """The socket only streams; whatever a client sends is ignored."""
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """The socket only streams; whatever a client sends is ignored, never decoded."""
 
     async def agentflow_events(self, message: dict[str, Any]) -> None:
         """A publisher's batch of this run's committed events."""
@@ -197,6 +198,15 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
             self.pacer.put(events)
 
 
+@dataclass
+class ListedRun:
+    """What a list socket remembers of a run: the view verdict, and its last status sent."""
+
+    visible: bool
+    agent: str
+    status_seq: int = 0
+
+
 class RunListConsumer(AsyncJsonWebsocketConsumer):
     """``ws/agentflow/runs/``: run status changes and approvals, for list views.
 
@@ -211,7 +221,7 @@ class RunListConsumer(AsyncJsonWebsocketConsumer):
         if not await _may_list(self.scope.get("user")):
             await self.close()
             return
-        self.visible: dict[str, tuple[bool, str]] = {}  # run id -> (may view, agent)
+        self.runs: dict[str, ListedRun] = {}
         self.pacer = Pacer(self.send_json, list_frame)
         self.group = ALL_RUNS_GROUP
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -223,8 +233,8 @@ class RunListConsumer(AsyncJsonWebsocketConsumer):
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        """The socket only streams; whatever a client sends is ignored."""
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """The socket only streams; whatever a client sends is ignored, never decoded."""
 
     async def agentflow_events(self, message: dict[str, Any]) -> None:
         """A publisher's batch of one run's events, translated for list views."""
@@ -233,20 +243,26 @@ class RunListConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _translate(self, run_id: str, events: list[Frame]) -> list[Frame]:
-        seen = self._visibility(run_id)
-        if seen is None or not seen[0]:
+        run = self._run(run_id)
+        if run is None or not run.visible:
             return []
-        agent = seen[1]
         frames: list[Frame] = []
         for event in sorted(events, key=lambda event: event["seq"]):
-            type_, data = event["event"], event["data"] or {}
+            type_, data, seq = event["event"], event["data"] or {}, event["seq"]
             if type_.startswith("run."):
+                # Two processes publish independently: never let an older status win.
                 status = STATUS_AFTER.get(type_) or _current_status(run_id)
-                if status is not None:
+                if status is not None and seq > run.status_seq:
+                    run.status_seq = seq
                     frames.append(
                         {
                             "event": "run.status",
-                            "data": {"run": run_id, "status": str(status), "agent": agent},
+                            "data": {
+                                "run": run_id,
+                                "status": str(status),
+                                "agent": run.agent,
+                                "seq": seq,
+                            },
                         }
                     )
             elif type_ == "approval.decided":
@@ -264,15 +280,15 @@ class RunListConsumer(AsyncJsonWebsocketConsumer):
                 frames.extend(_pending_approvals(run_id, data.get("position")))
         return frames
 
-    def _visibility(self, run_id: str) -> tuple[bool, str] | None:
-        if run_id not in self.visible:
+    def _run(self, run_id: str) -> ListedRun | None:
+        if run_id not in self.runs:
             run = Run.objects.filter(id=run_id).first()
             if run is None:
                 return None
-            if len(self.visible) >= RUN_CACHE_SIZE:
-                del self.visible[next(iter(self.visible))]
-            self.visible[run_id] = (permissions.may_view(self.scope["user"], run), run.agent)
-        return self.visible[run_id]
+            if len(self.runs) >= RUN_CACHE_SIZE:
+                del self.runs[next(iter(self.runs))]
+            self.runs[run_id] = ListedRun(permissions.may_view(self.scope["user"], run), run.agent)
+        return self.runs[run_id]
 
 
 def _listed(event: Frame) -> bool:
