@@ -96,19 +96,6 @@ def asgi_server(transactional_db, tmp_path) -> Iterator[LiveServer]:
         process.wait(10)
     except subprocess.TimeoutExpired:
         process.kill()
-    wait_until(no_other_sessions, timeout=10, what="other database sessions to end")
-
-
-def no_other_sessions() -> bool:
-    """Whether only this process is connected to the test database (it is dropped next)."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid()"
-        )
-        return cursor.fetchone()[0] == 0
 
 
 @pytest.fixture

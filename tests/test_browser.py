@@ -1,19 +1,140 @@
 """The operator console in a real browser: Debian's Chromium driven by Playwright, against
-daphne, a real Celery worker, the Redis channel layer and PostgreSQL."""
+daphne, a real Celery worker, the Redis channel layer and PostgreSQL.
+
+Screenshots of the run page and the approvals queue land in var/test-artifacts/.
+"""
 
 from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import User
+from django.urls import reverse
+from playwright.sync_api import expect
 
+import agentflow
+from agentflow.models import Run
 from tests.browser import ARTIFACTS, log_in
+from tests.support import wait_until
+from tests.testapp.agents import HOSTILE
+from tests.testapp.models import Flag
 
 pytestmark = pytest.mark.django_db(transaction=True)
+PASSWORD = "secret-pass-1"
+expect.set_options(timeout=30_000)  # a loaded machine: the run, not the browser, is slow
 
 
-def test_an_operator_logs_in_to_the_admin(browser_page, asgi_server):
-    User.objects.create_superuser("operator", "operator@example.com", "secret-pass-1")
-    log_in(browser_page, asgi_server, "operator", "secret-pass-1")
-    assert "Agent runs" in browser_page.content()
-    browser_page.screenshot(path=str(ARTIFACTS / "admin-index.png"))
-    assert browser_page.problems == []
+@pytest.fixture
+def operator(browser_page, asgi_server):
+    """A superuser logged in through the admin's login form."""
+    User.objects.create_superuser("operator", "operator@example.com", PASSWORD)
+    log_in(browser_page, asgi_server, "operator", PASSWORD)
+    return browser_page
+
+
+def open_run(page, server, run: Run) -> None:
+    page.goto(server.url + reverse("admin:agentflow_run_change", args=[run.id]))
+    page.wait_for_selector('[data-testid=connection][data-state="live"]')
+
+
+def run_status(page) -> str:
+    return page.locator("#af-run-status").inner_text().strip()
+
+
+def test_a_new_step_appears_on_the_run_page_without_a_reload(workers, operator, asgi_server):
+    workers("w1", concurrency=2)
+    run = agentflow.start("tests.browser_steps", {"flag": "go"})
+    wait_until(
+        lambda: Run.objects.get(id=run.id).steps.filter(position=1).exists(),
+        timeout=30,
+        what="the run to reach its gate",
+    )
+    open_run(operator, asgi_server, run)
+    operator.evaluate("window.__notReloaded = true")
+    assert operator.locator('#af-timeline tr[data-position="2"]').count() == 0
+
+    Flag.objects.create(name="go")
+
+    operator.wait_for_selector('#af-timeline tr[data-position="2"]')
+    expect(operator.locator("#af-run-status")).to_have_text("succeeded")
+    assert operator.evaluate("window.__notReloaded") is True
+    assert agentflow.wait(run).status == Run.Status.SUCCEEDED
+    assert operator.problems == []
+
+
+def test_approve_with_an_edited_value_completes_the_run_with_it(workers, operator, asgi_server):
+    workers("w1", concurrency=2)
+    run = agentflow.wait(agentflow.start("tests.browser_approval", {"amount": 10}), timeout=60)
+    assert run.status == Run.Status.WAITING
+    open_run(operator, asgi_server, run)
+    operator.evaluate("window.__notReloaded = true")
+    panel = operator.locator("[data-testid=approval-panel]")
+    panel.locator('input[data-field="amount"]').fill("25")
+    panel.locator("[data-testid=decide-comment]").fill("checked the invoice")
+    panel.locator("[data-testid=approve]").click()
+
+    expect(operator.locator("#af-run-status")).to_have_text("succeeded")
+    assert "approved" in panel.locator("[data-testid=decide-result]").inner_text()
+    assert '"amount":25' in operator.locator("#af-events").inner_text()
+    assert operator.evaluate("window.__notReloaded") is True
+    assert Run.objects.get(id=run.id).output == {"approved": True, "amount": 25}
+    operator.screenshot(path=str(ARTIFACTS / "run-page.png"), full_page=True)
+    assert operator.problems == []
+
+
+def test_a_hostile_tool_output_renders_as_text_and_runs_no_script(workers, operator, asgi_server):
+    workers("w1", concurrency=2)
+    run = agentflow.wait(agentflow.start("tests.browser_hostile", {}), timeout=60)
+    assert run.status == Run.Status.SUCCEEDED
+    open_run(operator, asgi_server, run)
+    row = operator.locator('#af-timeline tr[data-position="0"]')
+    row.locator("[data-testid=step-details] summary").click()
+
+    shown = row.locator("[data-testid=step-output]").inner_text()
+    assert "<script>window.__pwned = 1</script>" in shown
+    assert "onerror" in operator.locator("[data-testid=run-output]").inner_text()
+    assert operator.evaluate("window.__pwned") is None
+    assert operator.locator("#af-run img").count() == 0
+    assert HOSTILE not in operator.content()  # only its escaped form is in the page
+    assert operator.problems == []
+
+
+def test_cancel_retry_and_fork_from_the_run_page(workers, operator, asgi_server):
+    workers("w1", concurrency=2)
+    blocked = agentflow.start("tests.browser_steps", {"flag": "never"})
+    wait_until(
+        lambda: blocked.steps.filter(position=1).exists(), timeout=30, what="the gate to block"
+    )
+    open_run(operator, asgi_server, blocked)
+    operator.locator("[data-testid=cancel]").click()
+    expect(operator.locator("#af-run-status")).to_have_text("cancelled")
+    assert Run.objects.get(id=blocked.id).status == Run.Status.CANCELLED
+
+    failed = agentflow.wait(agentflow.start("tests.browser_retry", {"flag": "fix"}), timeout=60)
+    assert failed.status == Run.Status.FAILED
+    Flag.objects.create(name="fix")  # the operator fixed the cause
+    open_run(operator, asgi_server, failed)
+    operator.locator("[data-testid=resume]").click()
+    expect(operator.locator("#af-run-status")).to_have_text("succeeded")
+    assert agentflow.wait(failed).output == "fixed"
+
+    open_run(operator, asgi_server, failed)
+    operator.locator("[data-testid=fork-position]").fill("1")
+    operator.locator("[data-testid=fork]").click()
+    operator.wait_for_selector("[data-testid=parent-link]")
+    fork = Run.objects.get(parent=failed)
+    assert str(fork.id) in operator.url
+    assert agentflow.wait(fork).status == Run.Status.SUCCEEDED
+    assert operator.problems == []
+
+
+def test_the_approvals_queue_lists_pending_approvals(workers, operator, asgi_server):
+    workers("w1", concurrency=2)
+    first = agentflow.wait(agentflow.start("tests.browser_approval", {"amount": 1}), timeout=60)
+    operator.goto(asgi_server.url + reverse("admin:agentflow_approval_queue"))
+    operator.wait_for_selector("[data-testid=queue-item]")
+    agentflow.start("tests.browser_approval", {"amount": 2})
+    # A new approval shows up without a reload.
+    expect(operator.locator("li[data-testid^=queue-item]")).to_have_count(2)
+    assert str(first.id) in operator.locator("[data-testid=queue-item]").first.inner_text()
+    operator.screenshot(path=str(ARTIFACTS / "approvals-queue.png"), full_page=True)
+    assert operator.problems == []

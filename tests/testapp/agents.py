@@ -733,3 +733,63 @@ def tt_fan_then_step(ctx: RunContext, n: int, salt: str) -> dict:
 @agent(name="tests.tt_scheduled")
 def tt_scheduled(ctx: RunContext, label: str) -> str:
     return ctx.step(step_a) + label
+
+
+# -- the console in a browser --------------------------------------------------------------
+
+
+@tool(name="tests.gate", retries=0)
+def gate(flag: str, *, stop_requested: threading.Event) -> str:
+    """Block until a test sets ``flag`` (or the run is cancelled)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not stop_requested.is_set():
+        if Flag.objects.filter(name=flag).exists():
+            return flag
+        time.sleep(0.05)
+    return "stopped"
+
+
+@agent(name="tests.browser_steps")
+def browser_steps(ctx: RunContext, flag: str) -> dict:
+    first = ctx.step(square, str(ctx.run.id), 1)
+    ctx.call(gate, flag=flag)
+    return {"first": first, "last": ctx.step(square, str(ctx.run.id), 2)}
+
+
+AMOUNT_SCHEMA = {
+    "type": "object",
+    "properties": {"amount": {"type": "integer"}},
+    "required": ["amount"],
+}
+
+
+@agent(name="tests.browser_approval")
+def browser_approval(ctx: RunContext, amount: int) -> dict:
+    decision = ctx.approve("Pay the invoice?", data={"amount": amount}, schema=AMOUNT_SCHEMA)
+    return {"approved": decision.approved, "amount": (decision.data or {}).get("amount")}
+
+
+HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+
+
+@tool(name="tests.hostile", retries=0)
+def hostile() -> dict:
+    return {"html": HOSTILE}
+
+
+@agent(name="tests.browser_hostile")
+def browser_hostile(ctx: RunContext) -> dict:
+    return ctx.call(hostile)
+
+
+@tool(name="tests.fails_until_flag", retries=0)
+def fails_until_flag(flag: str) -> str:
+    if not Flag.objects.filter(name=flag).exists():
+        raise RuntimeError(f"flag {flag} is not set yet")
+    return "fixed"
+
+
+@agent(name="tests.browser_retry")
+def browser_retry(ctx: RunContext, flag: str) -> str:
+    ctx.step(square, "browser", 3)  # no run id in its arguments: a fork replays it
+    return ctx.call(fails_until_flag, flag=flag)
