@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--fan-out", type=int, default=1000, help="calls in the fan-out benchmark")
     parser.add_argument("--repeats", type=int, default=3, help="fan-out repetitions (median)")
     parser.add_argument("--rated", type=int, default=300, help="calls in the rate-limit run")
-    parser.add_argument("--ws-events", type=int, default=1000, help="events per websocket run")
+    parser.add_argument("--ws-events", type=int, default=1000, help="events per websocket scenario")
     parser.add_argument("--run-page", type=int, default=5000, help="steps of the run page runs")
     options = parser.parse_args()
     early, late = 100, options.steps - options.window
