@@ -186,3 +186,26 @@ def test_a_schedule_starts_runs_on_a_real_beat(workers, database_beat, tmp_path)
     assert fired == sorted(fired, reverse=True)  # newest first
     for run in runs:
         assert agentflow.wait(run, timeout=60).output == "a-beat"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_schedule_made_in_the_admin_form_starts_runs_on_a_real_beat(
+    workers, database_beat, admin_client
+):
+    from django.urls import reverse
+
+    workers("w1")
+    response = admin_client.post(
+        reverse("admin:agentflow_run_schedule_add"),
+        {"agent": "tests.tt_scheduled", "input": '{"label": "-form"}', "every": "1"}
+        | {"enabled": "on"},
+    )
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    task = PeriodicTask.objects.get(task="agentflow.start_scheduled")
+    database_beat()
+
+    wait_until(
+        lambda: schedules.runs_of(task).count() >= 2, timeout=60, what="beat to start 2 runs"
+    )
+    for run in schedules.runs_of(task)[:2]:
+        assert agentflow.wait(run, timeout=60).output == "a-form"
