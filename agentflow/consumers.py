@@ -150,24 +150,18 @@ def _events(run_id: UUID, after: int, upto: int | None = None) -> list[Frame]:
     ]
 
 
-class RunEventsConsumer(AsyncJsonWebsocketConsumer):
-    """``ws/agentflow/runs/<run id>/?after=<seq>``: the backlog after ``seq``, then live events."""
+class StreamConsumer(AsyncJsonWebsocketConsumer):
+    """A socket that only streams one channel-layer group, paced to ~20 frames a second."""
 
     group: str | None = None
     pacer: Pacer | None = None
 
-    async def connect(self) -> None:
-        run_id = parse_run_id(self.scope["url_route"]["kwargs"]["run_id"])
-        after = parse_after(self.scope.get("query_string", b""))
-        if run_id is None or after is None or not await _may_view(self.scope.get("user"), run_id):
-            await self.close()  # before accept: the handshake is refused, no frame is sent
-            return
-        self.run_id, self.last = run_id, after
-        self.pacer = Pacer(self.send_json, run_frame)
-        self.group = run_group(run_id)
+    async def stream_group(self, group: str, frame: Any) -> None:
+        """Subscribe to ``group`` before accepting, so nothing published meanwhile is missed."""
+        self.pacer = Pacer(self.send_json, frame)
+        self.group = group
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        self._queue(await _events(run_id, after))
 
     async def disconnect(self, code: int) -> None:
         if self.pacer is not None:
@@ -177,6 +171,20 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """The socket only streams; whatever a client sends is ignored, never decoded."""
+
+
+class RunEventsConsumer(StreamConsumer):
+    """``ws/agentflow/runs/<run id>/?after=<seq>``: the backlog after ``seq``, then live events."""
+
+    async def connect(self) -> None:
+        run_id = parse_run_id(self.scope["url_route"]["kwargs"]["run_id"])
+        after = parse_after(self.scope.get("query_string", b""))
+        if run_id is None or after is None or not await _may_view(self.scope.get("user"), run_id):
+            await self.close()  # before accept: the handshake is refused, no frame is sent
+            return
+        self.run_id, self.last = run_id, after
+        await self.stream_group(run_group(run_id), run_frame)
+        self._queue(await _events(run_id, after))
 
     async def agentflow_events(self, message: dict[str, Any]) -> None:
         """A publisher's batch of this run's committed events."""
@@ -207,34 +215,19 @@ class ListedRun:
     status_seq: int = 0
 
 
-class RunListConsumer(AsyncJsonWebsocketConsumer):
+class RunListConsumer(StreamConsumer):
     """``ws/agentflow/runs/``: run status changes and approvals, for list views.
 
     Needs ``agentflow.view_run`` granted globally; each run is then shown only if
     ``permissions.may_view`` allows it, asked once per run and socket.
     """
 
-    group: str | None = None
-    pacer: Pacer | None = None
-
     async def connect(self) -> None:
         if not await _may_list(self.scope.get("user")):
             await self.close()
             return
         self.runs: dict[str, ListedRun] = {}
-        self.pacer = Pacer(self.send_json, list_frame)
-        self.group = ALL_RUNS_GROUP
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.accept()
-
-    async def disconnect(self, code: int) -> None:
-        if self.pacer is not None:
-            self.pacer.stop()
-        if self.group is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """The socket only streams; whatever a client sends is ignored, never decoded."""
+        await self.stream_group(ALL_RUNS_GROUP, list_frame)
 
     async def agentflow_events(self, message: dict[str, Any]) -> None:
         """A publisher's batch of one run's events, translated for list views."""

@@ -18,27 +18,10 @@ from agentflow.exceptions import InvalidInput, InvalidState, RunNotFound
 from agentflow.models import Budget, Run, Step
 
 STEP = Step._meta.db_table
-# Copied as they are; every other column of a kept step is reset (see _copy_steps).
-KEPT = (
-    "position",
-    "index",
-    "kind",
-    "name",
-    "status",
-    "args",
-    "args_hash",
-    "output",
-    "error",
-    "attempts",
-    "idempotency_key",
-    "started_at",
-    "finished_at",
-    "input_tokens",
-    "output_tokens",
-    "cost",
-    "sealed_args",
-    "sealed_output",
-)
+# Copied as they are; the run id is the fork's, and the columns that schedule an open step
+# (its timer, rate slot and last dispatch) start empty (see _copy_steps).
+RESET = ("run_id", "wake_at", "rate_slot", "dispatched_at")
+KEPT = tuple(column for column in store.STEP_COLUMNS if column not in RESET)
 FINISHED = (Step.Status.SUCCEEDED, Step.Status.FAILED)
 
 
