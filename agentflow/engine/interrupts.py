@@ -8,8 +8,6 @@ from datetime import datetime
 
 from django.db import DatabaseError, IntegrityError
 
-from agentflow.gates.redaction import redact_text
-
 
 class Interrupt(BaseException):
     """Base of the runtime's control-flow exceptions (like DBOS's cancellation)."""
@@ -19,7 +17,6 @@ class Suspend(Interrupt):
     """The run must wait: unwind the agent, record why, release the lease."""
 
     def __init__(self, reason: str, wake_at: datetime | None = None) -> None:
-        reason = redact_text(reason)  # stored as the run's wait_reason; it may quote a title
         super().__init__(reason)
         self.reason = reason
         self.wake_at = wake_at

@@ -26,6 +26,7 @@ from django.utils import timezone
 from agentflow import conf
 from agentflow.engine import store
 from agentflow.engine.interrupts import LeaseLost
+from agentflow.gates.redaction import redact_text
 from agentflow.models import Run
 
 logger = logging.getLogger("agentflow.leases")
@@ -126,7 +127,7 @@ def release_waiting(lease: Lease, *, reason: str, wake_at: datetime | None) -> b
             status=Run.Status.RUNNING,
         ).update(
             status=Run.Status.WAITING,
-            wait_reason=reason[:500],
+            wait_reason=redact_text(reason)[:500],  # a reason may quote an approval title
             wake_at=wake_at,
             lease_expires_at=None,
             lease_owner="",
