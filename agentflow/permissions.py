@@ -36,22 +36,21 @@ def _active(user: Any) -> bool:
 
 def may_view(user: Any, run: Any) -> bool:
     """Whether ``user`` may see ``run``, its steps and its events."""
-    if not _active(user):
-        return False
-    if not (user.has_perm(VIEW) or user.has_perm(VIEW, run)):
-        return False
-    rule = import_string(conf.setting("RUN_VIEW_RULE"))
-    return bool(rule(user, run))
+    return _allowed(user, VIEW, run, "RUN_VIEW_RULE")
 
 
 def may_decide(user: Any, approval: Any) -> bool:
     """Whether ``user`` may approve or reject ``approval``."""
+    return _allowed(user, DECIDE, approval, "APPROVAL_RULE")
+
+
+def _allowed(user: Any, permission: str, obj: Any, rule_setting: str) -> bool:
+    """An active user with ``permission`` (global or on ``obj``) whom the site's rule admits."""
     if not _active(user):
         return False
-    if not (user.has_perm(DECIDE) or user.has_perm(DECIDE, approval)):
+    if not (user.has_perm(permission) or user.has_perm(permission, obj)):
         return False
-    rule = import_string(conf.setting("APPROVAL_RULE"))
-    return bool(rule(user, approval))
+    return bool(import_string(conf.setting(rule_setting))(user, obj))
 
 
 def check_decide(user: Any, approval: Any) -> None:
