@@ -32,7 +32,8 @@ from agentflow.gates.sealing import protect, reveal
 from agentflow.models import Approval, Run, Step
 
 if TYPE_CHECKING:
-    from agentflow.engine.context import RunContext, _ToolCall
+    from agentflow.engine.context import RunContext
+    from agentflow.engine.tool_call import ToolCall
 
 BATCH = 500
 
@@ -185,7 +186,7 @@ def _decision_output(approval: Approval, requested: Any) -> dict[str, Any]:
 # -- tool calls that need approval ---------------------------------------------------
 
 
-def tool_gate(call: _ToolCall, reason: str) -> dict[str, Any]:
+def tool_gate(call: ToolCall, reason: str) -> dict[str, Any]:
     """The arguments an approved call runs with; else suspend, or refuse with PolicyDenied."""
     record = call.record
     approval = None
@@ -216,7 +217,7 @@ def tool_gate(call: _ToolCall, reason: str) -> dict[str, Any]:
     return call.args if edited is None else edited
 
 
-def _request_tool(call: _ToolCall, reason: str) -> None:
+def _request_tool(call: ToolCall, reason: str) -> None:
     ctx, now = call.ctx, timezone.now()
     event = call._event("approval.requested", reason=reason)
     with store.unavailable_as_interrupt(), transaction.atomic():
