@@ -132,6 +132,8 @@ def test_the_approvals_queue_lists_pending_approvals(workers, operator, asgi_ser
     first = agentflow.wait(agentflow.start("tests.browser_approval", {"amount": 1}), timeout=60)
     operator.goto(asgi_server.url + reverse("admin:agentflow_approval_queue"))
     operator.wait_for_selector("[data-testid=queue-item]")
+    # The list socket has no backlog: start the next run once the page listens.
+    operator.wait_for_selector('#af-connection[data-state="live"]')
     agentflow.start("tests.browser_approval", {"amount": 2})
     # A new approval shows up without a reload.
     expect(operator.locator("li[data-testid^=queue-item]")).to_have_count(2)
