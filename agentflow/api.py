@@ -6,6 +6,7 @@ Each writes its facts and events in one transaction and sends wake-ups after com
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 from uuid import UUID
@@ -16,7 +17,7 @@ from django.utils import timezone
 
 from agentflow import permissions, registry
 from agentflow.definitions import AgentDefinition
-from agentflow.engine import approvals, pausing, retry, store
+from agentflow.engine import approvals, pausing, retry, run_rows, sql, store
 from agentflow.engine import compare as compare_engine
 from agentflow.engine import fork as fork_engine
 from agentflow.engine import replay as replay_engine
@@ -96,29 +97,24 @@ def create_run(
         ).first()
         if existing is not None:
             return existing
-    try:
-        with transaction.atomic():
-            run = Run.objects.create(
-                agent=definition.name,
-                agent_version=definition.version,
-                input=loads(stored_input),
-                sealed_input=sealed_input,
-                idempotency_key=idempotency_key,
-                owner=owner,
-                schedule_id=schedule_id,
-            )
-            if run_budget is not None:
-                run_budget.run = run
-                run_budget.name = f"run {run.id}"
-                run_budget.save()
-            store.append_event(
-                run.id, "run.created", {"agent": run.agent, "version": run.agent_version}
-            )
-            dispatcher().advance(run.id)
-    except IntegrityError:
-        if idempotency_key is None:
-            raise
-        return Run.objects.get(agent=definition.name, idempotency_key=idempotency_key)
+    run = Run(
+        agent=definition.name,
+        agent_version=definition.version,
+        input=loads(stored_input),
+        sealed_input=sealed_input,
+        idempotency_key=idempotency_key,
+        owner=owner,
+        schedule_id=schedule_id,
+        has_own_budget=run_budget is not None,
+    )
+    with sql.atomic() if run_budget is not None else contextlib.nullcontext():
+        if not run_rows.create(run):
+            return Run.objects.get(agent=definition.name, idempotency_key=idempotency_key)
+        if run_budget is not None:
+            run_budget.run = run
+            run_budget.name = f"run {run.id}"
+            run_budget.save()
+        dispatcher().advance(run.id)
     return run
 
 

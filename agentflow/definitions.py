@@ -54,6 +54,8 @@ class ToolDefinition:
     rate_limit: str | None = None
     max_concurrency: int | None = None
     queue: str | None = None
+    # Run the body in the step's own transaction: its writes and its record commit together.
+    atomic: bool = False
     # Fixed cost of one call in US dollars, counted against budgets.
     cost: Decimal = Decimal(0)
     args_model: type[BaseModel] = field(default=BaseModel, repr=False)
@@ -125,6 +127,7 @@ def tool(
     rate_limit: str | None = None,
     max_concurrency: int | None = None,
     queue: str | None = None,
+    atomic: bool = False,
     cost: Decimal | str | float = 0,
 ) -> Callable[[Callable[..., Any]], ToolDefinition]: ...
 
@@ -136,6 +139,11 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **
     one named ``stop_requested`` a ``threading.Event`` that is set when the run is cancelled
     (or taken over) while the tool runs. Arguments are validated against the JSON Schema
     of the type hints before each call.
+
+    ``atomic=True`` runs the body inside a transaction on agentflow's database, and the
+    step's completion record commits in that same transaction: the tool's writes to that
+    database happen exactly once, with no idempotency key, and a failed or killed attempt
+    leaves none of them behind. ``queue`` runs the tool's calls on that Celery queue.
     """
 
     def decorate(func: Callable[..., Any]) -> ToolDefinition:
@@ -181,6 +189,16 @@ def _check_tool_options(tool_name: str, options: dict[str, Any]) -> None:
     timeout = options.get("timeout")
     if timeout is not None and timeout <= 0:
         raise ValueError(f"tool {tool_name}: timeout must be a positive number of seconds")
+    if options.get("atomic") and timeout is not None:
+        raise ValueError(
+            f"tool {tool_name}: atomic=True cannot be combined with timeout. A timeout stops "
+            "the body from a signal handler or a helper thread, and neither can end the "
+            "database transaction the body shares with its step record. Drop timeout, and "
+            "bound the tool's queries with the database's statement_timeout instead."
+        )
+    queue = options.get("queue")
+    if queue is not None and (not isinstance(queue, str) or not queue.strip()):
+        raise ValueError(f"tool {tool_name}: queue must be a non-empty queue name")
     if options.get("rate_limit") is not None:
         parse_rate(options["rate_limit"])
     concurrency = options.get("max_concurrency")

@@ -75,9 +75,15 @@ def run_tools(step_ids: list[int]) -> list[str]:
 
 
 @shared_task(name="agentflow.fan_out_chunk", base=DurableTask)
-def fan_out_chunk(run_id: str, position: int, groups: list[list[int]]) -> None:
-    """Send one chord of a fan-out: a header task per group of children, the join as body."""
-    work, control = _options(WORK), _options(CONTROL)
+def fan_out_chunk(
+    run_id: str, position: int, groups: list[list[int]], queue: str | None = None
+) -> None:
+    """Send one chord of a fan-out: a header task per group of children, the join as body.
+
+    The children go to ``queue`` (their tool's own, if it has one); the join goes to
+    agentflow's queue.
+    """
+    work, control = _options(WORK, queue), _options(CONTROL)
     header = [
         (run_tool.si(group[0]) if len(group) == 1 else run_tools.si(group)).set(**work)
         for group in groups
@@ -117,11 +123,11 @@ def priorities(broker_url: str) -> dict[str, int]:
     return {CONTROL: 0, WORK: 9}
 
 
-def _options(lane: str) -> dict[str, Any]:
-    """Queue and priority for a control or a work message."""
+def _options(lane: str, queue: str | None = None) -> dict[str, Any]:
+    """Queue and priority for a control or a work message (``queue``: a tool's own)."""
     broker_url = str(current_app.conf.broker_url or "")
     options: dict[str, Any] = {"priority": priorities(broker_url)[lane]}
-    queue = conf.setting("QUEUE")
+    queue = queue or conf.setting("QUEUE")
     if queue:
         options["queue"] = queue
     return options
@@ -140,13 +146,22 @@ class CeleryDispatcher:
             lambda: advance.apply_async((str(run_id),), eta=eta, **options), robust=True
         )
 
-    def run_child(self, step_id: int, *, eta: datetime | None = None, urgent: bool = False) -> None:
-        options = _options(CONTROL if urgent else WORK)
+    def run_child(
+        self,
+        step_id: int,
+        *,
+        eta: datetime | None = None,
+        urgent: bool = False,
+        queue: str | None = None,
+    ) -> None:
+        options = _options(CONTROL if urgent else WORK, queue)
         transaction.on_commit(
             lambda: run_tool.apply_async((step_id,), eta=eta, **options), robust=True
         )
 
-    def fan_out(self, run_id: UUID, position: int, step_ids: list[int]) -> None:
+    def fan_out(
+        self, run_id: UUID, position: int, step_ids: list[int], *, queue: str | None = None
+    ) -> None:
         """Chords of at most CHORD_SIZE header tasks, each chord sent by its own small task.
 
         A fan-out gets at most FAN_OUT_TASKS header tasks: up to that many children, one
@@ -162,7 +177,7 @@ class CeleryDispatcher:
 
         def send() -> None:
             for chunk in chunks:
-                fan_out_chunk.apply_async((str(run_id), position, chunk), **options)
+                fan_out_chunk.apply_async((str(run_id), position, chunk, queue), **options)
 
         transaction.on_commit(send, robust=True)
 

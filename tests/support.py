@@ -57,10 +57,19 @@ class RecordingDispatcher:
     def advance(self, run_id: UUID, *, eta: datetime | None = None) -> None:
         self.sent.append((run_id, eta))
 
-    def run_child(self, step_id: int, *, eta: datetime | None = None, urgent: bool = False) -> None:
+    def run_child(
+        self,
+        step_id: int,
+        *,
+        eta: datetime | None = None,
+        urgent: bool = False,
+        queue: str | None = None,
+    ) -> None:
         self.children.append((step_id, eta))
 
-    def fan_out(self, run_id: UUID, position: int, step_ids: list[int]) -> None:
+    def fan_out(
+        self, run_id: UUID, position: int, step_ids: list[int], *, queue: str | None = None
+    ) -> None:
         self.children.extend((step_id, None) for step_id in step_ids)
 
 

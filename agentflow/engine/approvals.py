@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from django.db import transaction
@@ -21,19 +21,13 @@ from pydantic import BaseModel
 
 from agentflow import registry
 from agentflow.engine import fanout, store
-from agentflow.engine.durations import check_seconds
-from agentflow.engine.interrupts import Suspend
+from agentflow.engine.attempts import queue_of
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import args_hash, check_text, dumps, error_record, loads
 from agentflow.exceptions import AlreadyDecided, ApprovalNotFound, InvalidInput, PolicyDenied
-from agentflow.gates import validation
 from agentflow.gates.redaction import redact, redact_text
 from agentflow.gates.sealing import protect, reveal
-from agentflow.models import Approval, Run, Step
-
-if TYPE_CHECKING:
-    from agentflow.engine.context import RunContext
-    from agentflow.engine.tool_call import ToolCall
+from agentflow.models import Approval, Run, Step, validation
 
 BATCH = 500
 
@@ -74,171 +68,53 @@ def binding(tool: str, args_json: str) -> str:
     return args_hash(f"{tool}\0{args_json}")
 
 
-def _who(approval: Approval) -> str:
+def who(approval: Approval) -> str:
     if approval.status == Approval.Status.EXPIRED:
         return "its timeout"
     user = approval.decided_by
     return user.get_username() if user is not None else "a deleted user"
 
 
-# -- ctx.approve ---------------------------------------------------------------------
-
-
-def ask(
-    ctx: RunContext,
-    title: str,
-    data: Any,
-    schema: Any,
-    timeout: float | None,
-    default: str,
-) -> Decision:
-    """``ctx.approve``: record the question, wait for the answer, return the Decision."""
-    model = schema if isinstance(schema, type) and issubclass(schema, BaseModel) else None
-    json_schema = model.model_json_schema() if model is not None else schema
-    where = f"run {ctx.run.id} position {ctx.position}"
-    if not isinstance(title, str) or not title.strip() or len(title) > 300:
-        raise InvalidInput(f"ctx.approve at {where}: title must be 1 to 300 characters")
-    if default not in ("approve", "reject"):
-        raise InvalidInput(f"ctx.approve at {where}: default must be 'approve' or 'reject'")
-    if timeout is not None and not check_seconds(timeout, f"ctx.approve timeout at {where}") > 0:
-        raise InvalidInput(f"ctx.approve at {where}: timeout must be a positive number")
-    if json_schema is not None:
-        try:
-            validation.check_schema(json_schema)
-        except ValueError as exc:
-            raise InvalidInput(f"ctx.approve at {where}: schema is {exc}") from None
-    args_json = dumps(
-        {
-            "title": title,
-            "data": data,
-            "schema": json_schema,
-            "timeout": timeout,
-            "default": default,
-        },
-        what=f"approval request '{title}'",
-        sort_keys=True,
-    )
-    position, digest, record = ctx._take("approval", title, args_json)
-    if record is not None and record.status == Step.Status.SUCCEEDED:
-        return Decision.from_output(record.output, model)
-    if record is None:
-        now = timezone.now()
-        expires = None if timeout is None else now + timedelta(seconds=timeout)
-        with store.unavailable_as_interrupt(), transaction.atomic():
-            step_id, _ = ctx._record(
-                position,
-                "approval",
-                title,
-                args_json,
-                digest,
-                status=Step.Status.WAITING,
-                started_at=now,
-                wake_at=expires,
-                event=ctx._event("approval.requested", position, "approval", title),
-            )
-            Approval.objects.create(
-                run_id=ctx.run.id,
-                step_id=step_id,
-                position=position,
-                title=redact_text(title),
-                request={"data": redact(loads(dumps(data, what="approval data")))},
-                schema=json_schema,
-                default=default,
-                expires_at=expires,
-            )
-        raise Suspend(_waiting(title, position, expires), expires)
-    approval = Approval.objects.select_related("decided_by").get(step_id=record.id)
-    if approval.status == Approval.Status.PENDING:
-        if approval.expires_at is None or approval.expires_at > timezone.now():
-            raise Suspend(_waiting(title, position, approval.expires_at), approval.expires_at)
-        approval = expire(approval.id) or Approval.objects.get(id=approval.id)
-    output_json = dumps(
-        _decision_output(approval, data), what=f"decision of approval '{title}'", sort_keys=True
-    )
-    output = store.update_step(
-        ctx._fence,
-        record.id,
-        status=Step.Status.SUCCEEDED,
-        output_json=output_json,
-        finished_at=timezone.now(),
-        wake_at=record.wake_at,
-        event=ctx._event("step.completed", position, "approval", title, status=approval.status),
-    )
-    return Decision.from_output(output, model)
-
-
-def _waiting(title: str, position: int, expires: datetime | None) -> str:
+def waiting_reason(title: str, position: int, expires: datetime | None) -> str:
     until = f" until {expires.isoformat()}" if expires else ""
     return f"waiting for approval '{title}'{until} (position {position})"
 
 
-def _decision_output(approval: Approval, requested: Any) -> dict[str, Any]:
+def decision_output(approval: Approval, requested: Any) -> dict[str, Any]:
     data = reveal(approval.data, approval.sealed_data)
     return {
         "status": approval.status,
         "approved": is_approved(approval),
         "data": requested if data is None else data,
         "comment": approval.comment,
-        "by": None if approval.decided_by_id is None else _who(approval),
+        "by": None if approval.decided_by_id is None else who(approval),
     }
 
 
-# -- tool calls that need approval ---------------------------------------------------
-
-
-def tool_gate(call: ToolCall, reason: str) -> dict[str, Any]:
-    """The arguments an approved call runs with; else suspend, or refuse with PolicyDenied."""
-    record = call.record
-    approval = None
-    if record is not None:
-        approval = Approval.objects.select_related("decided_by").filter(step_id=record.id).first()
-    if approval is None:
-        _request_tool(call, reason)
-    assert approval is not None
-    if approval.status == Approval.Status.PENDING:
-        raise Suspend(_waiting(approval.title, call.position, None))
-    if not is_approved(approval):
-        comment = f" ({approval.comment})" if approval.comment else ""
-        denied = PolicyDenied(
-            f"Tool '{call.tool.name}' was not approved at {call.where}: approval "
-            f"{approval.id} was {approval.status} by {_who(approval)}{comment}. "
-            "The tool did not run."
-        )
-        call._finish_new(Step.Status.FAILED, error=error_record(denied))
-        raise denied
-    if approval.binding != binding(call.tool.name, call.args_json):
-        denied = PolicyDenied(
-            f"Approval {approval.id} at {call.where} was given for other arguments of tool "
-            f"'{call.tool.name}' than the agent now passes; the tool did not run."
-        )
-        call._finish_new(Step.Status.FAILED, error=error_record(denied))
-        raise denied
-    edited = reveal(approval.data, approval.sealed_data)
-    return call.args if edited is None else edited
-
-
-def _request_tool(call: ToolCall, reason: str) -> None:
-    ctx, now = call.ctx, timezone.now()
-    event = call._event("approval.requested", reason=reason)
-    with store.unavailable_as_interrupt(), transaction.atomic():
-        step_id = call.enter(Step.Status.WAITING, event, now, attempts=None)
-        Approval.objects.create(
-            run_id=ctx.run.id,
-            step_id=step_id,
-            position=call.position,
-            title=redact_text(f"Run tool {call.tool.name}"),
-            request=_tool_request(call.tool, call.args, reason),
-            schema=call.tool.json_schema,
-            tool=call.tool.name,
-            binding=binding(call.tool.name, call.args_json),
-        )
-    raise Suspend(
-        f"waiting for approval to run tool {call.tool.name} (position {call.position}): {reason}"
-    )
-
-
-def _tool_request(tool: Any, args: dict[str, Any], reason: str, **extra: Any) -> dict[str, Any]:
+def tool_request(tool: Any, args: dict[str, Any], reason: str, **extra: Any) -> dict[str, Any]:
     return {"tool": tool.name, "args": redact(args), "reason": reason, **extra}
+
+
+def request_for_call(
+    run_id: UUID,
+    step_id: int,
+    position: int,
+    tool: Any,
+    args: dict[str, Any],
+    args_json: str,
+    reason: str,
+) -> Approval:
+    """Create the approval a ``ctx.call`` waits for, bound to the tool and its arguments."""
+    return Approval.objects.create(
+        run_id=run_id,
+        step_id=step_id,
+        position=position,
+        title=redact_text(f"Run tool {tool.name}"),
+        request=tool_request(tool, args, reason),
+        schema=tool.json_schema,
+        tool=tool.name,
+        binding=binding(tool.name, args_json),
+    )
 
 
 def request_for_children(
@@ -247,7 +123,7 @@ def request_for_children(
     """Create one approval per fan-out child that needs one (their steps wait for it)."""
     rows = []
     for step_id, index, child in waiting:
-        tool = registry.get_tool(child.tool)
+        tool = child.tool
         rows.append(
             Approval(
                 run_id=run_id,
@@ -257,7 +133,7 @@ def request_for_children(
                 title=redact_text(
                     f"Run tool {tool.name} (call {index} of the fan-out at position {position})"
                 ),
-                request=_tool_request(tool, json.loads(child.args_json), child.approval or ""),
+                request=tool_request(tool, json.loads(child.args_json), child.approval or ""),
                 schema=tool.json_schema,
                 tool=tool.name,
                 binding=binding(tool.name, child.args_json),
@@ -320,7 +196,7 @@ def decide(
             decided = approval.decided_at.isoformat() if approval.decided_at else "earlier"
             raise AlreadyDecided(
                 f"Approval {approval.id} ('{approval.title}') of run {approval.run_id} was "
-                f"already {approval.status} by {_who(approval)} at {decided}; a decision is "
+                f"already {approval.status} by {who(approval)} at {decided}; a decision is "
                 "recorded once."
             )
         approval.status = outcome
@@ -370,12 +246,12 @@ def _release_child(approval: Approval, data_json: str | None, now: datetime) -> 
             stored, sealed = protect(data_json)
             fields.update(args=loads(stored), sealed_args=sealed)
         if Step.objects.filter(id=step_id, status=Step.Status.WAITING).update(**fields):
-            dispatcher().run_child(step_id)
+            dispatcher().run_child(step_id, queue=queue_of(approval.tool))
         return
     denied = PolicyDenied(
         f"Tool '{approval.tool}' was not approved at run {approval.run_id} position "
         f"{approval.position} child {approval.index}: approval {approval.id} was "
-        f"{approval.status} by {_who(approval)}. The tool did not run."
+        f"{approval.status} by {who(approval)}. The tool did not run."
     )
     Step.objects.filter(id=step_id, status=Step.Status.WAITING).update(
         status=Step.Status.FAILED, error=redact(error_record(denied)), finished_at=now

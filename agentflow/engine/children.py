@@ -1,44 +1,35 @@
-"""Run one fan-out child: pass its gates, claim it, call the tool, record, maybe join.
+"""Run one fan-out child: claim it, pass its gates, run one attempt, record, maybe join.
 
 Safe to receive any number of times: a child is claimed by a status transition that
 bumps its attempt counter, so a duplicate delivery of a claimed or finished child does
 nothing, and a claim whose worker died is found by its heartbeat and handed out again.
+The attempt itself is ``attempts.Attempt``, the same pipeline as ``ctx.call``'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from agentflow import conf, registry
-from agentflow.engine import fanout, leases, pausing
-from agentflow.engine.errors import tool_error
+from agentflow.engine import fanout, pausing, sql, store
+from agentflow.engine.attempts import Attempt, queue_of
+from agentflow.engine.interrupts import LeaseLost, unavailable_as_interrupt
 from agentflow.engine.ports import dispatcher
-from agentflow.engine.serialize import dumps, error_record, loads
-from agentflow.engine.store import db_when
-from agentflow.engine.timeouts import call_with_timeout
-from agentflow.exceptions import BudgetExceeded, PayloadError, ToolArgumentError, UnknownTool
+from agentflow.engine.serialize import error_record, loads
+from agentflow.exceptions import BudgetExceeded, ToolArgumentError, UnknownTool
 from agentflow.gates import admission, budgets
-from agentflow.gates.limits import limits_for
-from agentflow.gates.redaction import redact, redact_json
-from agentflow.gates.sealing import protect, reveal
-from agentflow.models import Budget, Run, Step
+from agentflow.gates.redaction import redact
+from agentflow.gates.sealing import reveal
+from agentflow.models import Run, Step
 
 logger = logging.getLogger("agentflow.children")
-STEP = Step._meta.db_table
-RUN = Run._meta.db_table
-BUDGET = Budget._meta.db_table
-QUOTED_INDEX = connection.ops.quote_name("index")
-# A child waiting for its approval is open too: the fan-out is not complete without it.
-OPEN = (Step.Status.PENDING, Step.Status.SCHEDULED, Step.Status.RUNNING, Step.Status.WAITING)
 CLAIMABLE = (Step.Status.PENDING, Step.Status.SCHEDULED)
 # Dead claims and lost wake-ups each handled by one recovery pass, at most.
 BATCH = 5000
@@ -62,24 +53,6 @@ class Claim:
         return f"<Claim step {self.step_id} attempt {self.attempt}>"
 
 
-def wake(waiters: list[str]) -> None:
-    """Dispatch the calls a freed concurrency slot admits next."""
-    send = dispatcher()
-    for waiter in waiters:
-        kind, _, ident = waiter.partition(":")
-        if kind == "step":
-            send.run_child(int(ident))
-        elif kind == "run":
-            send.advance(ident)
-
-
-def _defer(step: Step) -> str:
-    """A wake-up came before the child is due: ask for it again at its time."""
-    Step.objects.filter(id=step.id, status__in=CLAIMABLE).update(dispatched_at=timezone.now())
-    dispatcher().run_child(step.id, eta=step.wake_at)
-    return "deferred"
-
-
 @dataclass(frozen=True)
 class Claimed:
     """A child just claimed, with what running it needs (read in the claim itself)."""
@@ -97,43 +70,34 @@ class Claimed:
     owner_id: int | None
     has_own_budget: bool
 
+    @property
+    def where(self) -> str:
+        return f"run {self.run_id} position {self.position} child {self.index}"
+
+    @property
+    def queue(self) -> str | None:
+        return queue_of(self.name)
+
 
 def _claim(step_id: int) -> Claimed | None:
-    """open -> running, with attempts + 1, if due and its run is active; one statement.
-
-    The first claim sets ``started_at``: a child starts when a worker takes it, not when
-    its fan-out was recorded.
-    """
     now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {STEP} SET status = 'running', attempts = attempts + 1, heartbeat_at = %s, "
-            "started_at = COALESCE(started_at, %s), wake_at = NULL "
-            "WHERE id = %s AND status IN ('pending', 'scheduled') "
-            "AND (wake_at IS NULL OR wake_at <= %s) "
-            f"AND EXISTS (SELECT 1 FROM {RUN} r WHERE r.id = run_id AND r.status IN "
-            "('pending', 'running', 'waiting')) "
-            f"RETURNING id, run_id, position, {QUOTED_INDEX}, name, args, idempotency_key, "
-            f"attempts, rate_slot, (SELECT agent FROM {RUN} r WHERE r.id = run_id), "
-            f"(SELECT owner_id FROM {RUN} r WHERE r.id = run_id), "
-            f"EXISTS (SELECT 1 FROM {BUDGET} b WHERE b.run_id = {STEP}.run_id AND b.enabled), "
-            "sealed_args",
-            [
-                db_when(now),
-                db_when(now),
-                step_id,
-                db_when(now + timedelta(seconds=admission.NOW_ENOUGH)),
-            ],
-        )
-        row = cursor.fetchone()
+    row = store.claim_child(step_id, now, now + timedelta(seconds=admission.NOW_ENOUGH))
     if row is None:
         return None
-    values = list(row)
-    sealed_args = values.pop()
-    values[5] = reveal(loads(values[5]), sealed_args)  # the tool gets the real arguments
-    values[8] = _from_db_datetime(values[8])
-    values[11] = bool(values[11])  # SQLite answers EXISTS with 0 or 1
-    return Claimed(*values)
+    return Claimed(
+        id=row["id"],
+        run_id=row["run_id"],
+        position=row["position"],
+        index=row["child_index"],
+        name=row["name"],
+        args=reveal(loads(row["args"]), row["sealed_args"]),  # the tool gets the real arguments
+        idempotency_key=row["idempotency_key"],
+        attempt=row["attempts"],
+        rate_slot=_from_db_datetime(row["rate_slot"]),
+        agent=row["agent"],
+        owner_id=row["owner_id"],
+        has_own_budget=bool(row["has_own_budget"]),  # SQLite answers with 0 or 1
+    )
 
 
 def _from_db_datetime(value: Any) -> datetime | None:
@@ -144,44 +108,6 @@ def _from_db_datetime(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _finish(step: Claimed, status: str, output_json: str | None, error: Any) -> bool:
-    """Record the outcome (if the claim still holds); True if no sibling is left open."""
-    with connection.cursor() as cursor:
-        stored_output, sealed_output = protect(output_json)
-        cursor.execute(
-            f"UPDATE {STEP} SET status = %s, output = %s, sealed_output = %s, error = %s, "
-            "finished_at = %s, heartbeat_at = NULL, rate_slot = NULL "
-            "WHERE id = %s AND status = 'running' AND attempts = %s",
-            [
-                status,
-                stored_output,
-                sealed_output,
-                None
-                if error is None
-                else redact_json(dumps(error, what="child error", limited=False)),
-                db_when(timezone.now()),
-                step.id,
-                step.attempt,
-            ],
-        )
-        if cursor.rowcount != 1:
-            return False  # the claim lapsed and another attempt owns the child now
-    return not fanout.any_open(step.run_id, step.position)
-
-
-def _schedule_retry(step: Claimed, delay: float, error: dict[str, Any]) -> None:
-    eta = timezone.now() + timedelta(seconds=delay)
-    Step.objects.filter(id=step.id, status=Step.Status.RUNNING, attempts=step.attempt).update(
-        status=Step.Status.SCHEDULED,
-        wake_at=eta,
-        error=redact(error),
-        heartbeat_at=None,
-        rate_slot=None,
-        dispatched_at=timezone.now(),
-    )
-    dispatcher().run_child(step.id, eta=eta)
-
-
 def run_child(step_id: int) -> str:
     """Execute one child if it is due and free; return what happened, for logs and tests."""
     step = _claim(step_id)
@@ -190,41 +116,103 @@ def run_child(step_id: int) -> str:
     try:
         tool = registry.get_tool(step.name)
     except UnknownTool as exc:
-        return _close(step, Step.Status.FAILED, None, error_record(exc))
+        return ChildOutcome(step).close(Step.Status.FAILED, None, error_record(exc))
     try:
         kwargs = tool.validate(step.args)
     except ValueError as exc:
-        return _close(step, Step.Status.FAILED, None, _argument_error(step, tool, exc))
+        return ChildOutcome(step).close(Step.Status.FAILED, None, _argument_error(step, tool, exc))
     # Policy and approval were settled when the fan-out was created; the budget and the
     # limit gates come last, right before the call, so admission time is start time.
-    usage = budgets.Usage(cost=tool.cost, tool_calls=1)
-    what = f"tool {tool.name} at run {step.run_id} position {step.position} child {step.index}"
-    rows = budgets.for_run(step.run_id, step.agent, step.owner_id, own=step.has_own_budget)
-    try:
-        reservation = budgets.reserve(rows, step.run_id, usage, what)
-    except BudgetExceeded:
-        reservation = _reserve_or_hold(step, rows, usage, what)
-        if reservation is None:
-            return "paused"
-    try:
-        limits = limits_for(tool, step.agent, step.owner_id)
-        gate = admission.Admission()
-        if limits.any and step.attempt <= tool.retries + 1:
-            gate = admission.admit(
-                limits,
-                member=f"step:{step.id}:{step.attempt}",
-                booked=step.rate_slot,
-                waiter=f"step:{step.id}",
-            )
-            if gate.delay:
-                return _unclaim(step, gate)
+    claim = Claim(step.id, step.attempt)
+    attempt = Attempt(
+        tool,
+        kwargs,
+        attempt=step.attempt,
+        where=step.where,
+        key=step.idempotency_key,
+        agent=step.agent,
+        owner_id=step.owner_id,
+        outcome=ChildOutcome(step),
+        stop=claim.lost,  # the heartbeat sets it when the claim is gone
+    )
+    attempt.held.append(claim)
+    with attempt.budgeted():
+        with unavailable_as_interrupt("reading budgets"):
+            rows = budgets.for_run(step.run_id, step.agent, step.owner_id, own=step.has_own_budget)
         try:
-            return _execute(step, tool, kwargs, limits, gate, reservation)
-        finally:
-            wake(admission.release(limits, gate.slot))
-    finally:
-        if not reservation.used:  # the tool never ran: give the reservation back
-            budgets.release(reservation)
+            attempt.reserve(rows, step.run_id)
+        except BudgetExceeded:
+            held = _reserve_or_hold(step, rows, attempt.usage, f"tool {tool.name} at {step.where}")
+            if held is None:
+                return "paused"
+            attempt.reservation = held
+        try:
+            return attempt.run(
+                booked=step.rate_slot,
+                member=f"step:{step.id}:{step.attempt}",
+                waiter=f"step:{step.id}:{step.name}",
+            )
+        except LeaseLost:
+            return "lost"  # the claim lapsed; another attempt owns the child now
+
+
+class ChildOutcome:
+    """How a child's attempt is stored: on its own row, claimed by its attempt number."""
+
+    def __init__(self, step: Claimed) -> None:
+        self.step = step
+
+    def throttled(self, attempt: int, gate: admission.Admission) -> str:
+        """Hand the claim back (the attempt does not count) and come back when admitted."""
+        step, eta = self.step, gate.wake_at
+        Step.objects.filter(id=step.id, status=Step.Status.RUNNING, attempts=attempt).update(
+            status=Step.Status.SCHEDULED,
+            attempts=attempt - 1,
+            heartbeat_at=None,
+            wake_at=eta,
+            rate_slot=gate.booked,
+            dispatched_at=timezone.now(),
+        )
+        dispatcher().run_child(step.id, eta=eta, queue=step.queue)
+        return "deferred"
+
+    def retrying(self, attempt: int, exc: Exception, wake_at: datetime) -> str:
+        step = self.step
+        Step.objects.filter(id=step.id, status=Step.Status.RUNNING, attempts=attempt).update(
+            status=Step.Status.SCHEDULED,
+            wake_at=wake_at,
+            error=redact(error_record(exc)),
+            heartbeat_at=None,
+            rate_slot=None,
+            dispatched_at=timezone.now(),
+        )
+        dispatcher().run_child(step.id, eta=wake_at, queue=step.queue)
+        return "retrying"
+
+    def succeeded(self, attempt: int, output_json: str) -> str:
+        if not store.finish_child(self.step.id, attempt, Step.Status.SUCCEEDED, output_json, None):
+            # The claim lapsed: an atomic tool's writes roll back with this.
+            raise LeaseLost(f"the claim of {self.step.where} lapsed")
+        return Step.Status.SUCCEEDED
+
+    def committed(self, status: str) -> str:
+        self._join()
+        return status
+
+    def failed(self, attempts: int, exc: BaseException, error: Exception) -> str:
+        record = error_record(exc, message=str(error), tool=self.step.name, attempts=attempts)
+        return self.close(Step.Status.FAILED, None, record)
+
+    def close(self, status: str, output_json: str | None, error: Any) -> str:
+        """Record the outcome; the last child to finish joins the fan-out."""
+        if store.finish_child(self.step.id, self.step.attempt, status, output_json, error):
+            self._join()
+        return status
+
+    def _join(self) -> None:
+        step = self.step
+        if not fanout.any_open(step.run_id, step.position):
+            fanout.join(step.run_id, step.position)
 
 
 def _argument_error(step: Claimed, tool: Any, exc: ValueError) -> dict[str, Any]:
@@ -234,10 +222,9 @@ def _argument_error(step: Claimed, tool: Any, exc: ValueError) -> dict[str, Any]
     the middle of the fan-out). Retrying cannot help: the child fails once, unrun.
     """
     error = ToolArgumentError(
-        f"Tool '{tool.name}' got invalid arguments at run {step.run_id} position "
-        f"{step.position} child {step.index}: {exc}. The tool did not run. Its schema no "
-        "longer accepts the arguments recorded when the fan-out began (was the tool changed "
-        "since?); fix the tool or the agent and retry the run.",
+        f"Tool '{tool.name}' got invalid arguments at {step.where}: {exc}. The tool did not "
+        "run. Its schema no longer accepts the arguments recorded when the fan-out began "
+        "(was the tool changed since?); fix the tool or the agent and retry the run.",
         tool=tool.name,
         error_type="ToolArgumentError",
     )
@@ -254,13 +241,14 @@ def _reserve_or_hold(
     to send. So: if the run is still active and the budget still has no room, hand the
     claim back and pause the run; if it is paused already, only hand the claim back.
     """
-    with transaction.atomic():
+    with sql.atomic():
         active = (
             Run.objects.select_for_update().filter(id=step.run_id, status__in=Run.ACTIVE).exists()
         )
         if active:
             try:  # limits are read fresh: a raised one admits the call now
-                return budgets.reserve(rows, step.run_id, usage, what)
+                with unavailable_as_interrupt("reserving budget"):
+                    return budgets.reserve(rows, step.run_id, usage, what)
             except BudgetExceeded as exc:
                 pausing.pause(step.run_id, str(exc))
         Step.objects.filter(id=step.id, status=Step.Status.RUNNING, attempts=step.attempt).update(
@@ -276,70 +264,10 @@ def _not_claimed(step_id: int) -> str:
     ).first()
     if early is None:
         return "skipped"
-    return _defer(early)
-
-
-def _unclaim(step: Claimed, gate: admission.Admission) -> str:
-    """Hand the claim back (the attempt does not count) and come back when admitted."""
-    eta = gate.wake_at
-    Step.objects.filter(id=step.id, status=Step.Status.RUNNING, attempts=step.attempt).update(
-        status=Step.Status.SCHEDULED,
-        attempts=step.attempt - 1,
-        heartbeat_at=None,
-        wake_at=eta,
-        rate_slot=gate.booked,
-        dispatched_at=timezone.now(),
-    )
-    dispatcher().run_child(step.id, eta=eta)
+    # A wake-up came before the child is due: ask for it again at its time.
+    Step.objects.filter(id=early.id, status__in=CLAIMABLE).update(dispatched_at=timezone.now())
+    dispatcher().run_child(early.id, eta=early.wake_at, queue=queue_of(early.name))
     return "deferred"
-
-
-def _execute(
-    step: Claimed,
-    tool: Any,
-    kwargs: dict[str, Any],
-    limits: Any,
-    gate: admission.Admission,
-    reservation: budgets.Reservation,
-) -> str:
-    where = f"run {step.run_id} position {step.position} child {step.index}"
-    attempt = step.attempt
-    if attempt > tool.retries + 1:
-        crash = RuntimeError(f"the worker died during each of the {attempt - 1} attempts")
-        error = tool_error(tool.name, where, attempt - 1, crash)
-        record = error_record(crash, message=str(error), tool=tool.name, attempts=attempt - 1)
-        return _close(step, Step.Status.FAILED, None, record)
-    if tool.takes_idempotency_key:
-        kwargs["idempotency_key"] = step.idempotency_key
-    claim = Claim(step.id, attempt)
-    if tool.takes_stop_requested:  # the heartbeat sets it when the claim is gone
-        kwargs["stop_requested"] = claim.lost
-    claims: list[leases.Renewable] = [claim]
-    if gate.slot:
-        claims.append(admission.SlotLease(limits, gate.slot))
-    try:
-        with contextlib.ExitStack() as held:
-            for claim in claims:
-                held.enter_context(leases.heartbeat.holding(claim))
-            reservation.used = True
-            result = call_with_timeout(tool.fn, kwargs, tool.timeout, f"tool {tool.name}")
-        output_json = dumps(result, what=f"output of tool {tool.name} at {where}")
-    except Exception as exc:
-        retryable = not isinstance(exc, (*tool.non_retryable, PayloadError))
-        if retryable and attempt <= tool.retries:
-            delay = min(tool.retry_backoff * 2 ** (attempt - 1), tool.retry_backoff_max)
-            _schedule_retry(step, delay, error_record(exc))
-            return "retrying"
-        error = tool_error(tool.name, where, attempt, exc)
-        record = error_record(exc, message=str(error), tool=tool.name, attempts=attempt)
-        return _close(step, Step.Status.FAILED, None, record)
-    return _close(step, Step.Status.SUCCEEDED, output_json, None)
-
-
-def _close(step: Claimed, status: str, output_json: str | None, error: Any) -> str:
-    if _finish(step, status, output_json, error):
-        fanout.join(step.run_id, step.position)
-    return status
 
 
 def recover(now: datetime) -> dict[str, int]:
@@ -356,19 +284,19 @@ def recover(now: datetime) -> dict[str, int]:
             status__in=CLAIMABLE,
             dispatched_at__lt=now - grace,
             run__status__in=Run.ACTIVE,
-        ).values_list("id", flat=True)[:BATCH]
+        ).values_list("id", "name")[:BATCH]
     )
-    Step.objects.filter(id__in=lost).update(dispatched_at=now)
+    Step.objects.filter(id__in=[step_id for step_id, _ in lost]).update(dispatched_at=now)
     send = dispatcher()
-    for step_id in dead:  # their runs were cut off mid-step: they go ahead of queued tools
-        send.run_child(step_id, urgent=True)
-    for step_id in lost:
-        send.run_child(step_id)
+    for step_id, name in dead:  # their runs were cut off mid-step: they go ahead of queued tools
+        send.run_child(step_id, urgent=True, queue=queue_of(name))
+    for step_id, name in lost:
+        send.run_child(step_id, queue=queue_of(name))
     return {"children_dead": len(dead), "children_resent": len(lost)}
 
 
-def _reset_dead(now: datetime) -> list[int]:
-    """Hand back claims whose heartbeat stopped; return the ids this call reset.
+def _reset_dead(now: datetime) -> list[tuple[int, str]]:
+    """Hand back claims whose heartbeat stopped; return (id, tool) of those this call reset.
 
     They are marked dispatched now, since the caller sends them at once: the lost-wake-up
     query must not find (and send, and count) them a second time.
@@ -376,10 +304,10 @@ def _reset_dead(now: datetime) -> list[int]:
     lease = timedelta(seconds=conf.setting("LEASE_SECONDS"))
     stale = Step.objects.filter(
         index__isnull=False, status=Step.Status.RUNNING, heartbeat_at__lt=now - lease
-    ).values_list("id", "attempts")[:BATCH]
+    ).values_list("id", "attempts", "name")[:BATCH]
     return [
-        step_id
-        for step_id, attempts in stale
+        (step_id, name)
+        for step_id, attempts, name in stale
         if Step.objects.filter(id=step_id, status=Step.Status.RUNNING, attempts=attempts).update(
             status=Step.Status.SCHEDULED, wake_at=None, heartbeat_at=None, dispatched_at=now
         )

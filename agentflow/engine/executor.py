@@ -15,7 +15,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from agentflow import conf, registry
-from agentflow.engine import leases, pausing, store
+from agentflow.engine import leases, pausing, run_rows, store
 from agentflow.engine.context import RunContext
 from agentflow.engine.interrupts import LeaseLost, Pause, StoreUnavailable, Suspend
 from agentflow.engine.ports import dispatcher
@@ -79,7 +79,7 @@ def _drive(lease: leases.Lease) -> str:
             return "paused"
         except Exception as exc:
             error = error_record(ctx.diverged or exc, position=ctx.position - 1)
-            store.finish_run(
+            run_rows.finish(
                 lease.fence,
                 status=Run.Status.FAILED,
                 output_json=None,
@@ -87,7 +87,7 @@ def _drive(lease: leases.Lease) -> str:
                 event=("run.failed", {"type": error["type"], "message": error["message"]}),
             )
             return "failed"
-        store.finish_run(
+        run_rows.finish(
             lease.fence,
             status=Run.Status.SUCCEEDED,
             output_json=output_json,

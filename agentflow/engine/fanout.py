@@ -9,152 +9,105 @@ re-advanced exactly once whether the chord body fires once, twice or never.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from agentflow.engine import store
+from agentflow.definitions import ToolDefinition
+from agentflow.engine import sql, store
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import dumps
 from agentflow.gates.redaction import redact_json
 from agentflow.gates.sealing import protect, reveal
 from agentflow.models import Run, Step
 
-STEP = Step._meta.db_table
-# Served by the partial index agentflow_step_open_child.
-OPEN_CHILD = (
-    f"SELECT 1 FROM {STEP} o WHERE o.run_id = %s AND o.position = %s "
-    f"AND o.{connection.ops.quote_name('index')} IS NOT NULL "
-    "AND o.status IN ('pending', 'scheduled', 'running', 'waiting')"
-)
+if TYPE_CHECKING:
+    from agentflow.engine.journal import Entry
 
 
 @dataclass(frozen=True)
 class Child:
     """One call of a fan-out, as the agent asked for it."""
 
-    tool: str
+    tool: ToolDefinition
     args_json: str
     error: dict[str, Any] | None = None  # set when a gate refused it up front
     approval: str | None = None  # why it waits for a person before it may run
 
+    @property
+    def status(self) -> str:
+        if self.error is not None:
+            return Step.Status.FAILED
+        return Step.Status.WAITING if self.approval else Step.Status.PENDING
+
 
 def create(
-    fence: store.Fence,
-    *,
-    position: int,
-    kind: str,
-    name: str,
-    args_json: str,
-    args_hash: str,
-    children: list[Child],
-) -> None:
-    """Record the parent and all children (one bulk insert), then dispatch the chord."""
+    fence: store.Fence, entry: Entry, children: list[Child], *, key: str
+) -> list[tuple[int, int, Child]]:
+    """Record the parent and all children (bulk inserts), then dispatch the runnable ones.
+
+    Returns (id, index, child) of the children that wait for an approval; the caller
+    creates their approvals in the same transaction.
+    """
     now = timezone.now()
-    with transaction.atomic():
+    with sql.atomic():
         store.insert_step(
             fence,
-            position=position,
-            kind=kind,
-            name=name,
-            args_json=args_json,
-            args_hash=args_hash,
+            position=entry.position,
+            kind=entry.kind,
+            name=entry.name,
+            args_json=entry.args_json,
+            args_hash=entry.digest,
             status=Step.Status.WAITING,
             started_at=now,
-            key=f"{fence.run_id}:{position}",
-            event=(
-                "step.started",
-                {"position": position, "kind": kind, "name": name, "children": len(children)},
-            ),
+            key=key,
+            event=entry.event("step.started", children=len(children)),
         )
-        step_ids, waiting = _insert_children(fence.run_id, position, children, now)
-        if waiting:
-            from agentflow.engine import approvals
-
-            approvals.request_for_children(fence.run_id, position, waiting)
-        if step_ids:
-            dispatcher().fan_out(fence.run_id, position, step_ids)
-        else:
-            join(fence.run_id, position)
-
-
-BATCH = 1000
-
-
-def _status(child: Child) -> str:
-    if child.error is not None:
-        return Step.Status.FAILED
-    return Step.Status.WAITING if child.approval else Step.Status.PENDING
+        rows = [_row(fence.run_id, entry.position, index, child, now) for index, child in
+                enumerate(children)]  # fmt: skip
+        runnable: dict[str | None, list[int]] = defaultdict(list)
+        waiting: list[tuple[int, int, Child]] = []
+        for step_id, status, index in store.insert_children(rows):
+            if status == Step.Status.PENDING:
+                runnable[children[index].tool.queue].append(step_id)
+            elif status == Step.Status.WAITING:
+                waiting.append((step_id, index, children[index]))
+        for queue, step_ids in runnable.items():
+            dispatcher().fan_out(fence.run_id, entry.position, step_ids, queue=queue)
+        if not runnable and not waiting:
+            join(fence.run_id, entry.position)
+    return waiting
 
 
-def _insert_children(
-    run_id: UUID, position: int, children: list[Child], now: Any
-) -> tuple[list[int], list[tuple[int, int, Child]]]:
-    """Insert the children in multi-row INSERTs.
-
-    Returns the ids of the runnable ones and (id, index, child) of those awaiting approval.
-    """
-    when = connection.ops.adapt_datetimefield_value(now)
-    run = store.db_uuid(run_id)
-    columns = ", ".join(connection.ops.quote_name(c) for c in store.STEP_COLUMNS)
-    row = "(" + ", ".join(["%s"] * len(store.STEP_COLUMNS)) + ")"
-    runnable: list[int] = []
-    waiting: list[tuple[int, int, Child]] = []
-    with connection.cursor() as cursor:
-        for start in range(0, len(children), BATCH):
-            batch = children[start : start + BATCH]
-            values: list[Any] = []
-            for index, child in enumerate(batch, start):
-                failed = child.error is not None
-                stored_args, sealed_args = protect(child.args_json)
-                values += [
-                    run,
-                    position,
-                    index,
-                    "call",
-                    child.tool,
-                    _status(child),
-                    stored_args,
-                    "",
-                    None,  # output
-                    redact_json(dumps(child.error, what="child error", limited=False))
-                    if failed
-                    else None,
-                    0,
-                    f"{run_id}:{position}:{index}",
-                    when if failed else None,  # started_at: set when a worker claims it
-                    when if failed else None,  # finished_at
-                    None,  # wake_at
-                    0,
-                    0,
-                    0,
-                    None,  # rate_slot
-                    when,  # dispatched_at
-                    sealed_args,
-                    None,  # sealed_output
-                ]
-            cursor.execute(
-                f"INSERT INTO {STEP} ({columns}) VALUES {', '.join([row] * len(batch))} "
-                f"RETURNING id, status, {connection.ops.quote_name('index')}",
-                values,
-            )
-            for step_id, status, index in cursor.fetchall():
-                if status == Step.Status.PENDING:
-                    runnable.append(step_id)
-                elif status == Step.Status.WAITING:
-                    waiting.append((step_id, index, children[index]))
-    return runnable, waiting
+def _row(run_id: UUID, position: int, index: int, child: Child, now: Any) -> dict[str, Any]:
+    failed = child.error is not None
+    stored_args, sealed_args = protect(child.args_json)
+    return {
+        "run_id": run_id,
+        "position": position,
+        "index": index,
+        "kind": "call",
+        "name": child.tool.name,
+        "status": child.status,
+        "args": stored_args,
+        "error": redact_json(dumps(child.error, what="child error", limited=False))
+        if failed
+        else None,
+        "idempotency_key": f"{run_id}:{position}:{index}",
+        "started_at": now if failed else None,  # else set when a worker claims it
+        "finished_at": now if failed else None,
+        "dispatched_at": now,
+        "sealed_args": sealed_args,
+    }
 
 
 def any_open(run_id: UUID, position: int) -> bool:
     """Whether a child of the fan-out is still pending, scheduled, running or waiting."""
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT EXISTS ({OPEN_CHILD})", [store.db_uuid(run_id), position])
-        return bool(cursor.fetchone()[0])
+    return store.any_open_child(run_id, position)
 
 
 def results(run_id: UUID, position: int) -> list[tuple[str, Any, dict[str, Any] | None]]:
@@ -173,24 +126,11 @@ def results(run_id: UUID, position: int) -> list[tuple[str, Any, dict[str, Any] 
 def join(run_id: UUID, position: int) -> bool:
     """Close a complete fan-out and wake its run; True only for the one caller that did."""
     now = timezone.now()
-    quote = connection.ops.quote_name
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {STEP} SET finished_at = %s, status = CASE WHEN EXISTS ("
-            f"  SELECT 1 FROM {STEP} c WHERE c.run_id = %s AND c.position = %s"
-            f"  AND c.{quote('index')} IS NOT NULL AND c.status = 'failed'"
-            ") THEN 'failed' ELSE 'succeeded' END "
-            f"WHERE run_id = %s AND position = %s AND {quote('index')} IS NULL "
-            f"AND status = 'waiting' AND NOT EXISTS ({OPEN_CHILD}) RETURNING status, kind, name",
-            [
-                connection.ops.adapt_datetimefield_value(now),
-                *([store.db_uuid(run_id), position] * 3),
-            ],
-        )
-        row = cursor.fetchone()
-        if row is None:
+    with sql.atomic():
+        closed = store.close_parent(run_id, position, now)
+        if closed is None:
             return False
-        status, kind, name = row
+        status, kind, name = closed
         woken = Run.objects.filter(id=run_id, status__in=Run.ACTIVE).update(
             wake_seq=F("wake_seq") + 1, wake_at=now
         )

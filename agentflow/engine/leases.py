@@ -19,14 +19,13 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, connection
 from django.db.models import F
 from django.utils import timezone
 
 from agentflow import conf
-from agentflow.engine import store
+from agentflow.engine import run_rows, sql, store
 from agentflow.engine.interrupts import LeaseLost
-from agentflow.gates.redaction import redact_text
 from agentflow.models import Run
 
 logger = logging.getLogger("agentflow.leases")
@@ -76,8 +75,20 @@ def acquire(run_id: UUID, owner: str) -> Lease | Busy | None:
     expiry (``nudged_at`` records it), so duplicates do not multiply. Returns None when
     the run is finished or missing, or a put-off wake-up is already on its way.
     """
+    owner = owner[:200]
     now = timezone.now()
-    with transaction.atomic():
+    run = run_rows.take_lease(run_id, owner, now + lease_duration(), now)
+    if run is None:
+        taken = _acquire_locked(run_id, owner, now)
+        if not isinstance(taken, Run):
+            return taken
+        run = taken
+    return Lease(run=run, fence=store.Fence(run.id, run.lease_token), wake_seq=run.wake_seq)
+
+
+def _acquire_locked(run_id: UUID, owner: str, now: datetime) -> Run | Busy | None:
+    """``acquire`` off the fast path: under the row lock, nudge a live holder or take over."""
+    with sql.atomic():
         run = Run.objects.select_for_update().filter(id=run_id).first()
         if run is None or run.status not in Run.ACTIVE:
             return None
@@ -91,7 +102,7 @@ def acquire(run_id: UUID, owner: str) -> Lease | Busy | None:
             return None if scheduled else Busy(retry_at)
         first_start = run.status == Run.Status.PENDING
         run.status = Run.Status.RUNNING
-        run.lease_owner = owner[:200]
+        run.lease_owner = owner
         run.lease_token += 1
         run.lease_expires_at = now + lease_duration()
         run.started_at = run.started_at or now
@@ -109,8 +120,8 @@ def acquire(run_id: UUID, owner: str) -> Lease | Busy | None:
             ]
         )
         if first_start:
-            store.append_event(run.id, "run.started", {"worker": run.lease_owner})
-    return Lease(run=run, fence=store.Fence(run.id, run.lease_token), wake_seq=run.wake_seq)
+            run.event_seq = store.append_event(run.id, "run.started", {"worker": owner})
+    return run
 
 
 def release_waiting(lease: Lease, *, reason: str, wake_at: datetime | None) -> bool:
@@ -119,26 +130,8 @@ def release_waiting(lease: Lease, *, reason: str, wake_at: datetime | None) -> b
     Raises ``LeaseLost`` if the lease is gone. When it returns False the caller still
     holds the lease and should replay again, because what it waited on may be ready.
     """
-    with transaction.atomic():
-        parked = Run.objects.filter(
-            id=lease.fence.run_id,
-            lease_token=lease.fence.token,
-            wake_seq=lease.wake_seq,
-            status=Run.Status.RUNNING,
-        ).update(
-            status=Run.Status.WAITING,
-            wait_reason=redact_text(reason)[:500],  # a reason may quote an approval title
-            wake_at=wake_at,
-            lease_expires_at=None,
-            lease_owner="",
-        )
-        if parked:
-            store.append_event(
-                lease.fence.run_id,
-                "run.waiting",
-                {"reason": reason, "wake_at": wake_at.isoformat() if wake_at else None},
-            )
-            return True
+    if run_rows.park(lease.fence, lease.wake_seq, reason, wake_at):
+        return True
     row = (
         Run.objects.filter(id=lease.fence.run_id)
         .values_list("lease_token", "wake_seq", "status")

@@ -14,6 +14,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from agentflow.engine import store
+from agentflow.engine.attempts import queue_of
 from agentflow.engine.ports import dispatcher
 from agentflow.exceptions import InvalidState, RunNotFound
 from agentflow.gates.redaction import redact_text
@@ -78,10 +79,11 @@ def resume(run_id: UUID, *, by: str | None = None) -> None:
         children = list(
             Step.objects.filter(
                 run_id=run_id, index__isnull=False, status__in=CLAIMABLE
-            ).values_list("id", "wake_at")
+            ).values_list("id", "wake_at", "name")
         )
-        Step.objects.filter(id__in=[step_id for step_id, _ in children]).update(dispatched_at=now)
+        Step.objects.filter(id__in=[step_id for step_id, *_ in children]).update(dispatched_at=now)
         send = dispatcher()
         send.advance(run_id)
-        for step_id, wake_at in children:
-            send.run_child(step_id, eta=wake_at if wake_at and wake_at > now else None)
+        for step_id, wake_at, name in children:
+            eta = wake_at if wake_at and wake_at > now else None
+            send.run_child(step_id, eta=eta, queue=queue_of(name))

@@ -24,14 +24,27 @@ class Dispatcher(Protocol):
     def advance(self, run_id: UUID, *, eta: datetime | None = None) -> None:
         """Ask a worker to advance the run (at ``eta`` at the earliest), after commit."""
 
-    def run_child(self, step_id: int, *, eta: datetime | None = None, urgent: bool = False) -> None:
+    def run_child(
+        self,
+        step_id: int,
+        *,
+        eta: datetime | None = None,
+        urgent: bool = False,
+        queue: str | None = None,
+    ) -> None:
         """Ask a worker to run one fan-out child, after commit.
 
         ``urgent``: ahead of queued tool work, like a wake-up (a child whose worker died).
+        ``queue``: the tool's own queue (None: agentflow's).
         """
 
-    def fan_out(self, run_id: UUID, position: int, step_ids: list[int]) -> None:
-        """Run the children in parallel, then join the fan-out (a Celery chord), after commit."""
+    def fan_out(
+        self, run_id: UUID, position: int, step_ids: list[int], *, queue: str | None = None
+    ) -> None:
+        """Run the children in parallel, then join the fan-out (a Celery chord), after commit.
+
+        ``queue``: where the children run (their tool's queue; None: agentflow's).
+        """
 
 
 class Publisher(Protocol):

@@ -20,7 +20,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from agentflow import conf
-from agentflow.engine import approvals, children, fanout
+from agentflow.engine import approvals, attempts, children, fanout, store
 from agentflow.engine.ports import dispatcher
 from agentflow.gates import admission
 from agentflow.models import Run, Step
@@ -82,7 +82,7 @@ def reconcile() -> dict[str, int]:
         run_id=OuterRef("run_id"),
         position=OuterRef("position"),
         index__isnull=False,
-        status__in=children.OPEN,
+        status__in=store.OPEN_STATUSES,
     )
     complete = (
         Step.objects.filter(index__isnull=True, status=Step.Status.WAITING, kind__in=FAN_OUT_KINDS)
@@ -93,6 +93,6 @@ def reconcile() -> dict[str, int]:
     woken.update(children.recover(now))
     # Concurrency slots whose holder died expire on their own; wake who waits for them.
     waiters = admission.sweep()
-    children.wake(waiters)
+    attempts.wake(waiters)
     woken["slot_waiters"] = len(waiters)
     return {name: count for name, count in woken.items() if count}

@@ -109,7 +109,7 @@ def replay(run: Run) -> ReplayReport:
 
 def _done(report: ReplayReport, ctx: RunContext) -> ReplayReport:
     report.steps_replayed = ctx.position
-    unused = sorted(p for p in ctx._history if p >= ctx.position)
+    unused = sorted(p for p in ctx.journal.history if p >= ctx.position)
     if unused and report.ok and ctx.run.is_finished:
         report.mismatches.append(
             Mismatch(

@@ -16,6 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from agentflow.engine import store
+from agentflow.engine.attempts import queue_of
 from agentflow.engine.ports import dispatcher
 from agentflow.exceptions import InvalidState, RunNotFound
 from agentflow.models import Approval, Run, Step
@@ -56,7 +57,8 @@ def retry(run_id: UUID, *, by: str | None = None) -> dict[str, Any] | None:
             else:
                 # The decision stays on record; replay asks a person again.
                 Approval.objects.filter(step_id=step.id).update(step=None)
-                step.delete()
+                # A call routed to its tool's queue ran as one child: it goes with the call.
+                Step.objects.filter(run_id=run_id, position=step.position).delete()
         Run.objects.filter(id=run_id).update(
             status=Run.Status.WAITING,
             error=None,
@@ -71,7 +73,7 @@ def retry(run_id: UUID, *, by: str | None = None) -> dict[str, Any] | None:
             run_id, "run.resumed", {"by": by, "retried": retried, "previous_error": error}
         )
         if children:
-            dispatcher().fan_out(run_id, step.position, children)
+            dispatcher().fan_out(run_id, step.position, children, queue=queue_of(step.name))
         dispatcher().advance(run_id)
     return retried
 

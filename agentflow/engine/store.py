@@ -1,8 +1,9 @@
-"""Reads and fenced writes of steps and events.
+"""The SQL of steps and events: fenced step writes, fan-out children, joins, history.
 
-Each step is recorded in one transaction: the fencing check (the writer still holds the
-run's lease), the Step row and its Event row. The SQL is written by hand because this is
-the hot path: one ``ctx.step`` must cost about one commit.
+Each step is recorded in one statement on PostgreSQL: the fencing check (the writer still
+holds the run's lease), the Step row and its Event row. The SQL is written by hand because
+this is the hot path: one ``ctx.step`` must cost about one commit. Rows are built from one
+column list keyed by name (``step_values``); statuses come from the model enums.
 """
 
 from __future__ import annotations
@@ -13,19 +14,26 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
+from agentflow.engine import sql
 from agentflow.engine.interrupts import LeaseLost, unavailable_as_interrupt
 from agentflow.engine.ports import publisher
 from agentflow.engine.serialize import dumps, loads
+from agentflow.engine.sql import EVENT, RUN, STEP, UNSET, Unset, db_uuid, db_when
 from agentflow.gates.redaction import redact_json, redact_text
 from agentflow.gates.sealing import protect, reveal
-from agentflow.models import Event, Run, Step
+from agentflow.models import Run, Step
 
-RUN = Run._meta.db_table
-STEP = Step._meta.db_table
-EVENT = Event._meta.db_table
+FINISHED = (Step.Status.SUCCEEDED, Step.Status.FAILED)
+# A child waiting for its approval is open too: the fan-out is not complete without it.
+OPEN_STATUSES = (
+    Step.Status.PENDING,
+    Step.Status.SCHEDULED,
+    Step.Status.RUNNING,
+    Step.Status.WAITING,
+)
 
 
 @dataclass(frozen=True)
@@ -57,34 +65,33 @@ class StepRecord:
         if self.sealed_output:
             self.output = reveal(self.output, self.sealed_output)
 
-
-def load_history(run_id: UUID) -> dict[int, StepRecord]:
-    """Every top-level step of a run by position, in one query."""
-    rows = Step.objects.filter(run_id=run_id, index__isnull=True).values_list(
-        "id",
-        "position",
-        "kind",
-        "name",
-        "status",
-        "args_hash",
-        "output",
-        "error",
-        "attempts",
-        "wake_at",
-        "rate_slot",
-        "sealed_output",
-    )
-    return {row[1]: StepRecord(*row) for row in rows}
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
 
 
-def db_uuid(value: UUID) -> Any:
-    """A run id as this database stores it (SQLite keeps UUIDs as hex text)."""
-    return Run._meta.pk.get_db_prep_value(value, connection)
+RECORD_FIELDS = (
+    "id",
+    "position",
+    "kind",
+    "name",
+    "status",
+    "args_hash",
+    "output",
+    "error",
+    "attempts",
+    "wake_at",
+    "rate_slot",
+    "sealed_output",
+)
 
 
-def db_when(value: datetime | None) -> Any:
-    """A datetime as this database takes it in raw SQL."""
-    return connection.ops.adapt_datetimefield_value(value)
+def load_history(run_id: UUID, *, after: int = -1) -> dict[int, StepRecord]:
+    """The run's top-level steps by position (those after ``after`` only), in one query."""
+    rows = Step.objects.filter(run_id=run_id, index__isnull=True)
+    if after >= 0:
+        rows = rows.filter(position__gt=after)
+    return {row[1]: StepRecord(*row) for row in rows.values_list(*RECORD_FIELDS)}
 
 
 def same_name(recorded: str, asked: str) -> bool:
@@ -96,38 +103,31 @@ def same_name(recorded: str, asked: str) -> bool:
     return recorded == asked or recorded == redact_text(asked)
 
 
-def _record_json(value: Any, what: str) -> str | None:
+def record_json(value: Any, what: str) -> str | None:
     """Redacted JSON of a record the runtime writes itself (an error, an event): never refused."""
     return None if value is None else redact_json(dumps(value, what=what, limited=False))
 
 
-def _announce(run_id: UUID, seq: int, type_: str, data_json: str | None) -> None:
-    """Publish a committed event live (the redacted JSON that was stored)."""
-    publisher().publish(run_id, seq, type_, data_json)
-
-
-def _fence_sql(with_event: bool) -> str:
-    """A CTE ``fence`` with one row (the next event seq) only if the lease still holds."""
-    if with_event:
-        return (
-            f"fence AS (UPDATE {RUN} SET event_seq = event_seq + 1 "
-            "WHERE id = %s AND lease_token = %s AND status = 'running' RETURNING event_seq)"
-        )
-    return (
-        f"fence AS (SELECT event_seq FROM {RUN} "
-        "WHERE id = %s AND lease_token = %s AND status = 'running')"
-    )
+def announce(run_id: UUID, seq: int, type_: str, data_json: str | None) -> None:
+    """Publish an event live once it commits (the redacted JSON that was stored)."""
+    sql.on_commit(lambda: publisher().publish(run_id, seq, type_, data_json))
 
 
 EVENT_COLUMNS = "(run_id, seq, type, data, created_at)"
 
 
-def _insert_event(cursor: Any, run_id: UUID, seq: int, type_: str, data_json: str) -> None:
-    cursor.execute(
-        f"INSERT INTO {EVENT} {EVENT_COLUMNS} VALUES (%s, %s, %s, %s, %s)",
-        [db_uuid(run_id), seq, type_, data_json, db_when(timezone.now())],
+def _fence_sql(with_event: bool) -> str:
+    """A CTE ``fence`` with one row (the next event seq) only if the lease still holds."""
+    running = sql.literal(Run.Status.RUNNING)
+    if with_event:
+        return (
+            f"fence AS (UPDATE {RUN} SET event_seq = event_seq + 1 "
+            f"WHERE id = %s AND lease_token = %s AND status IN {running} RETURNING event_seq)"
+        )
+    return (
+        f"fence AS (SELECT event_seq FROM {RUN} "
+        f"WHERE id = %s AND lease_token = %s AND status IN {running})"
     )
-    transaction.on_commit(lambda: _announce(run_id, seq, type_, data_json), robust=True)
 
 
 def _next_seq(cursor: Any, run_id: UUID) -> int:
@@ -136,6 +136,15 @@ def _next_seq(cursor: Any, run_id: UUID) -> int:
         [db_uuid(run_id)],
     )
     return cursor.fetchone()[0]
+
+
+def insert_event(cursor: Any, run_id: UUID, seq: int, type_: str, data_json: str | None) -> None:
+    """Insert an event whose seq the caller took (SQLite's path of a fenced write)."""
+    cursor.execute(
+        f"INSERT INTO {EVENT} {EVENT_COLUMNS} VALUES (%s, %s, %s, %s, %s)",
+        [db_uuid(run_id), seq, type_, data_json, db_when(timezone.now())],
+    )
+    announce(run_id, seq, type_, data_json)
 
 
 def _write(
@@ -151,34 +160,33 @@ def _write(
     """
     if event:  # an agent's own event type (ctx.emit) is its data too
         event = (redact_text(event[0]), event[1])
-    event_json = _record_json(event[1], f"event {event[0]}") if event else None
+    event_json = record_json(event[1], f"event {event[0]}") if event else None
     fence_values = [db_uuid(fence.run_id), fence.token]
-    with unavailable_as_interrupt(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            sql = f"WITH {_fence_sql(bool(event))}, written AS ({write})"
+    with unavailable_as_interrupt(), sql.connection().cursor() as cursor:
+        if sql.postgres():
+            statement = f"WITH {_fence_sql(bool(event))}, written AS ({write})"
             params = [*fence_values, *values]
             if event:
-                sql += (
+                statement += (
                     f", evented AS (INSERT INTO {EVENT} {EVENT_COLUMNS} "
                     "SELECT %s, fence.event_seq, %s, %s, %s FROM fence, written)"
                 )
                 params += [db_uuid(fence.run_id), event[0], event_json, db_when(timezone.now())]
-            cursor.execute(f"{sql} SELECT written.*, fence.event_seq FROM written, fence", params)
+            cursor.execute(
+                f"{statement} SELECT written.*, fence.event_seq FROM written, fence", params
+            )
             row = cursor.fetchone()
-            if row is not None and event:
+            if row is not None:
                 seq, row = row[-1], row[:-1]
-                transaction.on_commit(
-                    lambda: _announce(fence.run_id, seq, event[0], event_json), robust=True
-                )
-            elif row is not None:
-                row = row[:-1]
+                if event:
+                    announce(fence.run_id, seq, event[0], event_json)
         else:
-            with transaction.atomic():
+            with sql.atomic():
                 cursor.execute(f"WITH {_fence_sql(False)} {write}", [*fence_values, *values])
                 row = cursor.fetchone()
                 if row is not None and event:
                     seq = _next_seq(cursor, fence.run_id)
-                    _insert_event(cursor, fence.run_id, seq, event[0], event_json)
+                    insert_event(cursor, fence.run_id, seq, event[0], event_json)
     if row is None:
         raise LeaseLost(f"run {fence.run_id} is no longer held with token {fence.token}")
     return row
@@ -208,14 +216,51 @@ STEP_COLUMNS = (
     "sealed_args",
     "sealed_output",
 )
+STEP_DEFAULTS: dict[str, Any] = {
+    "index": None,
+    "args_hash": "",
+    "output": None,
+    "error": None,
+    "attempts": 0,
+    "idempotency_key": "",
+    "started_at": None,
+    "finished_at": None,
+    "wake_at": None,
+    "input_tokens": 0,
+    "output_tokens": 0,
+    "cost": 0,
+    "rate_slot": None,
+    "dispatched_at": None,
+    "sealed_args": None,
+    "sealed_output": None,
+}
+DATETIME_COLUMNS = {"started_at", "finished_at", "wake_at", "rate_slot", "dispatched_at"}
+
+
+def step_values(**columns: Any) -> list[Any]:
+    """One step row's values in ``STEP_COLUMNS`` order, from columns given by name.
+
+    ``run_id``, ``position``, ``kind``, ``name``, ``status`` and ``args`` are required; the
+    rest default to an empty step. Datetimes are adapted for the database here.
+    """
+    unknown = set(columns) - set(STEP_COLUMNS)
+    if unknown:
+        raise TypeError(f"not step columns: {', '.join(sorted(unknown))}")
+    row = {**STEP_DEFAULTS, **columns}
+    for column in DATETIME_COLUMNS:
+        row[column] = db_when(row[column])
+    row["run_id"] = db_uuid(row["run_id"])
+    return [row[column] for column in STEP_COLUMNS]
 
 
 @functools.cache
-def _insert_step_sql(vendor: str) -> str:
-    """The step INSERT for this database, built once (quoting names is not free)."""
-    columns = ", ".join(connection.ops.quote_name(c) for c in STEP_COLUMNS)
-    placeholders = ", ".join(["%s"] * len(STEP_COLUMNS))
-    return f"INSERT INTO {STEP} ({columns}) SELECT {placeholders} FROM fence RETURNING id, output"
+def _step_columns(alias: str) -> str:
+    """The quoted column list for this database, built once (quoting names is not free)."""
+    return ", ".join(sql.quote(column) for column in STEP_COLUMNS)
+
+
+def step_columns() -> str:
+    return _step_columns(sql.alias())
 
 
 def _stored_output(output_json: str | None, stored: Any, sealed: str | None) -> Any:
@@ -251,31 +296,29 @@ def insert_step(
     now and on every replay (PostgreSQL's jsonb, for one, reorders object keys).
     """
     stored_output, sealed_output = protect(output_json)
-    values = [
-        db_uuid(fence.run_id),
-        position,
-        None,
-        kind,
-        redact_text(name),  # an approval's title, an event type: both may hold secrets
-        status,
-        redact_json(args_json),
-        args_hash,
-        stored_output,
-        _record_json(error, f"error of step {position}"),
-        attempts,
-        key,
-        db_when(started_at),
-        db_when(finished_at),
-        db_when(wake_at),
-        0,
-        0,
-        0,
-        db_when(rate_slot),
-        None,
-        None,
-        sealed_output,
-    ]
-    write = _insert_step_sql(connection.vendor)
+    values = step_values(
+        run_id=fence.run_id,
+        position=position,
+        kind=kind,
+        name=redact_text(name),  # an approval's title, an event type: both may hold secrets
+        status=status,
+        args=redact_json(args_json),
+        args_hash=args_hash,
+        output=stored_output,
+        error=record_json(error, f"error of step {position}"),
+        attempts=attempts,
+        idempotency_key=key,
+        started_at=started_at,
+        finished_at=finished_at,
+        wake_at=wake_at,
+        rate_slot=rate_slot,
+        sealed_output=sealed_output,
+    )
+    placeholders = ", ".join(["%s"] * len(STEP_COLUMNS))
+    write = (
+        f"INSERT INTO {STEP} ({step_columns()}) SELECT {placeholders} FROM fence "
+        "RETURNING id, output"
+    )
     try:
         step_id, output = _write(fence, write, values, event)
     except IntegrityError as exc:
@@ -291,33 +334,43 @@ def update_step(
     step_id: int,
     *,
     status: str,
-    output_json: str | None = None,
-    error: dict[str, Any] | None = None,
-    attempts: int | None = None,
-    finished_at: datetime | None = None,
-    wake_at: datetime | None = None,
-    rate_slot: datetime | None = None,
+    output_json: str | None | Unset = UNSET,
+    error: dict[str, Any] | None | Unset = UNSET,
+    attempts: int | Unset = UNSET,
+    finished_at: datetime | None | Unset = UNSET,
+    wake_at: datetime | None | Unset = UNSET,
+    rate_slot: datetime | None | Unset = UNSET,
     event: tuple[str, dict[str, Any]] | None = None,
 ) -> Any:
-    """Move a step to a new status (and write its event) if the lease still holds."""
+    """Move a step to ``status`` (and write its event) if the lease still holds.
+
+    Only the columns passed change; ``UNSET`` (the default) leaves one as it is, ``None``
+    clears it. Returns the stored output (None when ``output_json`` is not passed).
+    """
+    changes: dict[str, Any] = {"status": status}
+    stored_output = sealed_output = None
+    if output_json is not UNSET:
+        stored_output, sealed_output = protect(output_json)
+        changes |= {"output": stored_output, "sealed_output": sealed_output}
+    if error is not UNSET:
+        changes["error"] = record_json(error, f"error of step {step_id}")
+    if attempts is not UNSET:
+        changes["attempts"] = attempts
+    for column, value in (
+        ("finished_at", finished_at),
+        ("wake_at", wake_at),
+        ("rate_slot", rate_slot),
+    ):
+        if value is not UNSET:
+            changes[column] = db_when(value)
+    assignments = ", ".join(f"{column} = %s" for column in changes)
     write = (
-        f"UPDATE {STEP} SET status = %s, output = %s, sealed_output = %s, error = %s, "
-        "attempts = COALESCE(%s, attempts), finished_at = %s, wake_at = %s, rate_slot = %s "
+        f"UPDATE {STEP} SET {assignments} "
         "WHERE id = %s AND EXISTS (SELECT 1 FROM fence) RETURNING id, output"
     )
-    stored_output, sealed_output = protect(output_json)
-    values = [
-        status,
-        stored_output,
-        sealed_output,
-        _record_json(error, f"error of step {step_id}"),
-        attempts,
-        db_when(finished_at),
-        db_when(wake_at),
-        db_when(rate_slot),
-        step_id,
-    ]
-    _, output = _write(fence, write, values, event)
+    _, output = _write(fence, write, [*changes.values(), step_id], event)
+    if output_json is UNSET:
+        return None
     return _stored_output(output_json, output, sealed_output)
 
 
@@ -325,37 +378,140 @@ def append_event(run_id: UUID, type_: str, data: dict[str, Any]) -> int:
     """Write an event for a writer that holds no lease (start, signal, cancel); return its seq.
 
     Taking the sequence number locks the run row until commit, so events commit in
-    sequence order and a reader that resumes after seq N misses nothing.
+    sequence order and a reader that resumes after seq N misses nothing. One statement on
+    PostgreSQL, so it opens no savepoint inside the caller's transaction.
     """
-    data_json = _record_json(data, f"event {type_}")
-    with transaction.atomic(), connection.cursor() as cursor:
-        seq = _next_seq(cursor, run_id)
-        _insert_event(cursor, run_id, seq, type_, data_json)
+    data_json = record_json(data, f"event {type_}")
+    with sql.connection().cursor() as cursor:
+        if sql.postgres():
+            cursor.execute(
+                f"WITH seq AS (UPDATE {RUN} SET event_seq = event_seq + 1 WHERE id = %s "
+                f"RETURNING id, event_seq) INSERT INTO {EVENT} {EVENT_COLUMNS} "
+                "SELECT id, event_seq, %s, %s, %s FROM seq RETURNING seq",
+                [db_uuid(run_id), type_, data_json, db_when(timezone.now())],
+            )
+            seq = cursor.fetchone()[0]
+            announce(run_id, seq, type_, data_json)
+            return seq
+        with sql.atomic():
+            seq = _next_seq(cursor, run_id)
+            insert_event(cursor, run_id, seq, type_, data_json)
     return seq
 
 
-def finish_run(
-    fence: Fence,
-    *,
-    status: str,
-    output_json: str | None,
-    error: dict[str, Any] | None,
-    event: tuple[str, dict[str, Any]],
-) -> None:
-    """Mark the run finished, with its output or error, if the lease still holds."""
-    error_json = _record_json(error, "run error")
-    event_json = _record_json(event[1], f"event {event[0]}")
-    output_json = redact_json(output_json)
-    now = timezone.now()
-    with transaction.atomic(), connection.cursor() as cursor:
+# -- fan-out children -------------------------------------------------------------------
+
+
+def _open_child_sql() -> str:
+    """Whether a child of (run, position) is still open; served by agentflow_step_open_child."""
+    return (
+        f"SELECT 1 FROM {STEP} o WHERE o.run_id = %s AND o.position = %s "
+        f"AND o.{sql.quote('index')} IS NOT NULL AND o.status IN {sql.OPEN_STEP}"
+    )
+
+
+CHILD_BATCH = 1000
+
+
+def insert_children(rows: list[dict[str, Any]]) -> list[tuple[int, str, int]]:
+    """Insert children (``step_values`` columns by name) in multi-row INSERTs.
+
+    Returns (id, status, index) of each.
+    """
+    placeholders = "(" + ", ".join(["%s"] * len(STEP_COLUMNS)) + ")"
+    inserted: list[tuple[int, str, int]] = []
+    with sql.connection().cursor() as cursor:
+        for start in range(0, len(rows), CHILD_BATCH):
+            batch = rows[start : start + CHILD_BATCH]
+            values = [value for row in batch for value in step_values(**row)]
+            cursor.execute(
+                f"INSERT INTO {STEP} ({step_columns()}) VALUES "
+                f"{', '.join([placeholders] * len(batch))} "
+                f"RETURNING id, status, {sql.quote('index')}",
+                values,
+            )
+            inserted += cursor.fetchall()
+    return inserted
+
+
+def any_open_child(run_id: UUID, position: int) -> bool:
+    """Whether a child of the fan-out is still pending, scheduled, running or waiting."""
+    with sql.connection().cursor() as cursor:
+        cursor.execute(f"SELECT EXISTS ({_open_child_sql()})", [db_uuid(run_id), position])
+        return bool(cursor.fetchone()[0])
+
+
+def close_parent(run_id: UUID, position: int, now: datetime) -> tuple[str, str, str] | None:
+    """Close a fan-out's parent once no child is open; (status, kind, name), or None.
+
+    Failed if a child failed. A ``call`` parent (a routed ``ctx.call``, one child) takes
+    its child's output and error, so it replays like a call that ran inline.
+    """
+    index = sql.quote("index")
+    child = f"FROM {STEP} c WHERE c.run_id = %s AND c.position = %s AND c.{index} IS NOT NULL"
+    failed, call = sql.literal(Step.Status.FAILED), "'call'"
+    statement = (
+        f"UPDATE {STEP} SET finished_at = %s, status = CASE WHEN EXISTS ("
+        f"  SELECT 1 {child} AND c.status = {failed}"
+        f") THEN {failed} ELSE {sql.literal(Step.Status.SUCCEEDED)} END, "
+        f"output = CASE WHEN kind = {call} THEN (SELECT c.output {child}) ELSE output END, "
+        f"sealed_output = CASE WHEN kind = {call} THEN (SELECT c.sealed_output {child}) "
+        "ELSE sealed_output END, "
+        f"error = CASE WHEN kind = {call} THEN (SELECT c.error {child}) ELSE error END "
+        f"WHERE run_id = %s AND position = %s AND {index} IS NULL "
+        f"AND status IN {sql.literal(Step.Status.WAITING)} AND NOT EXISTS ({_open_child_sql()}) "
+        "RETURNING status, kind, name"
+    )
+    where = [db_uuid(run_id), position]
+    with sql.connection().cursor() as cursor:
+        cursor.execute(statement, [db_when(now), *(where * 6)])
+        return cursor.fetchone()
+
+
+def claim_child(step_id: int, now: datetime, due_by: datetime) -> dict[str, Any] | None:
+    """open -> running, with attempts + 1, if due and its run is active; one statement.
+
+    Returns the child's columns and its run's (``agent``, ``owner_id``,
+    ``has_own_budget``) by name. The first claim sets ``started_at``: a child starts when
+    a worker takes it, not when its fan-out was recorded.
+    """
+    index = sql.quote("index")
+    with sql.connection().cursor() as cursor:
         cursor.execute(
-            f"UPDATE {RUN} SET status = %s, output = %s, error = %s, finished_at = %s, "
-            "lease_expires_at = NULL, lease_owner = '', wait_reason = '', wake_at = NULL, "
-            "event_seq = event_seq + 1 "
-            "WHERE id = %s AND lease_token = %s AND status = 'running' RETURNING event_seq",
-            [status, output_json, error_json, db_when(now), db_uuid(fence.run_id), fence.token],
+            f"UPDATE {STEP} SET status = %s, attempts = attempts + 1, heartbeat_at = %s, "
+            "started_at = COALESCE(started_at, %s), wake_at = NULL "
+            f"WHERE id = %s AND status IN {sql.CLAIMABLE_STEP} "
+            "AND (wake_at IS NULL OR wake_at <= %s) "
+            f"AND EXISTS (SELECT 1 FROM {RUN} r WHERE r.id = run_id AND r.status IN "
+            f"{sql.ACTIVE_RUN}) "
+            f"RETURNING id, run_id, position, {index} AS child_index, name, args, sealed_args, "
+            "idempotency_key, attempts, rate_slot, "
+            f"(SELECT agent FROM {RUN} r WHERE r.id = run_id) AS agent, "
+            f"(SELECT owner_id FROM {RUN} r WHERE r.id = run_id) AS owner_id, "
+            f"(SELECT has_own_budget FROM {RUN} r WHERE r.id = run_id) AS has_own_budget",
+            [Step.Status.RUNNING, db_when(now), db_when(now), step_id, db_when(due_by)],
         )
-        row = cursor.fetchone()
-        if row is None:
-            raise LeaseLost(f"run {fence.run_id} is no longer held with token {fence.token}")
-        _insert_event(cursor, fence.run_id, row[0], event[0], event_json)
+        return sql.fetch_dict(cursor)
+
+
+def finish_child(
+    step_id: int, attempt: int, status: str, output_json: str | None, error: Any
+) -> bool:
+    """Record a child's outcome if its claim (``attempt``) still holds."""
+    stored_output, sealed_output = protect(output_json)
+    with sql.connection().cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {STEP} SET status = %s, output = %s, sealed_output = %s, error = %s, "
+            "finished_at = %s, heartbeat_at = NULL, rate_slot = NULL "
+            f"WHERE id = %s AND status IN {sql.literal(Step.Status.RUNNING)} AND attempts = %s",
+            [
+                status,
+                stored_output,
+                sealed_output,
+                record_json(error, "child error"),
+                db_when(timezone.now()),
+                step_id,
+                attempt,
+            ],
+        )
+        return cursor.rowcount == 1

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from agentflow.engine import store
-from agentflow.engine.interrupts import Suspend
-from agentflow.engine.serialize import dumps, error_record
+from agentflow.engine import sql
+from agentflow.engine.durations import check_seconds
+from agentflow.engine.interrupts import Suspend, unavailable_as_interrupt
+from agentflow.engine.journal import Journal
+from agentflow.engine.serialize import check_text, dumps, error_record
 from agentflow.gates.redaction import redact_text
 from agentflow.gates.sealing import reveal
 from agentflow.models import Signal, Step
 
-if TYPE_CHECKING:
-    from agentflow.engine.context import RunContext
+MAX_SIGNAL_NAME_CHARS = Signal._meta.get_field("name").max_length
 
 
 def _consume(run_id: Any, name: str, position: int) -> tuple[bool, Any]:
@@ -37,31 +37,25 @@ def _consume(run_id: Any, name: str, position: int) -> tuple[bool, Any]:
     return True, reveal(signal.data, signal.sealed_data)
 
 
-def wait(
-    ctx: RunContext,
-    position: int,
-    name: str,
-    timeout: float | None,
-    args_json: str,
-    digest: str,
-    record: store.StepRecord | None,
-) -> Any:
+def wait_for(journal: Journal, name: str, timeout: float | None) -> Any:
     """Return the signal's data, raise ``TimeoutError``, or suspend until one of them."""
-    fence, now = ctx._fence, timezone.now()
-    event = ctx._event
+    check_text(name, what="the signal name of ctx.wait_for", max_chars=MAX_SIGNAL_NAME_CHARS)
+    if timeout is not None:
+        check_seconds(timeout, f"ctx.wait_for({name!r}) timeout at run {journal.run.id}")
+    args_json = dumps({"name": name, "timeout": timeout}, what="wait_for arguments", sort_keys=True)
+    entry = journal.take("wait", name, args_json)
+    record, now = entry.record, timezone.now()
+    if entry.finished:
+        return journal.replayed(record)
     timed_out: TimeoutError | None = None
-    with store.unavailable_as_interrupt(), transaction.atomic():
-        found, data = _consume(fence.run_id, name, position)
+    with unavailable_as_interrupt(), sql.atomic():
+        found, data = _consume(journal.run.id, name, entry.position)
         if found:
             output_json = dumps(data, what=f"data of signal {name}")
-            done = event("step.completed", position, "wait", name)
+            done = entry.event("step.completed")
             if record is None:
-                _, output = ctx._record(
-                    position,
-                    "wait",
-                    name,
-                    args_json,
-                    digest,
+                _, output = journal.record(
+                    entry,
                     status=Step.Status.SUCCEEDED,
                     output_json=output_json,
                     started_at=now,
@@ -69,52 +63,38 @@ def wait(
                     event=done,
                 )
                 return output
-            return store.update_step(
-                fence,
+            return journal.update(
                 record.id,
                 status=Step.Status.SUCCEEDED,
                 output_json=output_json,
                 finished_at=now,
-                wake_at=record.wake_at,
                 event=done,
             )
         if record is None:
             deadline = None if timeout is None else now + timedelta(seconds=timeout)
-            ctx._record(
-                position,
-                "wait",
-                name,
-                args_json,
-                digest,
+            journal.record(
+                entry,
                 status=Step.Status.WAITING,
                 started_at=now,
                 wake_at=deadline,
-                event=event(
-                    "step.waiting",
-                    position,
-                    "wait",
-                    name,
-                    wake_at=deadline.isoformat() if deadline else None,
-                ),
+                event=entry.event("step.waiting", wake_at=deadline.isoformat() if deadline else None),
             )
         else:
             deadline = record.wake_at
             if deadline is not None and deadline <= now:
                 timed_out = TimeoutError(
-                    f"No signal '{name}' reached run {ctx.run.id} within {timeout:g}s "
-                    f"(position {position}). Send it with agentflow.signal(run, {name!r}, data) "
-                    "in time, or catch TimeoutError in the agent."
+                    f"No signal '{name}' reached run {journal.run.id} within {timeout:g}s "
+                    f"(position {entry.position}). Send it with agentflow.signal(run, {name!r}, "
+                    "data) in time, or catch TimeoutError in the agent."
                 )
-                store.update_step(
-                    fence,
+                journal.update(
                     record.id,
                     status=Step.Status.FAILED,
                     error=error_record(timed_out),
                     finished_at=now,
-                    wake_at=deadline,
-                    event=event("step.failed", position, "wait", name, error=str(timed_out)),
+                    event=entry.event("step.failed", error=str(timed_out)),
                 )
     if timed_out is not None:
         raise timed_out
     until = f" until {deadline.isoformat()}" if deadline else ""
-    raise Suspend(f"waiting for signal '{name}'{until} (position {position})", deadline)
+    raise Suspend(f"waiting for signal '{name}'{until} (position {entry.position})", deadline)

@@ -1,0 +1,1 @@
+"""The ``ctx`` operations, one module per kind; ``RunContext`` is their façade."""

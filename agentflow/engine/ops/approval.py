@@ -1,0 +1,94 @@
+"""``ctx.approve``: record the question, wait for a person's answer, return the Decision."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+from pydantic import BaseModel
+
+from agentflow.engine import approvals, sql
+from agentflow.engine.approvals import Decision
+from agentflow.engine.durations import check_seconds
+from agentflow.engine.interrupts import Suspend, unavailable_as_interrupt
+from agentflow.engine.journal import Journal
+from agentflow.engine.serialize import dumps, loads
+from agentflow.exceptions import InvalidInput
+from agentflow.gates.redaction import redact, redact_text
+from agentflow.models import Approval, Step, validation
+
+
+def approve(
+    journal: Journal,
+    title: str,
+    data: Any,
+    schema: Any,
+    timeout: float | None,
+    default: str,
+) -> Decision:
+    """Ask a person; the run waits (holding no worker) and gets their ``Decision``."""
+    model = schema if isinstance(schema, type) and issubclass(schema, BaseModel) else None
+    json_schema = model.model_json_schema() if model is not None else schema
+    where = f"run {journal.run.id} position {journal.position}"
+    if not isinstance(title, str) or not title.strip() or len(title) > 300:
+        raise InvalidInput(f"ctx.approve at {where}: title must be 1 to 300 characters")
+    if default not in ("approve", "reject"):
+        raise InvalidInput(f"ctx.approve at {where}: default must be 'approve' or 'reject'")
+    if timeout is not None and not check_seconds(timeout, f"ctx.approve timeout at {where}") > 0:
+        raise InvalidInput(f"ctx.approve at {where}: timeout must be a positive number")
+    if json_schema is not None:
+        try:
+            validation.check_schema(json_schema)
+        except ValueError as exc:
+            raise InvalidInput(f"ctx.approve at {where}: schema is {exc}") from None
+    args_json = dumps(
+        {"title": title, "data": data, "schema": json_schema, "timeout": timeout, "default": default},
+        what=f"approval request '{title}'",
+        sort_keys=True,
+    )
+    entry = journal.take("approval", title, args_json)
+    record = entry.record
+    if record is not None and record.status == Step.Status.SUCCEEDED:
+        return Decision.from_output(record.output, model)
+    if record is None:
+        now = timezone.now()
+        expires = None if timeout is None else now + timedelta(seconds=timeout)
+        with unavailable_as_interrupt(), sql.atomic():
+            step_id, _ = journal.record(
+                entry,
+                status=Step.Status.WAITING,
+                started_at=now,
+                wake_at=expires,
+                event=entry.event("approval.requested"),
+            )
+            Approval.objects.create(
+                run_id=journal.run.id,
+                step_id=step_id,
+                position=entry.position,
+                title=redact_text(title),
+                request={"data": redact(loads(dumps(data, what="approval data")))},
+                schema=json_schema,
+                default=default,
+                expires_at=expires,
+            )
+        raise Suspend(approvals.waiting_reason(title, entry.position, expires), expires)
+    approval = Approval.objects.select_related("decided_by").get(step_id=record.id)
+    if approval.status == Approval.Status.PENDING:
+        if approval.expires_at is None or approval.expires_at > timezone.now():
+            reason = approvals.waiting_reason(title, entry.position, approval.expires_at)
+            raise Suspend(reason, approval.expires_at)
+        approval = approvals.expire(approval.id) or Approval.objects.get(id=approval.id)
+    output_json = dumps(
+        approvals.decision_output(approval, data),
+        what=f"decision of approval '{title}'",
+        sort_keys=True,
+    )
+    output = journal.update(
+        record.id,
+        status=Step.Status.SUCCEEDED,
+        output_json=output_json,
+        finished_at=timezone.now(),
+        event=entry.event("step.completed", status=approval.status),
+    )
+    return Decision.from_output(output, model)

@@ -1,0 +1,50 @@
+"""``ctx.sleep``: a durable timer; no worker is held while it runs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from agentflow.engine.durations import check_seconds
+from agentflow.engine.interrupts import Suspend
+from agentflow.engine.journal import Journal
+from agentflow.engine.serialize import dumps
+from agentflow.models import Step
+
+
+def sleep(journal: Journal, seconds: float) -> None:
+    """Wait ``seconds`` (0 or less: not at all); suspend the run until the timer is due."""
+    check_seconds(seconds, f"ctx.sleep at run {journal.run.id} position {journal.position}")
+    args_json = dumps({"seconds": seconds}, what="sleep arguments", sort_keys=True)
+    entry = journal.take("sleep", "sleep", args_json)
+    record, now = entry.record, timezone.now()
+    if record is None:
+        wake_at = now + timedelta(seconds=seconds)
+        done = seconds <= 0
+        journal.record(
+            entry,
+            status=Step.Status.SUCCEEDED if done else Step.Status.WAITING,
+            started_at=now,
+            finished_at=now if done else None,
+            wake_at=wake_at,
+            event=entry.event(
+                "step.completed" if done else "step.waiting", wake_at=wake_at.isoformat()
+            ),
+        )
+        if done:
+            return
+        raise Suspend(f"sleeping until {wake_at.isoformat()} (position {entry.position})", wake_at)
+    if record.status == Step.Status.SUCCEEDED:
+        return
+    if record.wake_at is not None and record.wake_at <= now:
+        journal.update(
+            record.id,
+            status=Step.Status.SUCCEEDED,
+            finished_at=now,
+            event=entry.event("step.completed"),
+        )
+        return
+    raise Suspend(
+        f"sleeping until {record.wake_at.isoformat()} (position {entry.position})", record.wake_at
+    )
