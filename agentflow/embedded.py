@@ -20,6 +20,14 @@ def is_embedded() -> bool:
     return str(current_app.conf.broker_url or "").startswith("memory://")
 
 
+def queues(app: object) -> list[str]:
+    """agentflow's queue and every tool's own: the one embedded worker serves them all."""
+    from agentflow import conf, registry
+
+    own = conf.setting("QUEUE") or app.conf.task_default_queue
+    return sorted({own, *(tool.queue for tool in registry.tools() if tool.queue)})
+
+
 @contextlib.contextmanager
 def worker(concurrency: int = 2) -> Iterator[WorkController]:
     """Run a Celery worker (thread pool) and beat in background threads of this process."""
@@ -34,6 +42,7 @@ def worker(concurrency: int = 2) -> Iterator[WorkController]:
         without_mingle=True,
         without_gossip=True,
         loglevel="WARNING",
+        queues=queues(app),
     )
     worker_thread = threading.Thread(target=controller.start, name="agentflow-worker", daemon=True)
     worker_thread.start()

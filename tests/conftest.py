@@ -67,11 +67,19 @@ def redis_client() -> redis.Redis:
 
 @pytest.fixture
 def workers(transactional_db, redis_client, tmp_path):
-    """Start worker processes with ``workers(name, concurrency=2, beat=False, env=None)``."""
+    """Start worker processes with ``workers(name, concurrency=2, beat=False, env=None)``.
+
+    ``queues`` (comma-separated) makes the worker consume only those queues.
+    """
     started: list[Worker] = []
 
     def start(
-        name: str = "w1", *, concurrency: int = 2, beat: bool = False, env: dict | None = None
+        name: str = "w1",
+        *,
+        concurrency: int = 2,
+        beat: bool = False,
+        env: dict | None = None,
+        queues: str | None = None,
     ) -> Worker:
         command = [
             sys.executable,
@@ -94,6 +102,8 @@ def workers(transactional_db, redis_client, tmp_path):
         ]
         if beat:
             command += ["-B", "-s", str(tmp_path / f"{name}-beat-schedule")]
+        if queues:
+            command += ["-Q", queues]
         environment = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings",

@@ -19,7 +19,7 @@ from agentflow import (
     agent,
     tool,
 )
-from tests.testapp.models import Call, Execution, Flag, SideEffect
+from tests.testapp.models import Call, Execution, Flag, LedgerEntry, SideEffect
 
 # Deployed "code version" of tests.variant; a worker started with another value runs other code.
 VARIANT = os.environ.get("AGENTFLOW_TEST_VARIANT", "a")
@@ -793,3 +793,65 @@ def fails_until_flag(flag: str) -> str:
 def browser_retry(ctx: RunContext, flag: str) -> str:
     ctx.step(square, "browser", 3)  # no run id in its arguments: a fork replays it
     return ctx.call(fails_until_flag, flag=flag)
+
+
+# -- exactly-once tools on the site's database, and tools on their own queue ---------
+
+
+def _marks() -> str:
+    """Where the tools below leave marks that outlive a rolled-back transaction (files)."""
+    return os.environ.get("AGENTFLOW_TEST_MARKS", "/tmp")
+
+
+def _pay(invoice: str, hold_seconds: float) -> str:
+    """Write the ledger row, note the body start in a file, and on request hold before commit.
+
+    A test asks for one hold by creating ``<invoice>.hold``; the hold deletes it, so the
+    retry after a crash does not hold again.
+    """
+    marks = _marks()
+    with open(os.path.join(marks, "bodies.log"), "a") as log:
+        log.write(f"{invoice}\n")
+    LedgerEntry.objects.create(invoice=invoice)
+    hold = os.path.join(marks, f"{invoice}.hold")
+    if os.path.exists(hold):
+        os.remove(hold)
+        open(os.path.join(marks, f"{invoice}.written"), "w").close()
+        time.sleep(60)  # the test kills the worker here, after the write, before the commit
+    time.sleep(hold_seconds)
+    return invoice
+
+
+@tool(name="tests.pay_atomic", atomic=True)
+def pay_atomic(invoice: str, hold_seconds: float = 0.0) -> str:
+    return _pay(invoice, hold_seconds)
+
+
+@tool(name="tests.pay_plain")
+def pay_plain(invoice: str, hold_seconds: float = 0.0) -> str:
+    return _pay(invoice, hold_seconds)
+
+
+@agent(name="tests.pay")
+def pay(ctx: RunContext, invoice: str, atomic: bool = True) -> str:
+    return ctx.call(pay_atomic if atomic else pay_plain, invoice=invoice)
+
+
+@agent(name="tests.pay_many")
+def pay_many(ctx: RunContext, n: int, hold_seconds: float = 0.1) -> int:
+    invoices = [{"invoice": f"inv-{i}", "hold_seconds": hold_seconds} for i in range(n)]
+    return len(ctx.map(pay_atomic, invoices))
+
+
+@tool(name="tests.on_side_queue", queue="side")
+def on_side_queue(i: int) -> dict:
+    name = os.environ.get("AGENTFLOW_TEST_WORKER_NAME", "?")
+    executed(f"side:{name}")
+    return {"i": i, "worker": name}
+
+
+@agent(name="tests.side_queue")
+def side_queue(ctx: RunContext, n: int) -> dict:
+    one = ctx.call(on_side_queue, i=-1)
+    many = ctx.map(on_side_queue, [{"i": i} for i in range(n)])
+    return {"one": one, "many": many}

@@ -30,3 +30,9 @@ class Call(models.Model):
     started = models.FloatField()
     ended = models.FloatField(null=True)
     pid = models.IntegerField(default=0)
+
+
+class LedgerEntry(models.Model):
+    """A site's own table that a tool writes to (no uniqueness: a double write shows)."""
+
+    invoice = models.CharField(max_length=100, db_index=True)
