@@ -17,6 +17,7 @@ from django.utils import timezone
 from agentflow import conf, registry
 from agentflow.engine import leases, pausing, run_rows, store
 from agentflow.engine.context import RunContext
+from agentflow.engine.history import histories
 from agentflow.engine.interrupts import LeaseLost, Pause, StoreUnavailable, Suspend
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import dumps, error_record
@@ -60,8 +61,9 @@ def _drive(lease: leases.Lease) -> str:
         logger.warning("run %s waits: %s", run.id, exc)
         leases.release_waiting(lease, reason=str(exc), wake_at=retry_at)
         return "version-missing"
+    history = histories.load(run.id, lease.fence.token)
     while True:
-        ctx = RunContext(run, store.load_history(run.id), lease=lease)
+        ctx = RunContext(run, history, lease=lease)
         try:
             output = definition.fn(ctx, **run.real_input)
             if ctx.diverged is not None:  # user code caught it; the run fails all the same
@@ -69,9 +71,11 @@ def _drive(lease: leases.Lease) -> str:
             output_json = dumps(output, what=f"output of run {run.id} (the agent's return value)")
         except Suspend as suspend:
             if leases.release_waiting(lease, reason=suspend.reason, wake_at=suspend.wake_at):
+                histories.keep(run.id, lease.fence.token, history)
                 if suspend.wake_at != run.wake_at:  # else an earlier advance already sent it
                     _schedule(run.id, suspend)
                 return "waiting"
+            history = store.load_history(run.id)
             continue  # something we wait on moved while we ran: look again
         except Pause as pause:
             if not pausing.pause_held(lease.fence, pause.reason):

@@ -38,25 +38,9 @@ def dumps(value: Any, *, what: str, sort_keys: bool = False, limited: bool = Tru
     which are bounded where they are made instead; characters PostgreSQL cannot store
     become U+FFFD there, so recording a failure never fails.
     """
-    problem = _problem(value, 0)
-    if problem is not None and not limited and problem[0] in ("nul", "surrogate"):
-        value = _scrubbed(value, 0)
-        problem = _problem(value, 0)
-    if problem is not None:
-        raise PayloadError(_describe(what, *problem))
-    try:
-        text = json.dumps(
-            value,
-            cls=DjangoJSONEncoder,
-            separators=(",", ":"),
-            sort_keys=sort_keys,
-            allow_nan=False,
-        )
-    except (TypeError, ValueError) as exc:
-        raise PayloadError(
-            f"{what} is not JSON-serializable ({exc}). Return and pass only JSON values "
-            "(dict, list, str, int, float, bool, None; dates, decimals and UUIDs become strings)."
-        ) from None
+    text = _encoded_plainly(value, sort_keys)
+    if text is None:  # it may hold something unstorable: walk it to find and name it
+        text = _checked(value, what=what, sort_keys=sort_keys, limited=limited)
     limit = conf.setting("MAX_PAYLOAD_BYTES")
     if limited and len(text) > limit:
         raise PayloadError(
@@ -64,6 +48,45 @@ def dumps(value: Any, *, what: str, sort_keys: bool = False, limited: bool = Tru
             "Store large data elsewhere (a file or a model) and pass a reference."
         )
     return text
+
+
+def _encode(value: Any, sort_keys: bool) -> str:
+    return json.dumps(
+        value, cls=DjangoJSONEncoder, separators=(",", ":"), sort_keys=sort_keys, allow_nan=False
+    )
+
+
+def _encoded_plainly(value: Any, sort_keys: bool) -> str | None:
+    """The JSON of a value that plainly holds nothing unstorable, without walking it.
+
+    NaN is refused by the encoder; a NUL or a lone surrogate can only show as a ``\\u``
+    escape; nesting deeper than MAX_DEPTH needs more brackets than that. Anything else
+    (None) goes the slow way, which names the problem.
+    """
+    try:
+        text = _encode(value, sort_keys)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    if "\\u" in text or text.count("[") + text.count("{") > MAX_DEPTH:
+        return None
+    return text
+
+
+def _checked(value: Any, *, what: str, sort_keys: bool, limited: bool) -> str:
+    """Walk the value for what cannot be stored (scrubbing runtime records), then encode."""
+    problem = _problem(value, 0)
+    if problem is not None and not limited and problem[0] in ("nul", "surrogate"):
+        value = _scrubbed(value, 0)
+        problem = _problem(value, 0)
+    if problem is not None:
+        raise PayloadError(_describe(what, *problem))
+    try:
+        return _encode(value, sort_keys)
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(
+            f"{what} is not JSON-serializable ({exc}). Return and pass only JSON values "
+            "(dict, list, str, int, float, bool, None; dates, decimals and UUIDs become strings)."
+        ) from None
 
 
 def check_text(text: Any, *, what: str, max_chars: int | None = None) -> None:

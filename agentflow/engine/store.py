@@ -88,7 +88,7 @@ RECORD_FIELDS = (
 
 def load_history(run_id: UUID, *, after: int = -1) -> dict[int, StepRecord]:
     """The run's top-level steps by position (those after ``after`` only), in one query."""
-    rows = Step.objects.filter(run_id=run_id, index__isnull=True)
+    rows = Step.objects.filter(run_id=run_id, index__isnull=True).order_by()
     if after >= 0:
         rows = rows.filter(position__gt=after)
     return {row[1]: StepRecord(*row) for row in rows.values_list(*RECORD_FIELDS)}

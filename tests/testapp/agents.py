@@ -855,3 +855,26 @@ def side_queue(ctx: RunContext, n: int) -> dict:
     one = ctx.call(on_side_queue, i=-1)
     many = ctx.map(on_side_queue, [{"i": i} for i in range(n)])
     return {"one": one, "many": many}
+
+
+def plus_one(i: int) -> int:
+    return i + 1
+
+
+@agent(name="tests.three_steps")
+def three_steps(ctx: RunContext) -> int:
+    return sum(ctx.step(plus_one, i) for i in range(3))
+
+
+@agent(name="tests.naps")
+def naps(ctx: RunContext, rounds: int) -> list:
+    kept = ctx.step(lambda_free_list)
+    for _ in range(rounds):
+        ctx.sleep(0.001)
+    kept.append("changed by the agent")  # must not leak into the next advance's replay
+    ctx.sleep(0.001)
+    return ctx.step(lambda_free_list)
+
+
+def lambda_free_list() -> list:
+    return ["recorded"]
