@@ -199,6 +199,22 @@ class BudgetAdmin(admin.ModelAdmin):
         ),
         ("Spend against the limits, per window", {"fields": ("spend",)}),
     )
+    # Until model calls (ctx.llm) record their usage, only tools' fixed costs are spent.
+    NOT_COUNTED_YET = {
+        "max_cost": "US dollars; blank: no cost limit. Counts the fixed cost= of tools only: "
+        "model calls do not record their cost yet, so they cannot trip it.",
+        "max_input_tokens": "Not enforced yet: no step records tokens until model calls "
+        "(ctx.llm) land, so this limit cannot trip.",
+        "max_output_tokens": "Not enforced yet: no step records tokens until model calls "
+        "(ctx.llm) land, so this limit cannot trip.",
+    }
+
+    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, **kwargs)
+        for name, text in self.NOT_COUNTED_YET.items():
+            if name in form.base_fields:
+                form.base_fields[name].help_text = text
+        return form
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Budget]:
         latest = BudgetSpend.objects.filter(budget=OuterRef("pk")).order_by("-updated_at")

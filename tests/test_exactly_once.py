@@ -33,11 +33,11 @@ def bodies(marks: Path) -> list[str]:
 
 
 def kill_after_the_write(workers, marks: Path, *, atomic: bool) -> Run:
-    """Start ``tests.pay`` on a worker, SIGKILL it inside the tool, finish on a second one."""
+    """Start ``tests.pay_once`` on a worker, SIGKILL it inside the tool, finish on a second one."""
     env = {"AGENTFLOW_TEST_MARKS": str(marks)}
     (marks / "inv-1.hold").touch()
     doomed = workers("doomed", concurrency=1, env=env)
-    run = agentflow.start("tests.pay", {"invoice": "inv-1", "atomic": atomic})
+    run = agentflow.start("tests.pay_once", {"invoice": "inv-1", "atomic": atomic})
     wait_until(
         (marks / "inv-1.written").exists, timeout=60, what="the tool to write its ledger row"
     )

@@ -71,9 +71,7 @@ def wake(waiters: list[str]) -> None:
 
 def backoff(tool: ToolDefinition, attempt: int) -> timedelta:
     """The wait before attempt ``attempt + 1``: doubling, capped."""
-    return timedelta(
-        seconds=min(tool.retry_backoff * 2 ** (attempt - 1), tool.retry_backoff_max)
-    )
+    return timedelta(seconds=min(tool.retry_backoff * 2 ** (attempt - 1), tool.retry_backoff_max))
 
 
 class Attempt:

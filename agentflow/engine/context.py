@@ -146,9 +146,7 @@ class RunContext:
 
     def uuid(self) -> _uuid.UUID:
         """A random UUID, recorded once and identical on replay."""
-        return _uuid.UUID(
-            steps.recorded_value(self.journal, "uuid", lambda: str(_uuid.uuid4()))
-        )
+        return _uuid.UUID(steps.recorded_value(self.journal, "uuid", lambda: str(_uuid.uuid4())))
 
     def patched(self, change_id: str) -> bool:
         """True where the run reaches this point on new code; False on older history.

@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from django.db.models.sql import InsertQuery
 from django.db.models.constants import OnConflict
+from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 from agentflow.engine import sql, store
@@ -31,7 +31,9 @@ def _event_insert(source: str) -> str:
 
     Its parameters: the event type, its data and the time.
     """
-    return f"INSERT INTO {EVENT} {store.EVENT_COLUMNS} SELECT id, event_seq, %s, %s, %s FROM {source}"
+    return (
+        f"INSERT INTO {EVENT} {store.EVENT_COLUMNS} SELECT id, event_seq, %s, %s, %s FROM {source}"
+    )
 
 
 def _from_row(values: dict[str, Any]) -> Run:
@@ -134,9 +136,7 @@ def take_lease(run_id: UUID, owner: str, expires_at: datetime, now: datetime) ->
     return run
 
 
-def park(
-    fence: store.Fence, wake_seq: int, reason: str, wake_at: datetime | None
-) -> bool:
+def park(fence: store.Fence, wake_seq: int, reason: str, wake_at: datetime | None) -> bool:
     """Mark the held run waiting, unless a wake-up moved ``wake_seq``; with ``run.waiting``."""
     changes = {
         "status": Run.Status.WAITING,

@@ -334,12 +334,12 @@ def update_step(
     step_id: int,
     *,
     status: str,
-    output_json: str | None | Unset = UNSET,
-    error: dict[str, Any] | None | Unset = UNSET,
+    output_json: str | Unset | None = UNSET,
+    error: dict[str, Any] | Unset | None = UNSET,
     attempts: int | Unset = UNSET,
-    finished_at: datetime | None | Unset = UNSET,
-    wake_at: datetime | None | Unset = UNSET,
-    rate_slot: datetime | None | Unset = UNSET,
+    finished_at: datetime | Unset | None = UNSET,
+    wake_at: datetime | Unset | None = UNSET,
+    rate_slot: datetime | Unset | None = UNSET,
     event: tuple[str, dict[str, Any]] | None = None,
 ) -> Any:
     """Move a step to ``status`` (and write its event) if the lease still holds.

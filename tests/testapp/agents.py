@@ -832,8 +832,8 @@ def pay_plain(invoice: str, hold_seconds: float = 0.0) -> str:
     return _pay(invoice, hold_seconds)
 
 
-@agent(name="tests.pay")
-def pay(ctx: RunContext, invoice: str, atomic: bool = True) -> str:
+@agent(name="tests.pay_once")
+def pay_once(ctx: RunContext, invoice: str, atomic: bool = True) -> str:
     return ctx.call(pay_atomic if atomic else pay_plain, invoice=invoice)
 
 

@@ -43,7 +43,13 @@ def approve(
         except ValueError as exc:
             raise InvalidInput(f"ctx.approve at {where}: schema is {exc}") from None
     args_json = dumps(
-        {"title": title, "data": data, "schema": json_schema, "timeout": timeout, "default": default},
+        {
+            "title": title,
+            "data": data,
+            "schema": json_schema,
+            "timeout": timeout,
+            "default": default,
+        },
         what=f"approval request '{title}'",
         sort_keys=True,
     )

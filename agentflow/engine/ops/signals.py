@@ -77,7 +77,9 @@ def wait_for(journal: Journal, name: str, timeout: float | None) -> Any:
                 status=Step.Status.WAITING,
                 started_at=now,
                 wake_at=deadline,
-                event=entry.event("step.waiting", wake_at=deadline.isoformat() if deadline else None),
+                event=entry.event(
+                    "step.waiting", wake_at=deadline.isoformat() if deadline else None
+                ),
             )
         else:
             deadline = record.wake_at
