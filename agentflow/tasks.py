@@ -83,6 +83,11 @@ def fan_out_chunk(
     The children go to ``queue`` (their tool's own, if it has one); the join goes to
     agentflow's queue.
     """
+    send_chord(run_id, position, groups, queue)
+
+
+def send_chord(run_id: str, position: int, groups: list[list[int]], queue: str | None) -> None:
+    """A chord of the children in ``groups`` (a header task each) with the join as body."""
     work, control = _options(WORK, queue), _options(CONTROL)
     header = [
         (run_tool.si(group[0]) if len(group) == 1 else run_tools.si(group)).set(**work)
@@ -162,7 +167,9 @@ class CeleryDispatcher:
     def fan_out(
         self, run_id: UUID, position: int, step_ids: list[int], *, queue: str | None = None
     ) -> None:
-        """Chords of at most CHORD_SIZE header tasks, each chord sent by its own small task.
+        """Chords of at most CHORD_SIZE header tasks; several are sent by small tasks of their own.
+
+        One chord (a small fan-out) is sent right after commit, saving a message round trip.
 
         A fan-out gets at most FAN_OUT_TASKS header tasks: up to that many children, one
         task each; beyond it, children share tasks (each still claimed on its own), so
@@ -176,6 +183,9 @@ class CeleryDispatcher:
         chunks = [groups[i : i + size] for i in range(0, len(groups), size)]
 
         def send() -> None:
+            if len(chunks) == 1:  # one chord: send it now, not through another task
+                send_chord(str(run_id), position, chunks[0], queue)
+                return
             for chunk in chunks:
                 fan_out_chunk.apply_async((str(run_id), position, chunk, queue), **options)
 

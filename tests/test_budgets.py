@@ -176,3 +176,32 @@ def test_a_call_paused_by_its_budget_counts_its_step_once(recording_dispatcher, 
     spend.refresh_from_db()
     assert (spend.steps, spend.tool_calls, spend.cost) == (2, 2, Decimal("0.10"))
     assert SideEffect.objects.count() == 2
+
+
+def test_a_database_failure_reading_budgets_leaves_the_run_to_be_retried(
+    recording_dispatcher, monkeypatch
+):
+    """The gate lets the error out; the engine makes it a retry, never the run's failure."""
+    from django.db import OperationalError
+
+    from agentflow.engine import executor
+
+    run = agentflow.start("tests.mixed", {"n": 1}, budget={"max_steps": 10})
+
+    def unreachable(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(Budget.objects, "filter", unreachable)
+    assert executor.advance(run.id, worker="test") == "store-unavailable"
+    run.refresh_from_db()
+    assert run.status == Run.Status.RUNNING and run.error is None
+    assert not Step.objects.filter(run=run).exists()
+
+
+def test_a_budget_added_to_a_running_run_marks_it_so_its_budget_is_read(recording_dispatcher):
+    run = agentflow.start("tests.metered_fan", {"n": 1})
+    assert not Run.objects.get(id=run.id).has_own_budget  # no budget query for this run
+    Budget.objects.create(name="added later", run=run, max_tool_calls=5)
+    assert Run.objects.get(id=run.id).has_own_budget
+    with_own = agentflow.start("tests.metered_fan", {"n": 1}, budget={"max_cost": "1"})
+    assert Run.objects.get(id=with_own.id).has_own_budget

@@ -30,15 +30,16 @@ def statements(queries: CaptureQueriesContext) -> list[str]:
     return [query["sql"] for query in queries.captured_queries]
 
 
-def test_a_three_step_run_costs_seven_statements_and_no_savepoint(cached_policies):
+def test_a_three_step_run_costs_six_statements_and_no_savepoint(cached_policies):
     with CaptureQueriesContext(connection) as started:
         run = agentflow.start("tests.three_steps")
     assert len(statements(started)) == 1, statements(started)
     with CaptureQueriesContext(connection) as advanced:
         assert executor.advance(run.id, worker="test") == "succeeded"
     sent = statements(advanced)
-    # lease, history, three steps, finish (no budget query: the run has no budget).
-    assert len(sent) == 6, "\n".join(sent)
+    # lease, three steps, finish: no history to read for a run that starts now, and no
+    # budget query for a run without a budget.
+    assert len(sent) == 5, "\n".join(sent)
     assert not [s for s in sent + statements(started) if "SAVEPOINT" in s.upper()]
     run.refresh_from_db()
     assert (run.status, run.output) == (Run.Status.SUCCEEDED, 6)

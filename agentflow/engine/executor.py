@@ -61,7 +61,9 @@ def _drive(lease: leases.Lease) -> str:
         logger.warning("run %s waits: %s", run.id, exc)
         leases.release_waiting(lease, reason=str(exc), wake_at=retry_at)
         return "version-missing"
-    history = histories.load(run.id, lease.fence.token)
+    # A run that starts now has no steps, unless it is a fork (its kept steps are copied).
+    fresh = lease.first_start and run.parent_id is None
+    history = {} if fresh else histories.load(run.id, lease.fence.token)
     while True:
         ctx = RunContext(run, history, lease=lease)
         try:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from django.db import connection, transaction
+from django.db import transaction
 
-from agentflow.engine import store
+from agentflow.engine import sql, store
 from agentflow.engine.ports import dispatcher
 from agentflow.exceptions import InvalidInput, InvalidState, RunNotFound
 from agentflow.models import Budget, Run, Step
@@ -74,9 +74,9 @@ def fork(run_id: UUID, *, at: int, by: str | None = None) -> Run:
 
 def _copy_steps(source_id: UUID, target_id: UUID, at: int) -> None:
     """Copy the steps before ``at`` (and their children) in one statement."""
-    quote = connection.ops.quote_name
+    quote = sql.quote
     kept = ", ".join(quote(column) for column in KEPT)
-    with connection.cursor() as cursor:
+    with sql.connection().cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {STEP} ({quote('run_id')}, {kept}) "
             f"SELECT %s, {kept} FROM {STEP} WHERE run_id = %s AND position < %s",

@@ -42,6 +42,8 @@ class Lease:
     run: Run
     fence: store.Fence
     wake_seq: int
+    # Taken as the run left PENDING: nothing has advanced it before.
+    first_start: bool = False
     # Set by the heartbeat thread when renewal finds the token gone (stolen or cancelled).
     lost: threading.Event = field(default_factory=threading.Event)
 
@@ -77,16 +79,17 @@ def acquire(run_id: UUID, owner: str) -> Lease | Busy | None:
     """
     owner = owner[:200]
     now = timezone.now()
-    run = run_rows.take_lease(run_id, owner, now + lease_duration(), now)
-    if run is None:
+    taken = run_rows.take_lease(run_id, owner, now + lease_duration(), now)
+    if taken is None:
         taken = _acquire_locked(run_id, owner, now)
-        if not isinstance(taken, Run):
+        if not isinstance(taken, tuple):
             return taken
-        run = taken
-    return Lease(run=run, fence=store.Fence(run.id, run.lease_token), wake_seq=run.wake_seq)
+    run, first_start = taken
+    fence = store.Fence(run.id, run.lease_token)
+    return Lease(run=run, fence=fence, wake_seq=run.wake_seq, first_start=first_start)
 
 
-def _acquire_locked(run_id: UUID, owner: str, now: datetime) -> Run | Busy | None:
+def _acquire_locked(run_id: UUID, owner: str, now: datetime) -> tuple[Run, bool] | Busy | None:
     """``acquire`` off the fast path: under the row lock, nudge a live holder or take over."""
     with sql.atomic():
         run = Run.objects.select_for_update().filter(id=run_id).first()
@@ -121,7 +124,7 @@ def _acquire_locked(run_id: UUID, owner: str, now: datetime) -> Run | Busy | Non
         )
         if first_start:
             run.event_seq = store.append_event(run.id, "run.started", {"worker": owner})
-    return run
+    return run, first_start
 
 
 def release_waiting(lease: Lease, *, reason: str, wake_at: datetime | None) -> bool:

@@ -15,12 +15,11 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 
-from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from agentflow import conf
-from agentflow.engine import approvals, attempts, children, fanout, store
+from agentflow.engine import approvals, attempts, children, fanout, sql, store
 from agentflow.engine.ports import dispatcher
 from agentflow.gates import admission
 from agentflow.models import Run, Step
@@ -45,8 +44,9 @@ def fleet_lock() -> Iterator[bool]:
     connection if the process dies. Elsewhere (SQLite) the pass runs in one transaction,
     whose write lock serializes passes.
     """
+    connection = sql.connection()
     if connection.vendor != "postgresql":
-        with transaction.atomic():
+        with sql.atomic():
             yield True
         return
     with connection.cursor() as cursor:

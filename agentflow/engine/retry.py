@@ -48,7 +48,7 @@ def retry(run_id: UUID, *, by: str | None = None) -> dict[str, Any] | None:
         if isinstance(position, int) and position >= 0:
             step = Step.objects.filter(run_id=run_id, position=position, index=None).first()
         retried = None
-        children: list[int] = []
+        children: list[tuple[int, str]] = []
         if step is not None and step.status == Step.Status.FAILED:
             retried = {"position": step.position, "kind": step.kind, "name": step.name}
             if step.kind in FAN_OUTS:
@@ -56,7 +56,9 @@ def retry(run_id: UUID, *, by: str | None = None) -> dict[str, Any] | None:
                 retried["children"] = len(children)
             else:
                 # The decision stays on record; replay asks a person again.
-                Approval.objects.filter(step_id=step.id).update(step=None)
+                Approval.objects.filter(step__run_id=run_id, step__position=step.position).update(
+                    step=None
+                )
                 # A call routed to its tool's queue ran as one child: it goes with the call.
                 Step.objects.filter(run_id=run_id, position=step.position).delete()
         Run.objects.filter(id=run_id).update(
@@ -72,14 +74,17 @@ def retry(run_id: UUID, *, by: str | None = None) -> dict[str, Any] | None:
         store.append_event(
             run_id, "run.resumed", {"by": by, "retried": retried, "previous_error": error}
         )
-        if children:
-            dispatcher().fan_out(run_id, step.position, children, queue=queue_of(step.name))
+        by_queue: dict[str | None, list[int]] = {}
+        for step_id, name in children:
+            by_queue.setdefault(queue_of(name), []).append(step_id)
+        for queue, step_ids in by_queue.items():
+            dispatcher().fan_out(run_id, step.position, step_ids, queue=queue)
         dispatcher().advance(run_id)
     return retried
 
 
-def _reopen_fan_out(run_id: UUID, parent: Step, now: Any) -> list[int]:
-    """Reset the failed children that ran, and reopen the parent; return their ids.
+def _reopen_fan_out(run_id: UUID, parent: Step, now: Any) -> list[tuple[int, str]]:
+    """Reset the failed children that ran, and reopen the parent; return (id, tool) of each.
 
     A child refused before it ran (a policy denial, arguments its tool refused, a rejected
     approval) has no attempt and stays failed: running it now would skip that gate.
@@ -90,7 +95,8 @@ def _reopen_fan_out(run_id: UUID, parent: Step, now: Any) -> list[int]:
         index__isnull=False,
         status=Step.Status.FAILED,
     )
-    ids = list(failed.filter(attempts__gt=0).order_by("index").values_list("id", flat=True))
+    reset = list(failed.filter(attempts__gt=0).order_by("index").values_list("id", "name"))
+    ids = [step_id for step_id, _ in reset]
     if not ids:
         raise InvalidState(
             f"Run {run_id} failed at the {parent.kind} at position {parent.position}, whose "
@@ -114,4 +120,4 @@ def _reopen_fan_out(run_id: UUID, parent: Step, now: Any) -> list[int]:
     Step.objects.filter(id=parent.id).update(
         status=Step.Status.WAITING, finished_at=None, error=None
     )
-    return ids
+    return reset

@@ -90,8 +90,12 @@ def _create_elsewhere(run: Run, data_json: str | None) -> bool:
     return True
 
 
-def take_lease(run_id: UUID, owner: str, expires_at: datetime, now: datetime) -> Run | None:
-    """Take the run's lease if it is active and free or expired; the Run as it now stands.
+def take_lease(
+    run_id: UUID, owner: str, expires_at: datetime, now: datetime
+) -> tuple[Run, bool] | None:
+    """Take the run's lease if it is active and free or expired.
+
+    Returns the Run as it now stands, and whether this is its first start.
 
     One statement: the row lock, the new token, and ``run.started`` on a first start.
     Returns None when the run is finished, missing, or held by a live lease (the caller
@@ -131,9 +135,10 @@ def take_lease(run_id: UUID, owner: str, expires_at: datetime, now: datetime) ->
     if values is None:
         return None
     run = _from_row(values)
-    if values["previous_status"] == Run.Status.PENDING:
+    first_start = values["previous_status"] == Run.Status.PENDING
+    if first_start:
         store.announce(run.id, run.event_seq, "run.started", data_json)
-    return run
+    return run, first_start
 
 
 def park(fence: store.Fence, wake_seq: int, reason: str, wake_at: datetime | None) -> bool:

@@ -50,10 +50,15 @@ def dumps(value: Any, *, what: str, sort_keys: bool = False, limited: bool = Tru
     return text
 
 
+# One encoder each way, built once: json.dumps(cls=...) would build one per call.
+_ENCODERS = {
+    sort_keys: DjangoJSONEncoder(separators=(",", ":"), sort_keys=sort_keys, allow_nan=False)
+    for sort_keys in (False, True)
+}
+
+
 def _encode(value: Any, sort_keys: bool) -> str:
-    return json.dumps(
-        value, cls=DjangoJSONEncoder, separators=(",", ":"), sort_keys=sort_keys, allow_nan=False
-    )
+    return _ENCODERS[sort_keys].encode(value)
 
 
 def _encoded_plainly(value: Any, sort_keys: bool) -> str | None:

@@ -41,7 +41,7 @@ def wait_for(journal: Journal, name: str, timeout: float | None) -> Any:
     """Return the signal's data, raise ``TimeoutError``, or suspend until one of them."""
     check_text(name, what="the signal name of ctx.wait_for", max_chars=MAX_SIGNAL_NAME_CHARS)
     if timeout is not None:
-        check_seconds(timeout, f"ctx.wait_for({name!r}) timeout at run {journal.run.id}")
+        check_seconds(timeout, lambda: f"ctx.wait_for({name!r}) timeout at run {journal.run.id}")
     args_json = dumps({"name": name, "timeout": timeout}, what="wait_for arguments", sort_keys=True)
     entry = journal.take("wait", name, args_json)
     record, now = entry.record, timezone.now()

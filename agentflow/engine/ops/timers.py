@@ -15,7 +15,7 @@ from agentflow.models import Step
 
 def sleep(journal: Journal, seconds: float) -> None:
     """Wait ``seconds`` (0 or less: not at all); suspend the run until the timer is due."""
-    check_seconds(seconds, f"ctx.sleep at run {journal.run.id} position {journal.position}")
+    check_seconds(seconds, lambda: f"ctx.sleep at run {journal.run.id} position {journal.position}")
     args_json = dumps({"seconds": seconds}, what="sleep arguments", sort_keys=True)
     entry = journal.take("sleep", "sleep", args_json)
     record, now = entry.record, timezone.now()
