@@ -28,8 +28,9 @@ def check_seconds(value: Any, what: str | Callable[[], str]) -> float:
         or math.isnan(value)
         or abs(value) > MAX_SECONDS
     ):
+        named = what() if callable(what) else what
         raise InvalidInput(
-            f"{what() if callable(what) else what}: {value!r} is not a number of seconds from 0 to {MAX_SECONDS:,} "
+            f"{named}: {value!r} is not a number of seconds from 0 to {MAX_SECONDS:,} "
             "(about 100 years). Use ctx.wait_for with a signal for an open-ended wait."
         )
     return value
