@@ -8,6 +8,7 @@ step budget) and records through the fence, so a writer that lost its lease cann
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ class EndOfHistory(Interrupt):
 Event = tuple[str, dict[str, Any]]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Entry:
     """A position the code just took: its args hash and its record, if it has one."""
 
@@ -96,8 +97,21 @@ class Journal:
         """The record at the next position, without taking it."""
         return self.history.get(self.position)
 
-    def take(self, kind: str, name: str, args_json: str, digest: str | None = None) -> Entry:
-        """Claim the next position and check it against history."""
+    def take(
+        self,
+        kind: str,
+        name: str,
+        args_json: str | Callable[[], str],
+        digest: str | None = None,
+        *,
+        memo: Any = None,
+    ) -> Entry:
+        """Claim the next position and check it against history.
+
+        ``args_json`` may be a function that encodes the arguments, and ``memo`` a cheap,
+        exact key of them (types included): a record this process already matched with the
+        same memo is not encoded and hashed again, so a loop's replay costs little.
+        """
         if self.diverged is not None:
             raise self.diverged
         if self.step_position is not None:
@@ -107,8 +121,18 @@ class Journal:
             )
         position = self.position
         self.position += 1
-        digest = digest or args_hash(args_json)
         record = self.history.get(position)
+        if (
+            memo is not None
+            and record is not None
+            and record.memo == memo
+            and record.kind == kind
+            and (self.lease is not None or record.finished)
+        ):
+            return Entry(position, kind, name, "", record.args_hash, record)
+        if callable(args_json):
+            args_json = args_json()
+        digest = digest or args_hash(args_json)
         if record is not None:
             if record.args_hash != digest or record.kind != kind:
                 self._diverge(position, record, kind, name, digest)
@@ -116,6 +140,7 @@ class Journal:
                 self._diverge(position, record, kind, name, digest)
             if self.lease is None and not record.finished:
                 raise EndOfHistory(position, kind, name)  # replay stops where the run stopped
+            record.memo = memo
         elif self.lease is None:
             raise EndOfHistory(position, kind, name)
         elif self.lease.lost.is_set():

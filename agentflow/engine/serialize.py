@@ -7,11 +7,13 @@ MAX_DEPTH), with the path to the offending part, before anything is written.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import re
 import traceback
+from json.encoder import c_make_encoder, encode_basestring_ascii
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -50,15 +52,36 @@ def dumps(value: Any, *, what: str, sort_keys: bool = False, limited: bool = Tru
     return text
 
 
-# One encoder each way, built once: json.dumps(cls=...) would build one per call.
+# One encoder each way, built once: json.dumps(cls=...) builds one per call, which costs
+# more than encoding a small value. The output is json.dumps's, byte for byte (args hashes
+# of recorded history depend on it).
 _ENCODERS = {
     sort_keys: DjangoJSONEncoder(separators=(",", ":"), sort_keys=sort_keys, allow_nan=False)
     for sort_keys in (False, True)
 }
 
 
-def _encode(value: Any, sort_keys: bool) -> str:
-    return _ENCODERS[sort_keys].encode(value)
+if c_make_encoder is not None:  # CPython's C encoder, without per-call set-up
+    # No markers: stateless, so threads share it; a cycle ends in RecursionError, and the
+    # slow path then names it (nesting past MAX_DEPTH).
+    _FAST = {
+        # (markers, default, encoder, indent, key and item separators, sort_keys,
+        # skipkeys, allow_nan)
+        sort_keys: c_make_encoder(
+            None, encoder.default, encode_basestring_ascii, None, ":", ",", sort_keys, False, False
+        )
+        for sort_keys, encoder in _ENCODERS.items()
+    }
+
+    def _encode(value: Any, sort_keys: bool) -> str:
+        if isinstance(value, str):
+            return encode_basestring_ascii(value)
+        return "".join(_FAST[sort_keys](value, 0))
+
+else:  # pragma: no cover (other Pythons)
+
+    def _encode(value: Any, sort_keys: bool) -> str:
+        return _ENCODERS[sort_keys].encode(value)
 
 
 def _encoded_plainly(value: Any, sort_keys: bool) -> str | None:
@@ -225,8 +248,12 @@ def loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
+@functools.lru_cache(maxsize=4096)
 def args_hash(canonical_json: str) -> str:
-    """A short, stable fingerprint of a step's arguments (JSON dumped with sorted keys)."""
+    """A short, stable fingerprint of a step's arguments (JSON dumped with sorted keys).
+
+    Cached: a loop asks for the same small arguments at position after position.
+    """
     return hashlib.sha256(canonical_json.encode()).hexdigest()[:16]
 
 

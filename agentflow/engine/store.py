@@ -60,6 +60,8 @@ class StepRecord:
     wake_at: datetime | None
     rate_slot: datetime | None
     sealed_output: str | None = None
+    # What the code asked for when it last matched this record (``Journal.take``'s memo).
+    memo: Any = None
 
     def __post_init__(self) -> None:
         if self.sealed_output:

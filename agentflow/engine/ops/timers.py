@@ -16,9 +16,16 @@ from agentflow.models import Step
 def sleep(journal: Journal, seconds: float) -> None:
     """Wait ``seconds`` (0 or less: not at all); suspend the run until the timer is due."""
     check_seconds(seconds, lambda: f"ctx.sleep at run {journal.run.id} position {journal.position}")
-    args_json = dumps({"seconds": seconds}, what="sleep arguments", sort_keys=True)
-    entry = journal.take("sleep", "sleep", args_json)
-    record, now = entry.record, timezone.now()
+    entry = journal.take(
+        "sleep",
+        "sleep",
+        lambda: dumps({"seconds": seconds}, what="sleep arguments", sort_keys=True),
+        memo=(type(seconds), seconds),
+    )
+    record = entry.record
+    if record is not None and record.status == Step.Status.SUCCEEDED:
+        return
+    now = timezone.now()
     if record is None:
         wake_at = now + timedelta(seconds=seconds)
         done = seconds <= 0
@@ -35,8 +42,6 @@ def sleep(journal: Journal, seconds: float) -> None:
         if done:
             return
         raise Suspend(f"sleeping until {wake_at.isoformat()} (position {entry.position})", wake_at)
-    if record.status == Step.Status.SUCCEEDED:
-        return
     if record.wake_at is not None and record.wake_at <= now:
         journal.update(
             record.id,
