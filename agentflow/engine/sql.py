@@ -8,13 +8,16 @@ enums, so SQL and models cannot drift apart.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from django.core.signals import setting_changed
 from django.db import connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.dispatch import receiver
 
 from agentflow.models import Event, Run, Step
 
@@ -31,9 +34,20 @@ UNSET = _Unset.UNSET
 Unset = _Unset
 
 
+@functools.cache
 def alias() -> str:
-    """The alias of the database that holds agentflow's tables."""
+    """The alias of the database that holds agentflow's tables.
+
+    Asked of the routers on first use (never at import), then kept: it is read several
+    times per step. Changing ``DATABASE_ROUTERS`` or ``DATABASES`` (in tests) forgets it.
+    """
     return router.db_for_write(Step) or "default"
+
+
+@receiver(setting_changed)
+def _forget_alias(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("DATABASE_ROUTERS", "DATABASES"):
+        alias.cache_clear()
 
 
 def connection() -> BaseDatabaseWrapper:

@@ -249,9 +249,11 @@ def step_values(**columns: Any) -> list[Any]:
     if unknown:
         raise TypeError(f"not step columns: {', '.join(sorted(unknown))}")
     row = {**STEP_DEFAULTS, **columns}
+    connection = sql.connection()
+    adapt = connection.ops.adapt_datetimefield_value
     for column in DATETIME_COLUMNS:
-        row[column] = db_when(row[column])
-    row["run_id"] = db_uuid(row["run_id"])
+        row[column] = adapt(row[column])
+    row["run_id"] = Run._meta.pk.get_db_prep_value(row["run_id"], connection)
     return [row[column] for column in STEP_COLUMNS]
 
 
