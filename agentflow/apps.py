@@ -13,13 +13,19 @@ class AgentflowConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
 
         from agentflow import checks, conf, registry  # noqa: F401  (checks registers itself)
-        from agentflow.gates import budgets, policy
+        from agentflow.gates import budgets, policy, redaction
         from agentflow.models import Budget, Policy
 
+        # The gates' caches register with conf.on_reload as they are imported (above).
         setting_changed.connect(conf.reload, dispatch_uid="agentflow.conf.reload")
         for signal in (post_save, post_delete):
             signal.connect(
                 policy.clear_cache, sender=Policy, dispatch_uid=f"agentflow.policy.{signal}"
+            )
+            signal.connect(
+                redaction.clear_cache,
+                sender=Policy,
+                dispatch_uid=f"agentflow.redaction.{signal}",
             )
             signal.connect(
                 budgets.clear_cache, sender=Budget, dispatch_uid=f"agentflow.budget.{signal}"

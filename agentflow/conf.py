@@ -2,12 +2,15 @@
 
 Never read at import time: ``get()`` builds the merged dict on first use and the
 ``setting_changed`` receiver in ``apps.py`` clears the cache (as debug-toolbar does).
+Caches built from these settings elsewhere (the gates' rows and patterns) register with
+``on_reload`` and are cleared with it, so this module imports none of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 
@@ -95,11 +98,20 @@ def setting(name: str) -> Any:
     return get()[name]
 
 
+Clear = TypeVar("Clear", bound=Callable[[], object])
+_reloaders: list[Callable[[], object]] = []
+
+
+def on_reload(clear: Clear) -> Clear:
+    """Call ``clear()`` whenever ``AGENTFLOW`` changes; usable as a decorator."""
+    if clear not in _reloaders:
+        _reloaders.append(clear)
+    return clear
+
+
 def reload(**kwargs: Any) -> None:
-    """Drop the cache when ``AGENTFLOW`` changes (connected to ``setting_changed``)."""
+    """Drop the caches when ``AGENTFLOW`` changes (connected to ``setting_changed``)."""
     if kwargs.get("setting") == "AGENTFLOW":
         get.cache_clear()
-        from agentflow.gates import budgets, policy
-
-        policy.clear_cache()
-        budgets.clear_cache()
+        for clear in _reloaders:
+            clear()

@@ -8,8 +8,7 @@ import pytest
 
 import agentflow
 from agentflow.engine import executor
-from agentflow.gates import conditions
-from agentflow.models import Policy, Run, Step
+from agentflow.models import Policy, Run, Step, conditions
 from tests.support import assert_form_refuses, wait_until
 from tests.testapp.models import Execution
 
@@ -137,3 +136,21 @@ def test_policy_form_rejects_bad_rules_with_field_errors(admin_client, fields, f
     data = {"name": "p", "enabled": "on", "tool": "", "agent": "", "effect": "", **fields}
     assert_form_refuses(admin_client, "/admin/agentflow/policy/add/", data, field, message)
     assert not Policy.objects.exists()
+
+
+def test_a_database_failure_reading_policies_leaves_the_run_to_be_retried(
+    recording_dispatcher, monkeypatch
+):
+    """The gate lets the error out; the engine makes it a retry, never the run's failure."""
+    from django.db import OperationalError
+
+    run = agentflow.start("tests.mixed", {"n": 1})
+
+    def unreachable(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(Policy.objects, "filter", unreachable)
+    assert executor.advance(run.id, worker="test") == "store-unavailable"
+    run.refresh_from_db()
+    assert run.status == Run.Status.RUNNING and run.error is None
+    assert not Step.objects.filter(run=run).exists()

@@ -1,8 +1,10 @@
-"""Guards on the project itself: migrations, the public API and system checks."""
+"""Guards on the project itself: layering, migrations, the public API and system checks."""
 
 from __future__ import annotations
 
+import ast
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -45,6 +47,39 @@ API_NAMES = {
     "tool",
     "wait",
 }
+
+
+# Bottom to top: each layer may import the ones before it, never one after it.
+LAYERS = ("agentflow.conf", "agentflow.models", "agentflow.gates", "agentflow.engine")
+PACKAGE = Path(agentflow.__file__).parent
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, function-local imports included."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("layer", LAYERS[:-1])
+def test_a_layer_imports_nothing_above_it(layer):
+    name = layer.removeprefix("agentflow.")
+    files = [PACKAGE / f"{name}.py"] if (PACKAGE / f"{name}.py").exists() else []
+    files += sorted((PACKAGE / name).rglob("*.py"))
+    above = LAYERS[LAYERS.index(layer) + 1 :]
+    upward = sorted(
+        f"{path.relative_to(PACKAGE.parent)} imports {module}"
+        for path in files
+        for module in imported_modules(path)
+        if any(module == high or module.startswith(f"{high}.") for high in above)
+    )
+    assert files
+    assert not upward, upward
 
 
 @pytest.mark.django_db

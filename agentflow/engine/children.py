@@ -132,7 +132,7 @@ def run_child(step_id: int) -> str:
         key=step.idempotency_key,
         agent=step.agent,
         owner_id=step.owner_id,
-        outcome=ChildOutcome(step),
+        outcome=ChildOutcome(step, atomic=tool.atomic),
         stop=claim.lost,  # the heartbeat sets it when the claim is gone
     )
     attempt.held.append(claim)
@@ -159,8 +159,9 @@ def run_child(step_id: int) -> str:
 class ChildOutcome:
     """How a child's attempt is stored: on its own row, claimed by its attempt number."""
 
-    def __init__(self, step: Claimed) -> None:
-        self.step = step
+    def __init__(self, step: Claimed, *, atomic: bool = False) -> None:
+        self.step, self.atomic = step, atomic
+        self.open_left = True  # set by succeeded(): whether a sibling was still open
 
     def throttled(self, attempt: int, gate: admission.Admission) -> str:
         """Hand the claim back (the attempt does not count) and come back when admitted."""
@@ -190,13 +191,20 @@ class ChildOutcome:
         return "retrying"
 
     def succeeded(self, attempt: int, output_json: str) -> str:
-        if not store.finish_child(self.step.id, attempt, Step.Status.SUCCEEDED, output_json, None):
+        recorded, self.open_left = store.finish_child(
+            self.step.id, attempt, Step.Status.SUCCEEDED, output_json, None
+        )
+        if not recorded:
             # The claim lapsed: an atomic tool's writes roll back with this.
             raise LeaseLost(f"the claim of {self.step.where} lapsed")
         return Step.Status.SUCCEEDED
 
     def committed(self, status: str) -> str:
-        self._join()
+        step, open_left = self.step, self.open_left
+        if open_left and self.atomic:  # its probe ran inside its transaction: look again
+            open_left = fanout.any_open(step.run_id, step.position)
+        if not open_left:
+            fanout.join(step.run_id, step.position)
         return status
 
     def failed(self, attempts: int, exc: BaseException, error: Exception) -> str:
@@ -205,14 +213,12 @@ class ChildOutcome:
 
     def close(self, status: str, output_json: str | None, error: Any) -> str:
         """Record the outcome; the last child to finish joins the fan-out."""
-        if store.finish_child(self.step.id, self.step.attempt, status, output_json, error):
-            self._join()
+        recorded, open_left = store.finish_child(
+            self.step.id, self.step.attempt, status, output_json, error
+        )
+        if recorded and not open_left:
+            fanout.join(self.step.run_id, self.step.position)
         return status
-
-    def _join(self) -> None:
-        step = self.step
-        if not fanout.any_open(step.run_id, step.position):
-            fanout.join(step.run_id, step.position)
 
 
 def _argument_error(step: Claimed, tool: Any, exc: ValueError) -> dict[str, Any]:

@@ -500,22 +500,47 @@ def claim_child(step_id: int, now: datetime, due_by: datetime) -> dict[str, Any]
 
 def finish_child(
     step_id: int, attempt: int, status: str, output_json: str | None, error: Any
-) -> bool:
-    """Record a child's outcome if its claim (``attempt``) still holds."""
+) -> tuple[bool, bool]:
+    """Record a child's outcome if its claim (``attempt``) still holds.
+
+    Returns (recorded, a sibling is still open). On PostgreSQL both in one statement; the
+    probe reads siblings as they were before it, so two that finish at the same moment may
+    each see the other open, and the chord body (or the reconciler) joins instead.
+    """
     stored_output, sealed_output = protect(output_json)
+    update = (
+        f"UPDATE {STEP} SET status = %s, output = %s, sealed_output = %s, error = %s, "
+        "finished_at = %s, heartbeat_at = NULL, rate_slot = NULL "
+        f"WHERE id = %s AND status IN {sql.literal(Step.Status.RUNNING)} AND attempts = %s"
+    )
+    values = [
+        status,
+        stored_output,
+        sealed_output,
+        record_json(error, "child error"),
+        db_when(timezone.now()),
+        step_id,
+        attempt,
+    ]
     with sql.connection().cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {STEP} SET status = %s, output = %s, sealed_output = %s, error = %s, "
-            "finished_at = %s, heartbeat_at = NULL, rate_slot = NULL "
-            f"WHERE id = %s AND status IN {sql.literal(Step.Status.RUNNING)} AND attempts = %s",
-            [
-                status,
-                stored_output,
-                sealed_output,
-                record_json(error, "child error"),
-                db_when(timezone.now()),
-                step_id,
-                attempt,
-            ],
-        )
-        return cursor.rowcount == 1
+        if sql.postgres():
+            index = sql.quote("index")
+            cursor.execute(
+                f"WITH done AS ({update} RETURNING run_id, position) "
+                "SELECT EXISTS (SELECT 1 FROM done), EXISTS ("
+                f"SELECT 1 FROM {STEP} o, done WHERE o.run_id = done.run_id "
+                f"AND o.position = done.position AND o.{index} IS NOT NULL "
+                f"AND o.status IN {sql.OPEN_STEP} AND o.id <> %s)",
+                [*values, step_id],
+            )
+            recorded, open_left = cursor.fetchone()
+            return bool(recorded), bool(open_left)
+        cursor.execute(update + " RETURNING run_id, position", values)
+        row = cursor.fetchone()
+    if row is None:
+        return False, False
+    return True, any_open_child(_run_uuid(row[0]), row[1])
+
+
+def _run_uuid(value: Any) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))

@@ -4,6 +4,7 @@ A reservation is one conditional UPDATE per budget (``spend + estimate <= limit`
 one transaction, so concurrent fan-out children can never overspend: the database admits
 exactly as many as fit. Settling adds the difference between actual and estimate. A
 reservation whose worker dies before settling stays counted, which errs on the safe side.
+Reading and reserving may raise the database's error; the engine decides what it means.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from agentflow import conf
-from agentflow.engine.interrupts import unavailable_as_interrupt
 from agentflow.exceptions import BudgetExceeded, InvalidInput
-from agentflow.gates.matching import matches
+from agentflow.models.matching import matches
 
 if TYPE_CHECKING:
     from agentflow.models import Budget
@@ -80,8 +80,9 @@ def price(model: str, input_tokens: int, output_tokens: int) -> Decimal:
 _cache: dict[str, Any] = {"at": float("-inf"), "rows": []}
 
 
+@conf.on_reload
 def clear_cache(**kwargs: Any) -> None:
-    """Forget cached budgets (connected to Budget saves and deletes in this process)."""
+    """Forget cached budgets (on Budget saves and deletes in this process, and settings)."""
     _cache["at"] = float("-inf")
 
 
@@ -100,8 +101,7 @@ def _rows(run_id: UUID, own: bool) -> tuple[list[Any], list[Any]]:
     scope = Q(run__isnull=True) if stale else Q()
     if own:
         scope |= Q(run_id=run_id)
-    with unavailable_as_interrupt("reading budgets"):
-        rows = list(Budget.objects.filter(scope, enabled=True))
+    rows = list(Budget.objects.filter(scope, enabled=True))
     if stale:
         _cache["rows"] = [b for b in rows if b.run_id is None]
         _cache["at"] = now
@@ -158,7 +158,7 @@ def reserve(budgets: list[Any], run_id: UUID, usage: Usage, what: str) -> Reserv
         return Reservation()
     now = timezone.now()
     held = []
-    with unavailable_as_interrupt("reserving budget"), transaction.atomic():
+    with transaction.atomic():
         # Limits are read fresh: an operator who just raised one is obeyed at once.
         fresh = Budget.objects.filter(id__in=[b.id for b in budgets], enabled=True)
         for budget in sorted(fresh, key=lambda b: b.id):  # one lock order: no deadlocks

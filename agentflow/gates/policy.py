@@ -2,7 +2,8 @@
 the run take another step?
 
 Rows are cached per process for POLICY_CACHE_SECONDS (saves and deletes in this process
-clear the cache at once), so the hot path costs a scan of a short in-memory list.
+clear the cache at once), so the hot path costs a scan of a short in-memory list. Reading
+them may raise the database's error; the engine decides what a failed read means.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from typing import TYPE_CHECKING, Any
 from django.utils import timezone
 
 from agentflow import conf
-from agentflow.engine.interrupts import unavailable_as_interrupt
-from agentflow.gates import conditions
-from agentflow.gates.matching import matches
+from agentflow.models import conditions
+from agentflow.models.matching import matches
 
 if TYPE_CHECKING:
     from agentflow.models import Policy
@@ -31,18 +31,15 @@ def enabled_policies() -> list[Policy]:
 
     now = time.monotonic()
     if now - _cache["at"] > conf.setting("POLICY_CACHE_SECONDS"):
-        with unavailable_as_interrupt("reading policies"):
-            _cache["rows"] = list(Policy.objects.filter(enabled=True).order_by("id"))
+        _cache["rows"] = list(Policy.objects.filter(enabled=True).order_by("id"))
         _cache["at"] = now
     return _cache["rows"]
 
 
+@conf.on_reload
 def clear_cache(**kwargs: Any) -> None:
-    """Forget cached policies (connected to Policy saves and deletes in this process)."""
-    from agentflow.gates import redaction
-
+    """Forget cached policies (on Policy saves and deletes in this process, and settings)."""
     _cache["at"] = float("-inf")
-    redaction.clear_cache()
 
 
 def _applies(policy: Policy, agent: str, owner_id: int | None) -> bool:

@@ -50,8 +50,9 @@ def _pattern() -> re.Pattern[str] | None:
     return _cache["pattern"]
 
 
+@conf.on_reload
 def clear_cache(**kwargs: Any) -> None:
-    """Forget the combined patterns (on Policy changes in this process, and settings)."""
+    """Forget the combined patterns (on Policy saves and deletes in this process, and settings)."""
     _cache["at"] = float("-inf")
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agentflow.gates import conditions
-from agentflow.gates.matching import validate_glob
+from agentflow.models.conditions import ConditionError, validate
+from agentflow.models.matching import validate_glob
 
 
 def _globs(row: Any, fields: tuple[str, ...], errors: dict[str, str]) -> None:
@@ -40,8 +40,8 @@ def policy_errors(policy: Any) -> dict[str, str]:
         if policy.effect not in ("deny", "approve", "allow"):
             errors["condition"] = "a condition needs an effect (allow, deny or approve)"
         try:
-            conditions.validate(policy.condition)
-        except conditions.ConditionError as exc:
+            validate(policy.condition)
+        except ConditionError as exc:
             errors["condition"] = f"{policy.condition!r} {exc}"
     for number, line in enumerate(policy.redact_patterns, 1):
         try:

@@ -1,0 +1,229 @@
+"""A run and its journal: the steps it recorded, its events and the signals sent to it."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from agentflow.models.sealing import reveal
+from agentflow.querysets import RunQuerySet
+
+
+class Run(models.Model):
+    """One execution of an agent, pinned to the agent version it started on."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        WAITING = "waiting"
+        PAUSED = "paused"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    ACTIVE = (Status.PENDING, Status.RUNNING, Status.WAITING)
+    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent = models.CharField(max_length=200, db_index=True)
+    agent_version = models.CharField(max_length=50)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    input = models.JSONField(default=dict, blank=True)
+    # The real input, encrypted, where redaction changed the stored copy.
+    sealed_input = models.TextField(null=True, blank=True, editable=False)
+    output = models.JSONField(null=True, blank=True)
+    error = models.JSONField(
+        null=True, blank=True, help_text="type, message, position and traceback of a failure"
+    )
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="agentflow_runs",
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    # The beat schedule that started this run (agentflow.schedule), if one did.
+    schedule = models.ForeignKey(
+        "django_celery_beat.PeriodicTask",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="agentflow_runs",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    # Why a waiting run waits, for people; the machine reads wake_at and the steps.
+    wait_reason = models.CharField(max_length=500, blank=True, default="")
+    # When the run must be advanced again at the latest (timer, timeout, retry).
+    wake_at = models.DateTimeField(null=True, blank=True)
+    # The lease: only the holder of the current token may write the run's steps.
+    lease_owner = models.CharField(max_length=200, blank=True, default="")
+    lease_token = models.BigIntegerField(default=0)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Bumped by anyone who wants the run advanced; the lease holder re-runs if it moved.
+    wake_seq = models.BigIntegerField(default=0)
+    # Last event sequence number handed out for this run.
+    event_seq = models.BigIntegerField(default=0)
+    # When the reconciler last sent this run a wake-up, so it does not flood the queue.
+    nudged_at = models.DateTimeField(null=True, blank=True)
+    has_own_budget = models.BooleanField(
+        default=False,
+        help_text="set when the run starts with a budget of its own, so runs without one "
+        "skip the budget query",
+    )
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [
+            ("cancel_run", "Can cancel runs"),
+            ("resume_run", "Can resume paused runs and retry failed ones"),
+            ("fork_run", "Can fork runs from a step"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="agentflow_run_unique_idempotency_key",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["status", "wake_at"], name="agentflow_run_wake"),
+            models.Index(fields=["status", "lease_expires_at"], name="agentflow_run_lease"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent} {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        """True once the run can change no more."""
+        return self.status in self.TERMINAL
+
+    @property
+    def real_input(self) -> dict:
+        """The input the agent is called with (unredacted)."""
+        return reveal(self.input, self.sealed_input)
+
+
+class Step(models.Model):
+    """One recorded operation of a run at a position (and child index in a fan-out)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        WAITING = "waiting"
+        SCHEDULED = "scheduled"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveIntegerField()
+    index = models.PositiveIntegerField(null=True, blank=True)
+    kind = models.CharField(max_length=16)
+    name = models.CharField(max_length=300)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    args = models.JSONField(null=True, blank=True)
+    args_hash = models.CharField(max_length=32, blank=True, default="")
+    output = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    idempotency_key = models.CharField(max_length=300, blank=True, default="")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # When a waiting or scheduled step may continue (timer, timeout, retry backoff).
+    wake_at = models.DateTimeField(null=True, blank=True)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    # Fan-out child: renewed while it runs, so the reconciler can tell a dead claim.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Fan-out child: when its wake-up message was last sent (lost messages are re-sent).
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    # A rate-limit slot booked for this call: at that time it runs without asking again.
+    rate_slot = models.DateTimeField(null=True, blank=True)
+    # Where redaction changed the stored args or output: the real JSON, encrypted, for the
+    # tool (a fan-out child's args) and for the agent on replay (the output).
+    sealed_args = models.TextField(null=True, blank=True, editable=False)
+    sealed_output = models.TextField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["run", "position", "index"]
+        indexes = [
+            # Only open fan-out children: "is any sibling still open?" is an index probe.
+            models.Index(
+                fields=["run", "position", "dispatched_at"],
+                condition=Q(
+                    index__isnull=False,
+                    status__in=["pending", "scheduled", "running", "waiting"],
+                ),
+                name="agentflow_step_open_child_v2",
+            ),
+        ]
+        constraints = [
+            # (run, position, index) is unique; NULL index needs its own partial index
+            # because NULLs never collide in a plain unique index.
+            models.UniqueConstraint(
+                fields=["run", "position"],
+                condition=Q(index__isnull=True),
+                name="agentflow_step_unique_position",
+            ),
+            models.UniqueConstraint(
+                fields=["run", "position", "index"],
+                condition=Q(index__isnull=False),
+                name="agentflow_step_unique_child",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        where = self.position if self.index is None else f"{self.position}[{self.index}]"
+        return f"#{where} {self.kind} {self.name} ({self.status})"
+
+
+class Event(models.Model):
+    """A durable, ordered fact about a run: the outbox that live views stream from."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveBigIntegerField()
+    type = models.CharField(max_length=100)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "seq"], name="agentflow_event_unique_seq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}#{self.seq} {self.type}"
+
+
+class Signal(models.Model):
+    """A message sent to a run with ``agentflow.signal``, consumed by ``ctx.wait_for``."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="signals")
+    name = models.CharField(max_length=200)
+    data = models.JSONField(null=True, blank=True)
+    # The real data, encrypted, where redaction changed the stored copy.
+    sealed_data = models.TextField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # The position of the wait_for step that consumed it.
+    consumed_position = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "id"]
+        indexes = [models.Index(fields=["run", "name", "consumed_position"])]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.name}"
