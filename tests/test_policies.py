@@ -154,3 +154,31 @@ def test_a_database_failure_reading_policies_leaves_the_run_to_be_retried(
     run.refresh_from_db()
     assert run.status == Run.Status.RUNNING and run.error is None
     assert not Step.objects.filter(run=run).exists()
+
+
+def test_a_database_failure_rereading_redaction_patterns_mid_step_is_a_retry(
+    recording_dispatcher, monkeypatch
+):
+    """Recording a step re-reads the redaction patterns when their cache is stale."""
+    from django.db import OperationalError
+
+    from agentflow.gates import redaction
+
+    run = agentflow.start("tests.three_steps")
+
+    def unreachable(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    real_pattern = redaction._pattern
+    calls = {"n": 0}
+
+    def stale_after_the_start(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 1:  # the first step's record finds the cache stale, the DB gone
+            unreachable()
+        return real_pattern()
+
+    monkeypatch.setattr(redaction, "_pattern", stale_after_the_start)
+    assert executor.advance(run.id, worker="test") == "store-unavailable"
+    run.refresh_from_db()
+    assert run.status == Run.Status.RUNNING and not run.error  # nothing failed

@@ -102,7 +102,10 @@ def same_name(recorded: str, asked: str) -> bool:
     Names are stored redacted, so the recorded one matches the asked name or its redacted
     form (the plain comparison also keeps rows written before names were redacted).
     """
-    return recorded == asked or recorded == redact_text(asked)
+    if recorded == asked:
+        return True
+    with unavailable_as_interrupt("reading policies"):  # redaction patterns may be re-read
+        return recorded == redact_text(asked)
 
 
 def record_json(value: Any, what: str) -> str | None:
@@ -160,9 +163,10 @@ def _write(
     PostgreSQL does it all in one statement: one round trip, one commit. Elsewhere
     (SQLite) it takes one transaction of two or three statements.
     """
-    if event:  # an agent's own event type (ctx.emit) is its data too
-        event = (redact_text(event[0]), event[1])
-    event_json = record_json(event[1], f"event {event[0]}") if event else None
+    with unavailable_as_interrupt("redacting an event"):  # patterns may be re-read
+        if event:  # an agent's own event type (ctx.emit) is its data too
+            event = (redact_text(event[0]), event[1])
+        event_json = record_json(event[1], f"event {event[0]}") if event else None
     fence_values = [db_uuid(fence.run_id), fence.token]
     with unavailable_as_interrupt(), sql.connection().cursor() as cursor:
         if sql.postgres():
@@ -299,17 +303,20 @@ def insert_step(
     The output comes back as the database stores it, so the agent sees the same value
     now and on every replay (PostgreSQL's jsonb, for one, reorders object keys).
     """
-    stored_output, sealed_output = protect(output_json)
+    with unavailable_as_interrupt("redacting a step"):  # patterns may be re-read
+        stored_output, sealed_output = protect(output_json)
+        stored_name, stored_args = redact_text(name), redact_json(args_json)
+        stored_error = record_json(error, f"error of step {position}")
     values = step_values(
         run_id=fence.run_id,
         position=position,
         kind=kind,
-        name=redact_text(name),  # an approval's title, an event type: both may hold secrets
+        name=stored_name,  # an approval's title, an event type: both may hold secrets
         status=status,
-        args=redact_json(args_json),
+        args=stored_args,
         args_hash=args_hash,
         output=stored_output,
-        error=record_json(error, f"error of step {position}"),
+        error=stored_error,
         attempts=attempts,
         idempotency_key=key,
         started_at=started_at,
@@ -353,11 +360,12 @@ def update_step(
     """
     changes: dict[str, Any] = {"status": status}
     stored_output = sealed_output = None
-    if output_json is not UNSET:
-        stored_output, sealed_output = protect(output_json)
-        changes |= {"output": stored_output, "sealed_output": sealed_output}
-    if error is not UNSET:
-        changes["error"] = record_json(error, f"error of step {step_id}")
+    with unavailable_as_interrupt("redacting a step"):  # patterns may be re-read
+        if output_json is not UNSET:
+            stored_output, sealed_output = protect(output_json)
+            changes |= {"output": stored_output, "sealed_output": sealed_output}
+        if error is not UNSET:
+            changes["error"] = record_json(error, f"error of step {step_id}")
     if attempts is not UNSET:
         changes["attempts"] = attempts
     for column, value in (
