@@ -26,7 +26,7 @@ browser:  ## install Debian's Chromium for the browser tests if it is missing
 test: $(STAMP) services browser  ## the whole suite: real workers, PostgreSQL, Redis, Chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP) services  ## per-step overhead against raw INSERTs and DBOS
+bench: $(STAMP) services  ## ratios and goals against raw INSERTs, raw Celery and DBOS
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)

@@ -66,3 +66,11 @@ def paced_run(ctx: RunContext, n: int, gap: float) -> int:
     for _ in range(n):
         ctx.step(paced, str(ctx.run.id), gap)
     return n
+
+
+@agent(name="bench.sleeper")
+def sleeper(ctx: RunContext, n: int) -> int:
+    """Suspend n times in a row: each 0.1 ms sleep parks the run until an advance resumes it."""
+    for _ in range(n):
+        ctx.sleep(0.0001)
+    return n

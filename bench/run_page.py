@@ -8,22 +8,16 @@ reported with the number of queries, which must not grow with the run.
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import time
 
-from bench.common import fresh_database, report
+from bench.common import django_site, report
 
 
 def main(size: int, repeats: int) -> None:
-    os.environ["BENCH_DATABASE_URL"] = fresh_database("agentflow_bench_run_page")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
-    import django
-
-    django.setup()
+    django_site("agentflow_bench_run_page")
     from django.contrib.auth.models import User
-    from django.core.management import call_command
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
@@ -31,7 +25,6 @@ def main(size: int, repeats: int) -> None:
 
     from agentflow.models import Run, Step
 
-    call_command("migrate", verbosity=0)
     output = {"text": "<script>alert(1)</script>", "rows": list(range(20))}
 
     def run_of(steps: int, fan_out: bool) -> Run:

@@ -26,13 +26,10 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
-from bench.common import fresh_database, report
+from bench.common import LOG_DIR, ROOT, django_site, report
 
-ROOT = Path(__file__).resolve().parents[1]
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
 ORIGIN = "http://127.0.0.1"
 
 
@@ -42,8 +39,8 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_daphne(port: int, log_dir: Path) -> subprocess.Popen:
-    log = open(log_dir / "daphne.log", "w")  # noqa: SIM115 (closed with the process)
+def start_daphne(port: int) -> subprocess.Popen:
+    log = open(LOG_DIR / "daphne.log", "w")  # noqa: SIM115 (closed with the process)
     process = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
          "apps.project.asgi:application"],
@@ -57,7 +54,7 @@ def start_daphne(port: int, log_dir: Path) -> subprocess.Popen:
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                sys.exit(f"daphne did not start:\n{(log_dir / 'daphne.log').read_text()}")
+                sys.exit(f"daphne did not start:\n{(LOG_DIR / 'daphne.log').read_text()}")
             time.sleep(0.1)
 
 
@@ -182,23 +179,14 @@ def percentiles(latencies: list[float]) -> tuple[float, float]:
 
 
 def main(events: int) -> None:
-    os.environ["BENCH_DATABASE_URL"] = fresh_database("agentflow_bench_websocket")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
-    os.environ["REDIS_URL"] = REDIS_URL  # the site's settings put channels-redis on it
-    import django
-
-    django.setup()
-    import redis
+    django_site("agentflow_bench_websocket", redis=True)  # channels-redis on it
     from django.contrib.auth.models import User
-    from django.core.management import call_command
     from django.test import Client
 
-    call_command("migrate", verbosity=0)
-    redis.Redis.from_url(REDIS_URL).flushdb()
     browser = Client()
     browser.force_login(User.objects.create_superuser("bench", "bench@example.com", "pw"))
     session = browser.cookies["sessionid"].value
-    daphne = start_daphne(free_port(), Path(os.environ.get("BENCH_LOG_DIR", "/tmp")))
+    daphne = start_daphne(free_port())
     port = int(daphne.args[daphne.args.index("-p") + 1])
     results: dict[str, Any] = {}
     try:

@@ -26,6 +26,7 @@ class _Kept:
     token: int
     prefix: int  # every position up to here is finished and kept
     records: dict[int, store.StepRecord]
+    containers: list[int]  # positions whose output is a dict or a list
 
 
 class HistoryCache:
@@ -45,7 +46,9 @@ class HistoryCache:
                 self._size -= len(kept.records)
         if kept is None or kept.token + 1 != token:
             return store.load_history(run_id)
-        history = {p: fresh_copy(r) for p, r in kept.records.items()}  # cheap: see fresh_copy
+        history = dict(kept.records)
+        for position in kept.containers:  # the only records the agent could change
+            history[position] = fresh_copy(history[position])
         history.update(store.load_history(run_id, after=kept.prefix))
         return history
 
@@ -55,8 +58,9 @@ class HistoryCache:
         while (record := history.get(prefix + 1)) is not None and record.finished:
             prefix += 1
             records[prefix] = record
+        containers = [p for p, r in records.items() if isinstance(r.output, dict | list)]
         with self._lock:
-            self._kept[run_id] = _Kept(token, prefix, records)
+            self._kept[run_id] = _Kept(token, prefix, records, containers)
             self._size += len(records)
             while self._size > self.max_records and self._kept:
                 _, dropped = self._kept.popitem(last=False)
@@ -70,13 +74,8 @@ class HistoryCache:
 
 
 def fresh_copy(record: store.StepRecord) -> store.StepRecord:
-    """A record whose output the agent may change without changing what is kept.
-
-    Records are never changed by the engine, so one with a scalar output is shared.
-    """
+    """A record whose output (a dict or a list) the agent may change; the kept one stays."""
     output = record.output
-    if not isinstance(output, dict | list):
-        return record
     return store.StepRecord(
         record.id,
         record.position,
