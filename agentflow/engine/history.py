@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 from agentflow.engine import store
@@ -21,12 +20,21 @@ from agentflow.engine import store
 MAX_RECORDS = 200_000
 
 
+class History(dict):
+    """A run's records by position, and how far they are known finished (``prefix``).
+
+    Positions are contiguous from 0, so the records after ``prefix`` are the tail that
+    may still change. Agents never get a record's own output (``Journal.replayed`` hands
+    out copies of containers), so kept records stay as they were read.
+    """
+
+    prefix: int = -1
+
+
 @dataclass
 class _Kept:
     token: int
-    prefix: int  # every position up to here is finished and kept
-    records: dict[int, store.StepRecord]
-    containers: list[int]  # positions whose output is a dict or a list
+    history: History  # its positions up to history.prefix only
 
 
 class HistoryCache:
@@ -38,65 +46,36 @@ class HistoryCache:
         self._size = 0
         self._lock = threading.Lock()
 
-    def load(self, run_id: UUID, token: int) -> dict[int, store.StepRecord]:
+    def load(self, run_id: UUID, token: int) -> History:
         """The run's history for the holder of ``token``: kept prefix plus a fresh tail."""
         with self._lock:
             kept = self._kept.pop(run_id, None)
             if kept is not None:
-                self._size -= len(kept.records)
+                self._size -= len(kept.history)
         if kept is None or kept.token + 1 != token:
-            return store.load_history(run_id)
-        history = dict(kept.records)
-        for position in kept.containers:  # the only records the agent could change
-            history[position] = fresh_copy(history[position])
-        history.update(store.load_history(run_id, after=kept.prefix))
+            return History(store.load_history(run_id))
+        history = kept.history  # taken out of the cache: this advance owns it now
+        history.update(store.load_history(run_id, after=history.prefix))
         return history
 
     def keep(self, run_id: UUID, token: int, history: dict[int, store.StepRecord]) -> None:
-        """Remember what the holder of ``token`` read, up to the first unfinished position."""
-        prefix, records = -1, {}
-        while (record := history.get(prefix + 1)) is not None and record.finished:
+        """Remember what the holder of ``token`` read, up to the first unfinished position.
+
+        Costs what the history grew by since it was loaded, not its length.
+        """
+        kept = history if isinstance(history, History) else History(history)
+        prefix = kept.prefix
+        while (record := kept.get(prefix + 1)) is not None and record.finished:
             prefix += 1
-            records[prefix] = record
-        containers = [p for p, r in records.items() if isinstance(r.output, dict | list)]
+        for position in range(prefix + 1, prefix + 1 + len(kept)):  # the tail may change
+            kept.pop(position, None)
+        kept.prefix = prefix
         with self._lock:
-            self._kept[run_id] = _Kept(token, prefix, records, containers)
-            self._size += len(records)
+            self._kept[run_id] = _Kept(token, kept)
+            self._size += len(kept)
             while self._size > self.max_records and self._kept:
                 _, dropped = self._kept.popitem(last=False)
-                self._size -= len(dropped.records)
-
-    def forget(self, run_id: UUID) -> None:
-        with self._lock:
-            kept = self._kept.pop(run_id, None)
-            if kept is not None:
-                self._size -= len(kept.records)
-
-
-def fresh_copy(record: store.StepRecord) -> store.StepRecord:
-    """A record whose output (a dict or a list) the agent may change; the kept one stays."""
-    output = record.output
-    return store.StepRecord(
-        record.id,
-        record.position,
-        record.kind,
-        record.name,
-        record.status,
-        record.args_hash,
-        _copy_json(output),
-        record.error,
-        record.attempts,
-        record.wake_at,
-        record.rate_slot,
-    )
-
-
-def _copy_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _copy_json(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_copy_json(item) for item in value]
-    return value
+                self._size -= len(dropped.history)
 
 
 histories = HistoryCache()

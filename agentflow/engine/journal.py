@@ -56,6 +56,15 @@ class Entry:
         return type_, {"position": self.position, "kind": self.kind, "name": self.name, **extra}
 
 
+def copy_json(value: Any) -> Any:
+    """A deep copy of a JSON value (a scalar is its own copy)."""
+    if isinstance(value, dict):
+        return {key: copy_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [copy_json(item) for item in value]
+    return value
+
+
 class Journal:
     """One advance's view of a run's history, and the only way to write to it."""
 
@@ -96,6 +105,26 @@ class Journal:
     def peek(self) -> store.StepRecord | None:
         """The record at the next position, without taking it."""
         return self.history.get(self.position)
+
+    def replayed_as(self, kind: str, memo: Any) -> store.StepRecord | None:
+        """The next position's record if it finished and this process matched it with
+        ``memo`` before; the position is then taken. None: take it the usual way.
+
+        A loop replaying a long history calls this at every position, so it does nothing
+        else: the record was checked against these very arguments when ``memo`` was set.
+        """
+        record = self.history.get(self.position)
+        if (
+            record is None
+            or record.memo != memo
+            or record.kind != kind
+            or not record.finished
+            or self.diverged is not None
+            or self.step_position is not None
+        ):
+            return None
+        self.position += 1
+        return record
 
     def take(
         self,
@@ -201,10 +230,14 @@ class Journal:
 
     @staticmethod
     def replayed(record: store.StepRecord) -> Any:
-        """A finished step's outcome again: its output, or its error raised."""
+        """A finished step's outcome again: its output, or its error raised.
+
+        A dict or list comes as a copy: the agent may change it, the record must not
+        change (a worker keeps records across advances, see ``engine.history``).
+        """
         if record.status == Step.Status.FAILED:
             raise rebuild_exception(record.kind, record.error or {})
-        return record.output
+        return copy_json(record.output)
 
     def record(self, entry: Entry, **fields: Any) -> tuple[int, Any]:
         """Record a new step at ``entry``'s position; return (step id, stored output)."""

@@ -56,7 +56,7 @@ def approve(
     entry = journal.take("approval", title, args_json)
     record = entry.record
     if record is not None and record.status == Step.Status.SUCCEEDED:
-        return Decision.from_output(record.output, model)
+        return Decision.from_output(journal.replayed(record), model)
     if record is None:
         now = timezone.now()
         expires = None if timeout is None else now + timedelta(seconds=timeout)

@@ -79,7 +79,7 @@ def recorded_value(journal: Journal, kind: str, make: Callable[[], Any]) -> Any:
     """``make()`` once, recorded at the next position; the recorded value on replay."""
     entry = journal.take(kind, kind, "null")
     if entry.record is not None:
-        return entry.record.output
+        return journal.replayed(entry.record)
     now = timezone.now()
     _, output = journal.record(
         entry,
