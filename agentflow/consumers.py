@@ -28,7 +28,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from agentflow import permissions
-from agentflow.events import ALL_RUNS_GROUP, asks_approval, is_listed, run_group
+from agentflow.events import ALL_RUNS_GROUP, run_group
 from agentflow.models import Approval, Event, Run
 
 Frame = dict[str, Any]
@@ -231,7 +231,7 @@ class RunListConsumer(StreamConsumer):
 
     async def agentflow_events(self, message: dict[str, Any]) -> None:
         """A publisher's batch of one run's events, translated for list views."""
-        if any(is_listed(event) for event in message["events"]):
+        if any(_listed(event) for event in message["events"]):
             self.pacer.put(await self._translate(message["run"], message["events"]))
 
     @database_sync_to_async
@@ -269,7 +269,7 @@ class RunListConsumer(StreamConsumer):
                         },
                     }
                 )
-            elif asks_approval(event):
+            elif _asks_approval(event):
                 frames.extend(_pending_approvals(run_id, data.get("position")))
         return frames
 
@@ -282,6 +282,23 @@ class RunListConsumer(StreamConsumer):
                 del self.runs[next(iter(self.runs))]
             self.runs[run_id] = ListedRun(permissions.may_view(self.scope["user"], run), run.agent)
         return self.runs[run_id]
+
+
+def _listed(event: Frame) -> bool:
+    """Whether a run event matters to list views: a status change or an approval."""
+    type_ = event["event"]
+    return type_.startswith("run.") or type_ == "approval.decided" or _asks_approval(event)
+
+
+def _asks_approval(event: Frame) -> bool:
+    """Whether an event may come with new approvals.
+
+    A fan-out's children ask for theirs with the parent's ``step.started``.
+    """
+    type_ = event["event"]
+    return type_ == "approval.requested" or (
+        type_ == "step.started" and "children" in (event["data"] or {})
+    )
 
 
 def _current_status(run_id: str) -> str | None:

@@ -2,12 +2,11 @@
 
 Events are the outbox: every state change is an Event row first. After its transaction
 commits, the row is handed to a background thread that sends it to the channel layer
-group ``agentflow.run.<run id>``, and its status and approval events to ``agentflow.runs``
-too. The hot path only appends to an in-memory queue. The thread keeps one event loop (so
-the layer keeps its connections) and sends what piled up meanwhile as one message per
-run, so a run stepping fast costs one or two group sends per batch rather than per event.
-A publish lost with a dying process is read from the table by the consumer, which resumes
-from the client's last seq.
+groups ``agentflow.run.<run id>`` and ``agentflow.runs``. The hot path only appends to an
+in-memory queue. The thread keeps one event loop (so the layer keeps its connections) and
+sends what piled up meanwhile as one message per run, so a run stepping fast costs two
+group sends per batch rather than per event. A publish lost with a dying process is read
+from the table by the consumer, which resumes from the client's last seq.
 """
 
 from __future__ import annotations
@@ -103,25 +102,6 @@ async def _send(layer: Any, batch: list[Queued]) -> None:
         data = json.loads(data_json) if data_json else {}
         by_run.setdefault(str(run_id), []).append({"seq": seq, "event": type_, "data": data})
     for run_id, events in by_run.items():
-        await layer.group_send(run_group(run_id), message(run_id, events))
-        # List views only follow statuses and approvals: steps stay off the busiest group.
-        listed = [event for event in events if is_listed(event)]
-        if listed:
-            await layer.group_send(ALL_RUNS_GROUP, message(run_id, listed))
-
-
-def is_listed(event: dict[str, Any]) -> bool:
-    """Whether a run event matters to list views: a status change or an approval."""
-    type_ = event["event"]
-    return type_.startswith("run.") or type_ == "approval.decided" or asks_approval(event)
-
-
-def asks_approval(event: dict[str, Any]) -> bool:
-    """Whether an event may come with new approvals.
-
-    A fan-out's children ask for theirs with the parent's ``step.started``.
-    """
-    type_ = event["event"]
-    return type_ == "approval.requested" or (
-        type_ == "step.started" and "children" in (event["data"] or {})
-    )
+        body = message(run_id, events)
+        await layer.group_send(run_group(run_id), body)
+        await layer.group_send(ALL_RUNS_GROUP, body)
