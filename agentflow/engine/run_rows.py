@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from django.db import IntegrityError
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
@@ -19,7 +20,7 @@ from django.utils import timezone
 from agentflow.engine import sql, store
 from agentflow.engine.interrupts import LeaseLost
 from agentflow.engine.sql import EVENT, RUN, db_uuid, db_when
-from agentflow.gates.redaction import redact_text
+from agentflow.gates.redaction import redact_json, redact_text
 from agentflow.models import Run
 
 RUN_FIELDS = Run._meta.concrete_fields
@@ -76,8 +77,6 @@ def create(run: Run) -> bool:
 
 
 def _create_elsewhere(run: Run, data_json: str | None) -> bool:
-    from django.db import IntegrityError
-
     try:
         with sql.atomic():
             run.save(force_insert=True, using=sql.alias())
@@ -167,8 +166,6 @@ def finish(
     event: tuple[str, dict[str, Any]],
 ) -> None:
     """Mark the run finished, with its output or error, if the lease still holds."""
-    from agentflow.gates.redaction import redact_json
-
     changes = {
         "status": status,
         "output": redact_json(output_json),
@@ -204,16 +201,11 @@ def _transition(
             )
             row = cursor.fetchone()
             if row is not None:
-                store.announce(db_uuid_back(where_values[0]), row[0], type_, data_json)
+                store.announce(sql.as_uuid(where_values[0]), row[0], type_, data_json)
             return row is not None
         with sql.atomic():
             cursor.execute(update, params)
             row = cursor.fetchone()
             if row is not None:
-                store.insert_event(cursor, db_uuid_back(where_values[0]), row[1], type_, data_json)
+                store.insert_event(cursor, sql.as_uuid(where_values[0]), row[1], type_, data_json)
         return row is not None
-
-
-def db_uuid_back(value: Any) -> UUID:
-    """The run id as a UUID again, from the form the database took it in."""
-    return value if isinstance(value, UUID) else UUID(str(value))

@@ -79,6 +79,11 @@ def db_uuid(value: UUID) -> Any:
     return Run._meta.pk.get_db_prep_value(value, connection())
 
 
+def as_uuid(value: Any) -> UUID:
+    """A run id read back from raw SQL as a UUID (SQLite returns hex text)."""
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
 def db_when(value: datetime | None) -> Any:
     """A datetime as this database takes it in raw SQL."""
     return connection().ops.adapt_datetimefield_value(value)

@@ -547,8 +547,4 @@ def finish_child(
         row = cursor.fetchone()
     if row is None:
         return False, False
-    return True, any_open_child(_run_uuid(row[0]), row[1])
-
-
-def _run_uuid(value: Any) -> UUID:
-    return value if isinstance(value, UUID) else UUID(str(value))
+    return True, any_open_child(sql.as_uuid(row[0]), row[1])
