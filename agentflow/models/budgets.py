@@ -82,7 +82,9 @@ class Budget(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Save, and mark the run it covers: runs without one of their own skip the query."""
         super().save(*args, **kwargs)
-        if self.run_id is not None:
+        field = self._meta.get_field("run")
+        known = self.run if field.is_cached(self) else None  # start() passes its new run
+        if self.run_id is not None and not (known is not None and known.has_own_budget):
             Run.objects.filter(id=self.run_id, has_own_budget=False).update(has_own_budget=True)
 
     def clean(self) -> None:
