@@ -26,7 +26,7 @@ from agentflow.gates.sealing import protect, reveal
 from agentflow.models import Run, Step
 
 if TYPE_CHECKING:
-    from agentflow.engine.journal import Entry
+    from agentflow.engine.journal import Entry, Journal
 
 
 @dataclass(frozen=True)
@@ -45,29 +45,21 @@ class Child:
         return Step.Status.WAITING if self.approval else Step.Status.PENDING
 
 
-def create(
-    fence: store.Fence, entry: Entry, children: list[Child], *, key: str
-) -> list[tuple[int, int, Child]]:
+def create(journal: Journal, entry: Entry, children: list[Child]) -> list[tuple[int, int, Child]]:
     """Record the parent and all children (bulk inserts), then dispatch the runnable ones.
 
     Returns (id, index, child) of the children that wait for an approval; the caller
     creates their approvals in the same transaction.
     """
-    now = timezone.now()
+    now, run_id = timezone.now(), journal.run.id
     with sql.atomic():
-        store.insert_step(
-            fence,
-            position=entry.position,
-            kind=entry.kind,
-            name=entry.name,
-            args_json=entry.args_json,
-            args_hash=entry.digest,
+        journal.record(
+            entry,
             status=Step.Status.WAITING,
             started_at=now,
-            key=key,
             event=entry.event("step.started", children=len(children)),
         )
-        rows = [_row(fence.run_id, entry.position, index, child, now) for index, child in
+        rows = [_row(run_id, entry.position, index, child, now) for index, child in
                 enumerate(children)]  # fmt: skip
         runnable: dict[str | None, list[int]] = defaultdict(list)
         waiting: list[tuple[int, int, Child]] = []
@@ -77,9 +69,9 @@ def create(
             elif status == Step.Status.WAITING:
                 waiting.append((step_id, index, children[index]))
         for queue, step_ids in runnable.items():
-            dispatcher().fan_out(fence.run_id, entry.position, step_ids, queue=queue)
+            dispatcher().fan_out(run_id, entry.position, step_ids, queue=queue)
         if not runnable and not waiting:
-            join(fence.run_id, entry.position)
+            join(run_id, entry.position)
     return waiting
 
 

@@ -89,6 +89,7 @@ def db_when(value: datetime | None) -> Any:
     return connection().ops.adapt_datetimefield_value(value)
 
 
+@functools.cache
 def literal(*values: str) -> str:
     """``('a', 'b')`` for SQL ``IN``, from enum values (which are plain identifiers)."""
     for value in values:

@@ -82,7 +82,7 @@ def _start(journal: Journal, entry: Entry, calls: list[Call], encoded: list[str]
         for index, ((tool, kwargs), child_json) in enumerate(zip(calls, encoded, strict=True))
     ]
     with unavailable_as_interrupt():
-        waiting = fanout.create(journal.fence, entry, children, key=journal.key(entry.position))
+        waiting = fanout.create(journal, entry, children)
         if waiting:
             approvals.request_for_children(journal.run.id, entry.position, waiting)
 
