@@ -57,6 +57,11 @@ DEFAULTS: dict[str, Any] = {
     "CHORD_SIZE": 100,
     # Header tasks per fan-out at most: beyond this many children, children share tasks.
     "FAN_OUT_TASKS": 256,
+    # Prepare agentflow's own fixed statements on PostgreSQL (psycopg 3), whatever Django's
+    # prepare_threshold: the server parses and plans each once per connection. False
+    # behind a pooler that cannot keep prepared statements (PgBouncer before 1.21 in
+    # transaction mode); a database with DISABLE_SERVER_SIDE_CURSORS is never prepared.
+    "PREPARE_STATEMENTS": True,
     # Dotted path of the object that sends wake-ups (see engine.ports.Dispatcher).
     "DISPATCHER": "agentflow.tasks.CeleryDispatcher",
     # Dotted path of the object that publishes committed events live (engine.ports.Publisher).
@@ -66,6 +71,10 @@ DEFAULTS: dict[str, Any] = {
     "REDACT": list(DEFAULT_REDACT),
     # When True, a tool runs only if an enabled Policy allows it.
     "DENY_BY_DEFAULT": False,
+    # Model providers by alias, configured like CACHES: {"default": {"BACKEND":
+    # "agentflow.llm.OpenAIProvider", "MODEL": "gpt-4.1-mini", "OPTIONS": {...}}}.
+    # ctx.llm(model="fast") picks the alias "fast"; without model, "default".
+    "LLM": {},
     # Model prices in US dollars per million tokens: {"gpt-x": {"input": "2.50",
     # "output": "10.00"}}. Budgets count the cost of model calls with it.
     "PRICES": {},

@@ -92,10 +92,14 @@ class Pacer:
 
 
 def run_frame(events: list[Frame]) -> Frame:
-    """One event as itself; several as a batch whose ``seq`` is the last one included."""
+    """One event as itself; several as a batch whose ``seq`` is the last kept one included.
+
+    Ephemeral events (token deltas) have no seq; a batch of only those has none either.
+    """
     if len(events) == 1:
         return events[0]
-    return {"seq": events[-1]["seq"], "event": "batch", "data": {"events": events}}
+    kept = [event["seq"] for event in events if event["seq"] is not None]
+    return {"seq": kept[-1] if kept else None, "event": "batch", "data": {"events": events}}
 
 
 def list_frame(frames: list[Frame]) -> Frame:
@@ -200,6 +204,10 @@ class RunEventsConsumer(StreamConsumer):
             events = await _events(self.run_id, self.last, events[-1]["seq"])
         self._queue(events)
 
+    async def agentflow_deltas(self, message: dict[str, Any]) -> None:
+        """Ephemeral frames (a model's token deltas): live only, ``seq`` null, never replayed."""
+        self.pacer.put(message["events"])
+
     def _queue(self, events: list[Frame]) -> None:
         if events:
             self.last = events[-1]["seq"]
@@ -229,10 +237,11 @@ class RunListConsumer(StreamConsumer):
         self.runs: dict[str, ListedRun] = {}
         await self.stream_group(ALL_RUNS_GROUP, list_frame)
 
-    async def agentflow_events(self, message: dict[str, Any]) -> None:
-        """A publisher's batch of one run's events, translated for list views."""
-        if any(_listed(event) for event in message["events"]):
-            self.pacer.put(await self._translate(message["run"], message["events"]))
+    async def agentflow_batch(self, message: dict[str, Any]) -> None:
+        """A publisher's batch (several runs' events), translated for list views."""
+        for run in message["runs"]:
+            if any(_listed(event) for event in run["events"]):
+                self.pacer.put(await self._translate(run["run"], run["events"]))
 
     @database_sync_to_async
     def _translate(self, run_id: str, events: list[Frame]) -> list[Frame]:

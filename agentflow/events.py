@@ -4,9 +4,11 @@ Events are the outbox: every state change is an Event row first. After its trans
 commits, the row is handed to a background thread that sends it to the channel layer
 groups ``agentflow.run.<run id>`` and ``agentflow.runs``. The hot path only appends to an
 in-memory queue. The thread keeps one event loop (so the layer keeps its connections) and
-sends what piled up meanwhile as one message per run, so a run stepping fast costs two
-group sends per batch rather than per event. A publish lost with a dying process is read
-from the table by the consumer, which resumes from the client's last seq.
+sends what piled up, over at least LINGER_SECONDS, as one message per run to the run's
+group and one message for all of them to ``agentflow.runs``: a group send costs a few
+Redis round trips whether or not anyone listens, so it is paid per batch, not per event.
+A publish lost with a dying process is read from the table by the consumer, which
+resumes from the client's last seq.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from typing import Any
 from uuid import UUID
 
@@ -24,12 +27,18 @@ logger = logging.getLogger("agentflow.events")
 
 ALL_RUNS_GROUP = "agentflow.runs"
 MESSAGE_TYPE = "agentflow.events"
+BATCH_MESSAGE_TYPE = "agentflow.batch"
+DELTAS_MESSAGE_TYPE = "agentflow.deltas"
 QUEUE_LIMIT = 10_000
 # A batch closes at this many events or this many bytes of event data, whichever first.
 BATCH_EVENTS = 200
 BATCH_BYTES = 256 * 1024
-# What the hot path queues: (run id, seq, type, data as stored JSON).
-Queued = tuple[UUID, int, str, str | None]
+# A batch stays open this long after its first event, so that the events of runs stepping
+# fast share messages (it adds at most this much to the live latency).
+LINGER_SECONDS = 0.005
+# What the hot path queues: (run id, seq, type, data as stored JSON); seq None for an
+# ephemeral event (a model's token deltas), which has no row and goes to the run's group only.
+Queued = tuple[UUID, int | None, str, str | None]
 
 
 def run_group(run_id: UUID | str) -> str:
@@ -40,6 +49,14 @@ def run_group(run_id: UUID | str) -> str:
 def message(run_id: UUID | str, events: list[dict[str, Any]]) -> dict[str, Any]:
     """The channel layer message of one run's events, oldest first."""
     return {"type": MESSAGE_TYPE, "run": str(run_id), "events": events}
+
+
+def batch_message(by_run: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The ``agentflow.runs`` message of a batch: each run's events, oldest first."""
+    return {
+        "type": BATCH_MESSAGE_TYPE,
+        "runs": [{"run": run_id, "events": events} for run_id, events in by_run.items()],
+    }
 
 
 class ChannelLayerPublisher:
@@ -57,6 +74,10 @@ class ChannelLayerPublisher:
             self._queue.put_nowait((run_id, seq, type_, data_json))
         except queue.Full:  # the layer is down or slow; readers catch up from the table
             logger.warning("event queue full; dropped live event %s#%s", run_id, seq)
+
+    def publish_ephemeral(self, run_id: UUID, type_: str, data: dict[str, Any]) -> None:
+        """Stream an event that is not kept (token deltas): live watchers only, no seq."""
+        self.publish(run_id, None, type_, json.dumps(data))  # type: ignore[arg-type]
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
@@ -84,12 +105,13 @@ class ChannelLayerPublisher:
                 logger.exception("publishing %d live events failed", len(batch))
 
     def _next_batch(self) -> list[Queued]:
-        """Wait for one event, then take whatever else is queued, up to a batch."""
+        """Wait for one event, then take what else comes within the linger, up to a batch."""
         batch = [self._queue.get()]
         size = len(batch[0][3] or "")
+        closes = time.monotonic() + LINGER_SECONDS
         while len(batch) < BATCH_EVENTS and size < BATCH_BYTES:
             try:
-                batch.append(self._queue.get_nowait())
+                batch.append(self._queue.get(timeout=max(0.0, closes - time.monotonic())))
             except queue.Empty:
                 break
             size += len(batch[-1][3] or "")
@@ -98,10 +120,16 @@ class ChannelLayerPublisher:
 
 async def _send(layer: Any, batch: list[Queued]) -> None:
     by_run: dict[str, list[dict[str, Any]]] = {}
+    deltas: dict[str, list[dict[str, Any]]] = {}
     for run_id, seq, type_, data_json in batch:
         data = json.loads(data_json) if data_json else {}
-        by_run.setdefault(str(run_id), []).append({"seq": seq, "event": type_, "data": data})
+        kept = by_run if seq is not None else deltas
+        kept.setdefault(str(run_id), []).append({"seq": seq, "event": type_, "data": data})
     for run_id, events in by_run.items():
-        body = message(run_id, events)
-        await layer.group_send(run_group(run_id), body)
-        await layer.group_send(ALL_RUNS_GROUP, body)
+        await layer.group_send(run_group(run_id), message(run_id, events))
+    for run_id, events in deltas.items():
+        await layer.group_send(
+            run_group(run_id), {"type": DELTAS_MESSAGE_TYPE, "run": run_id, "events": events}
+        )
+    if by_run:
+        await layer.group_send(ALL_RUNS_GROUP, batch_message(by_run))

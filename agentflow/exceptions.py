@@ -9,6 +9,10 @@
     ├── NonDeterminismError       agent code no longer matches a run's recorded history
     ├── UnknownAgent              no agent is registered under a name (or version)
     ├── UnknownTool               no tool is registered under a name
+    ├── UnknownModel              no model alias is configured under a name (AGENTFLOW["LLM"])
+    ├── ModelError                a model call failed (raised by a provider)
+    │   ├── ModelUnavailable      rate limited, overloaded, timed out or cut off: retried
+    │   └── ModelRefused          the server refused the request (400, 401, 404): not retried
     ├── InvalidInput              a run's input does not fit its agent's signature
     │   ├── RunNotFound           no run has that id (also an InvalidState)
     │   └── ApprovalNotFound      no approval has that id
@@ -71,6 +75,35 @@ class UnknownAgent(AgentflowError):
 
 class UnknownTool(AgentflowError):
     """No tool is registered under that name."""
+
+
+class UnknownModel(AgentflowError):
+    """No model alias of ``AGENTFLOW["LLM"]`` has that name."""
+
+
+class ModelError(AgentflowError):
+    """A model provider could not answer; ``status`` is the HTTP status, if there was one."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ModelUnavailable(ModelError):
+    """A passing failure (429, 5xx, 529, a timeout, a cut stream): the call is retried.
+
+    ``retry_after`` is the server's ``Retry-After`` in seconds: no retry comes sooner.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class ModelRefused(ModelError):
+    """The server refused the request itself (400, 401, 404): retrying cannot help."""
 
 
 class InvalidInput(AgentflowError):

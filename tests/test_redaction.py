@@ -74,14 +74,16 @@ def test_a_planted_secret_is_found_nowhere_in_the_tables_or_the_channel_layer(wo
     seqs = set(Event.objects.filter(run=run).values_list("seq", flat=True))
 
     def mine() -> list[dict]:
-        return [e for m in received if m["run"] == str(run.id) for e in m["events"]]
+        return [
+            e for m in received for r in m["runs"] if r["run"] == str(run.id) for e in r["events"]
+        ]
 
     def published_all() -> bool:
         asyncio.run(drain(channel))
         return {e["seq"] for e in mine()} >= seqs
 
     wait_until(published_all, timeout=30, what="every event on the channel layer")
-    assert {m["type"] for m in received} == {"agentflow.events"}
+    assert {m["type"] for m in received} == {"agentflow.batch"}
     assert SECRET not in json.dumps(mine())
     assert any(e["event"] == "note" for e in mine())
 

@@ -51,6 +51,12 @@ class Publisher(Protocol):
     def publish(self, run_id: UUID, seq: int, type_: str, data_json: str | None) -> None:
         """Stream one committed (and redacted) event; must not block or raise."""
 
+    def publish_ephemeral(self, run_id: UUID, type_: str, data: dict[str, Any]) -> None:
+        """Stream an event that is never stored (a model's token deltas), to live watchers.
+
+        Optional: a publisher without it streams no deltas; the step's output is whole.
+        """
+
 
 @cache
 def _load(path: str) -> Any:

@@ -63,7 +63,7 @@ def create(run: Run) -> bool:
     query = InsertQuery(Run, on_conflict=OnConflict.IGNORE)
     query.insert_values(RUN_FIELDS, [run])
     ((insert, params),) = query.get_compiler(using=sql.alias()).as_sql()
-    with sql.connection().cursor() as cursor:
+    with sql.cursor() as cursor:
         cursor.execute(
             f"WITH created AS ({insert} RETURNING id, event_seq), "
             f"evented AS ({_event_insert('created')}) SELECT id FROM created",
@@ -80,7 +80,7 @@ def _create_elsewhere(run: Run, data_json: str | None) -> bool:
     try:
         with sql.atomic():
             run.save(force_insert=True, using=sql.alias())
-            with sql.connection().cursor() as cursor:
+            with sql.cursor() as cursor:
                 store.insert_event(cursor, run.id, 1, CREATED, data_json)
     except IntegrityError:
         if run.idempotency_key is None:
@@ -105,7 +105,7 @@ def take_lease(
     columns = ", ".join(f"r.{sql.quote(field.column)}" for field in RUN_FIELDS)
     pending = sql.literal(Run.Status.PENDING)
     data_json = store.record_json({"worker": owner}, "event run.started")
-    with sql.connection().cursor() as cursor:
+    with sql.cursor() as cursor:
         cursor.execute(
             f"WITH old AS (SELECT id, status FROM {RUN} WHERE id = %s FOR UPDATE), "
             f"taken AS (UPDATE {RUN} r SET status = %s, lease_owner = %s, "
@@ -192,7 +192,7 @@ def _transition(
         "RETURNING id, event_seq"
     )
     params = [*changes.values(), *where_values]
-    with sql.connection().cursor() as cursor:
+    with sql.cursor() as cursor:
         if sql.postgres():
             cursor.execute(
                 f"WITH moved AS ({update}), evented AS ({_event_insert('moved')}) "

@@ -17,8 +17,10 @@ from uuid import UUID
 from django.core.signals import setting_changed
 from django.db import connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
 from django.dispatch import receiver
 
+from agentflow import conf
 from agentflow.models import Event, Run, Step
 
 
@@ -53,6 +55,76 @@ def _forget_alias(*, setting: str, **kwargs: Any) -> None:
 def connection() -> BaseDatabaseWrapper:
     """The connection to agentflow's database, for this thread."""
     return connections[alias()]
+
+
+def cursor(*, prepared: bool = True) -> CursorWrapper:
+    """A cursor on agentflow's database, for statements whose text never varies.
+
+    On PostgreSQL with psycopg 3 their statements are prepared (see ``prepares``): the hot
+    path's few statements are each parsed and planned once per connection instead of on
+    every step. ``prepared=False`` for a statement built to a varying size. While queries
+    are logged (``DEBUG``, a test capturing them), Django's own cursor serves, so the log
+    shows each statement with its values.
+    """
+    db = connection()
+    if not (prepared and prepares(db)) or db.queries_logged:
+        return db.cursor()
+    db.validate_thread_sharing()
+    db.ensure_connection()
+    raw = db.connection
+    if raw.prepare_threshold is None:
+        # Django turns automatic preparing off; only this module's cursors ask for it.
+        raw.prepare_threshold = NEVER_AUTOMATICALLY
+    with db.wrap_database_errors:
+        statements = _preparing_cursor()(raw)
+    _use_timezone(db, statements)
+    return db.make_cursor(statements)
+
+
+NEVER_AUTOMATICALLY = 2**31
+
+
+def prepares(db: BaseDatabaseWrapper) -> bool:
+    """Whether agentflow prepares its statements on ``db``.
+
+    Only on psycopg 3, unless ``PREPARE_STATEMENTS`` is off, the database sets
+    ``DISABLE_SERVER_SIDE_CURSORS`` (Django's switch for transaction-pooling PgBouncer),
+    or its OPTIONS set ``prepare_threshold`` to None explicitly.
+    """
+    if db.vendor != "postgresql" or not conf.setting("PREPARE_STATEMENTS"):
+        return False
+    options = db.settings_dict.get("OPTIONS") or {}
+    if db.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
+        return False
+    if "prepare_threshold" in options and options["prepare_threshold"] is None:
+        return False
+    return _preparing_cursor() is not None
+
+
+def _use_timezone(db: BaseDatabaseWrapper, statements: Any) -> None:
+    """Read timestamps in the site's time zone, as Django's own cursors do."""
+    from django.db.backends.postgresql import base
+    from django.db.backends.postgresql.psycopg_any import register_tzloader
+    from psycopg.pq import Format
+
+    loader = db.connection.adapters.get_loader(base.TIMESTAMPTZ_OID, Format.TEXT)
+    if db.timezone != loader.timezone:
+        register_tzloader(db.timezone, statements)
+
+
+@functools.cache
+def _preparing_cursor() -> type | None:
+    """Django's server-binding psycopg 3 cursor, with every statement prepared."""
+    from django.db.backends.postgresql import base
+
+    if not base.is_psycopg3:
+        return None
+
+    class PreparingCursor(base.ServerBindingCursor):
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            return super().execute(query, params, prepare=True, **kwargs)
+
+    return PreparingCursor
 
 
 def atomic() -> transaction.Atomic:

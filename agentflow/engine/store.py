@@ -168,7 +168,7 @@ def _write(
             event = (redact_text(event[0]), event[1])
         event_json = record_json(event[1], f"event {event[0]}") if event else None
     fence_values = [db_uuid(fence.run_id), fence.token]
-    with unavailable_as_interrupt(), sql.connection().cursor() as cursor:
+    with unavailable_as_interrupt(), sql.cursor() as cursor:
         if sql.postgres():
             statement = f"WITH {_fence_sql(bool(event))}, written AS ({write})"
             params = [*fence_values, *values]
@@ -394,7 +394,7 @@ def append_event(run_id: UUID, type_: str, data: dict[str, Any]) -> int:
     PostgreSQL, so it opens no savepoint inside the caller's transaction.
     """
     data_json = record_json(data, f"event {type_}")
-    with sql.connection().cursor() as cursor:
+    with sql.cursor() as cursor:
         if sql.postgres():
             cursor.execute(
                 f"WITH seq AS (UPDATE {RUN} SET event_seq = event_seq + 1 WHERE id = %s "
@@ -432,7 +432,7 @@ def insert_children(rows: list[dict[str, Any]]) -> list[tuple[int, str, int]]:
     """
     placeholders = "(" + ", ".join(["%s"] * len(STEP_COLUMNS)) + ")"
     inserted: list[tuple[int, str, int]] = []
-    with sql.connection().cursor() as cursor:
+    with sql.cursor(prepared=False) as cursor:  # as many rows as the fan-out has
         for start in range(0, len(rows), CHILD_BATCH):
             batch = rows[start : start + CHILD_BATCH]
             values = [value for row in batch for value in step_values(**row)]
@@ -448,7 +448,7 @@ def insert_children(rows: list[dict[str, Any]]) -> list[tuple[int, str, int]]:
 
 def any_open_child(run_id: UUID, position: int) -> bool:
     """Whether a child of the fan-out is still pending, scheduled, running or waiting."""
-    with sql.connection().cursor() as cursor:
+    with sql.cursor() as cursor:
         cursor.execute(f"SELECT EXISTS ({_open_child_sql()})", [db_uuid(run_id), position])
         return bool(cursor.fetchone()[0])
 
@@ -475,7 +475,7 @@ def close_parent(run_id: UUID, position: int, now: datetime) -> tuple[str, str, 
         "RETURNING status, kind, name"
     )
     where = [db_uuid(run_id), position]
-    with sql.connection().cursor() as cursor:
+    with sql.cursor() as cursor:
         cursor.execute(statement, [db_when(now), *(where * 6)])
         return cursor.fetchone()
 
@@ -488,7 +488,7 @@ def claim_child(step_id: int, now: datetime, due_by: datetime) -> dict[str, Any]
     a worker takes it, not when its fan-out was recorded.
     """
     index = sql.quote("index")
-    with sql.connection().cursor() as cursor:
+    with sql.cursor() as cursor:
         cursor.execute(
             f"UPDATE {STEP} SET status = %s, attempts = attempts + 1, heartbeat_at = %s, "
             "started_at = COALESCE(started_at, %s), wake_at = NULL "
@@ -530,7 +530,7 @@ def finish_child(
         step_id,
         attempt,
     ]
-    with sql.connection().cursor() as cursor:
+    with sql.cursor() as cursor:
         if sql.postgres():
             index = sql.quote("index")
             cursor.execute(
