@@ -31,6 +31,30 @@ AGENTFLOW = {
     "RATE_LIMIT_GUARD_SECONDS": float(os.environ.get("AGENTFLOW_TEST_RATE_GUARD", 0.02)),
     # Workers read Policy rows on every call, so tests see admin changes at once.
     "POLICY_CACHE_SECONDS": 0.0,
+    # Local servers the model-layer tests start; workers get their URLs in the environment.
+    "LLM": {
+        "default": {
+            "BACKEND": "agentflow.llm.OpenAIProvider",
+            "MODEL": "gpt-test",
+            "OPTIONS": {
+                "base_url": os.environ.get("AGENTFLOW_TEST_OPENAI_URL", "http://127.0.0.1:9/v1"),
+                "api_key_env": "AGENTFLOW_TEST_LLM_KEY",
+                "timeout": 30,
+                "retry_backoff": 0.1,
+            },
+        },
+        "claude": {
+            "BACKEND": "agentflow.llm.AnthropicProvider",
+            "MODEL": "claude-test",
+            "OPTIONS": {
+                "base_url": os.environ.get("AGENTFLOW_TEST_ANTHROPIC_URL", "http://127.0.0.1:9"),
+                "api_key_env": "AGENTFLOW_TEST_LLM_KEY",
+                "timeout": 30,
+                "retry_backoff": 0.1,
+            },
+        },
+    },
+    "PRICES": {"gpt-test": {"input": "2.00", "output": "8.00"}},
 }
 # Beat in tests keeps its schedule in a file: the database is flushed between tests.
 CELERY_BEAT_SCHEDULER = "celery.beat:PersistentScheduler"

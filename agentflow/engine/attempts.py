@@ -89,10 +89,12 @@ class Attempt:
         owner_id: int | None,
         outcome: Outcome,
         stop: threading.Event | None = None,
+        usage: budgets.Usage | None = None,
     ) -> None:
         self.tool, self.kwargs, self.attempt = tool, kwargs, attempt
         self.where, self.key, self.agent, self.owner_id = where, key, agent, owner_id
         self.outcome, self.stop = outcome, stop
+        self.estimate = usage
         self.reservation = budgets.Reservation()
         self.held: list[leases.Renewable] = []  # renewed while the tool runs (a claim)
 
@@ -100,8 +102,8 @@ class Attempt:
 
     @property
     def usage(self) -> budgets.Usage:
-        """What one call is expected to spend."""
-        return budgets.Usage(cost=self.tool.cost, tool_calls=1)
+        """What one call is expected to spend (a model call's estimate, if given)."""
+        return self.estimate or budgets.Usage(cost=self.tool.cost, tool_calls=1)
 
     def reserve(self, rows: list[Any], run_id: Any) -> None:
         """Hold the call's cost against ``rows``; ``BudgetExceeded`` if one has no room."""
@@ -170,7 +172,11 @@ class Attempt:
         except Exception as exc:
             retryable = not isinstance(exc, (*tool.non_retryable, PayloadError))
             if retryable and self.attempt <= tool.retries:
-                wake_at = timezone.now() + backoff(tool, self.attempt)
+                wait = backoff(tool, self.attempt)
+                asked = getattr(exc, "retry_after", None)  # a server's Retry-After
+                if asked is not None:
+                    wait = max(wait, timedelta(seconds=min(asked, tool.retry_backoff_max)))
+                wake_at = timezone.now() + wait
                 return self.outcome.retrying(self.attempt, exc, wake_at)
             return self.outcome.failed(self.attempt, exc, self._error(self.attempt, exc))
         return self.outcome.committed(self.outcome.succeeded(self.attempt, output_json))

@@ -22,7 +22,10 @@ from agentflow.engine import store
 from agentflow.engine.approvals import Decision
 from agentflow.engine.journal import EndOfHistory, Journal
 from agentflow.engine.ops import approval, fan_out, signals, steps, timers, tools
+from agentflow.engine.ops import llm as model_call
+from agentflow.engine.ops import llm_loop as model_loop
 from agentflow.exceptions import NonDeterminismError, ToolArgumentError
+from agentflow.llm.results import LLMResult
 
 if TYPE_CHECKING:
     from agentflow.engine.leases import Lease
@@ -103,6 +106,47 @@ class RunContext:
         """Call several tools in parallel: ``[(tool, kwargs), ...]``; results in order."""
         resolved = [(_tool(tool), dict(kwargs)) for tool, kwargs in calls]
         return fan_out.run(self.journal, "parallel", "parallel", resolved, return_exceptions)
+
+    def llm(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        model: str | None = None,
+        tools: list[ToolDefinition | str] | None = None,
+        **params: Any,
+    ) -> LLMResult:
+        """Ask the model of alias ``model`` (``"default"``) once, as a durable step.
+
+        ``messages`` are Chat Completions messages; ``tools`` are offered with their JSON
+        Schemas (the model's calls come back in ``.tool_calls``, not run); ``params``
+        (``max_tokens``, ``temperature``...) go to the server. On replay the recorded
+        ``LLMResult`` comes back and the model is not asked again. A failure after its
+        retries raises ``ToolError`` here.
+        """
+        resolved = [_tool(tool) for tool in tools or []]
+        return model_call.complete(
+            self.journal, messages, model=model, tools=resolved, params=params
+        )
+
+    def llm_loop(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[ToolDefinition | str],
+        model: str | None = None,
+        max_turns: int = 20,
+        **params: Any,
+    ) -> LLMResult:
+        """Let the model call ``tools`` until it answers without them, or ``max_turns``.
+
+        Each tool call is a durable tool step with every gate applied; several in a turn
+        run as one fan-out. Denials, rejected approvals, argument errors and tool failures
+        go back to the model as the call's result. Returns the last ``LLMResult``.
+        """
+        resolved = [_tool(tool) for tool in tools]
+        return model_loop.loop(
+            self, messages, tools=resolved, model=model, max_turns=max_turns, params=params
+        )
 
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` on a durable timer; no worker is held meanwhile (0 or less: none)."""

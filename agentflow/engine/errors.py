@@ -14,11 +14,15 @@ def qualified_name(cls: type) -> str:
 
 
 def tool_error(tool: str, where: str, attempts: int, exc: BaseException) -> ToolError:
-    """The ``ToolError`` an agent sees when a tool has failed for good."""
+    """The ``ToolError`` an agent sees when a tool (or a model call) has failed for good."""
+    what, fix = f"Tool '{tool}'", "fix the tool"
+    if tool.startswith("llm:"):
+        what = f"The call to model alias '{tool.removeprefix('llm:')}'"
+        fix = "fix the request or the AGENTFLOW['LLM'] setting"
     return ToolError(
-        f"Tool '{tool}' failed at {where} after {attempts} attempt(s): "
+        f"{what} failed at {where} after {attempts} attempt(s): "
         f"{type(exc).__name__}: {exc}. Catch agentflow.ToolError in the agent to handle it, "
-        "or fix the tool and retry the run.",
+        f"or {fix} and retry the run.",
         tool=tool,
         error_type=qualified_name(type(exc)),
         attempts=attempts,
@@ -30,7 +34,7 @@ def rebuild_exception(kind: str, error: dict[str, Any]) -> BaseException:
     type_path, message = error.get("type", ""), error.get("message", "")
     if kind == "call" and type_path == qualified_name(PolicyDenied):
         return PolicyDenied(message)
-    if kind == "call":
+    if kind in ("call", "llm"):
         cls = ToolArgumentError if type_path == qualified_name(ToolArgumentError) else ToolError
         return cls(
             message,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -351,12 +352,14 @@ def update_step(
     finished_at: datetime | Unset | None = UNSET,
     wake_at: datetime | Unset | None = UNSET,
     rate_slot: datetime | Unset | None = UNSET,
+    usage: tuple[int, int, Decimal] | Unset = UNSET,
     event: tuple[str, dict[str, Any]] | None = None,
 ) -> Any:
     """Move a step to ``status`` (and write its event) if the lease still holds.
 
     Only the columns passed change; ``UNSET`` (the default) leaves one as it is, ``None``
-    clears it. Returns the stored output (None when ``output_json`` is not passed).
+    clears it. ``usage`` is a model call's (input tokens, output tokens, cost). Returns
+    the stored output (None when ``output_json`` is not passed).
     """
     changes: dict[str, Any] = {"status": status}
     stored_output = sealed_output = None
@@ -368,6 +371,9 @@ def update_step(
             changes["error"] = record_json(error, f"error of step {step_id}")
     if attempts is not UNSET:
         changes["attempts"] = attempts
+    if usage is not UNSET:
+        input_tokens, output_tokens, cost = usage
+        changes |= {"input_tokens": input_tokens, "output_tokens": output_tokens, "cost": str(cost)}
     for column, value in (
         ("finished_at", finished_at),
         ("wake_at", wake_at),

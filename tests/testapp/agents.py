@@ -19,6 +19,7 @@ from agentflow import (
     agent,
     tool,
 )
+from tests.testapp import llm_agents  # noqa: F401  (registers the model-layer tests' agents)
 from tests.testapp.models import Call, Execution, Flag, LedgerEntry, SideEffect
 
 # Deployed "code version" of tests.variant; a worker started with another value runs other code.

@@ -81,7 +81,11 @@ class ToolCall:
                     error_type="ToolArgumentError",
                 )
             )
-        record, now = self.record, timezone.now()
+        return self._attempt(kwargs)
+
+    def _attempt(self, kwargs: dict[str, Any], *, usage: Any = None) -> Any:
+        """Reserve the budget, record the step as running, and run one attempt."""
+        run, record, now = self.journal.run, self.record, timezone.now()
         if record is not None and record.status == Step.Status.SCHEDULED and record.wake_at > now:
             raise Suspend(
                 f"tool {self.tool.name} waits until {record.wake_at.isoformat()}", record.wake_at
@@ -96,7 +100,9 @@ class ToolCall:
             owner_id=run.owner_id,
             outcome=self,
             stop=self.journal.lease.lost,
+            usage=usage,
         )
+        self.attempt = attempt
         with attempt.budgeted():
             try:
                 attempt.reserve(self.journal.budgets(), run.id)
@@ -177,11 +183,13 @@ class ToolCall:
             wake_at,
         )
 
-    def succeeded(self, attempt: int, output_json: str) -> Any:
+    def succeeded(self, attempt: int, output_json: str, **columns: Any) -> Any:
+        """Record the result (``columns``: more of the step's, a model call's ``usage``)."""
         return self.journal.update(
             self.step_id,
             status=Step.Status.SUCCEEDED,
             output_json=output_json,
+            **columns,
             error=None,
             rate_slot=None,
             finished_at=timezone.now(),

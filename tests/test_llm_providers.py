@@ -1,0 +1,153 @@
+"""Providers against local servers, through the official clients: no engine, no database."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentflow.exceptions import ModelRefused, ModelUnavailable
+from agentflow.llm.base import Request, ToolSpec, function_name
+from agentflow.llm.openai_compatible import OpenAIProvider
+from agentflow.llm.scripted import ScriptedProvider
+from tests.openai_server import OpenAIServer, Reply, ToolCall
+
+KEY = "sk-live-0123456789abcdefghij"
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv("AGENTFLOW_TEST_LLM_KEY", KEY)
+    with OpenAIServer() as running:
+        yield running
+
+
+def provider(server: OpenAIServer, **options) -> OpenAIProvider:
+    return OpenAIProvider(
+        "default",
+        "gpt-test",
+        {"base_url": server.base_url, "api_key_env": "AGENTFLOW_TEST_LLM_KEY", **options},
+    )
+
+
+WEATHER = ToolSpec(
+    "tests.lookup",
+    function_name("tests.lookup"),
+    "Look up the weather.",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+
+
+def ask(question: str = "Hi?", **params) -> Request:
+    return Request([{"role": "user", "content": question}], [], params)
+
+
+def test_text_streams_in_deltas_and_usage_is_what_the_server_reported(server):
+    server.script(Reply("The answer is 42.", usage=(17, 5)))
+    deltas: list[str] = []
+    reply = provider(server).complete(ask(max_tokens=20), deltas.append)
+    assert reply.text == "The answer is 42." == "".join(deltas)
+    assert len(deltas) == 4
+    assert (reply.usage.input_tokens, reply.usage.output_tokens) == (17, 5)
+    assert reply.finish_reason == "stop"
+    sent = server.requests[0]
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert sent["max_tokens"] == 20 and sent["model"] == "gpt-test"
+    assert server.headers[0]["authorization"] == f"Bearer {KEY}"
+
+
+def test_tools_go_as_json_schema_and_parallel_calls_come_back_under_agentflow_names(server):
+    server.script(
+        Reply(
+            tool_calls=[
+                ToolCall("tests__lookup", {"city": "Paris"}, id="a"),
+                ToolCall("tests__lookup", {"city": "Oslo"}, id="b"),
+            ]
+        )
+    )
+    request = Request([{"role": "user", "content": "Weather?"}], [WEATHER], {})
+    reply = provider(server).complete(request, lambda text: None)
+    assert [(c.id, c.name, c.arguments) for c in reply.tool_calls] == [
+        ("a", "tests.lookup", {"city": "Paris"}),
+        ("b", "tests.lookup", {"city": "Oslo"}),
+    ]
+    assert reply.finish_reason == "tool_calls"
+    (offered,) = server.requests[0]["tools"]
+    assert offered["function"]["name"] == "tests__lookup"
+    assert offered["function"]["parameters"]["required"] == ["city"]
+
+
+def test_arguments_that_are_not_a_json_object_are_kept_raw(server):
+    server.script(Reply(tool_calls=[ToolCall("tests__lookup", "{not json")]))
+    request = Request([{"role": "user", "content": "?"}], [WEATHER], {})
+    (call,) = provider(server).complete(request, lambda text: None).tool_calls
+    assert (call.arguments, call.invalid) == ({}, "{not json")
+
+
+def test_a_rate_limit_is_retryable_and_carries_retry_after(server):
+    server.script(Reply(status=429, retry_after=3, error_message="slow down"))
+    with pytest.raises(ModelUnavailable, match="HTTP 429: slow down") as caught:
+        provider(server).complete(ask(), lambda text: None)
+    assert (caught.value.status, caught.value.retry_after) == (429, 3.0)
+
+
+@pytest.mark.parametrize("status", [500, 503, 529])
+def test_server_errors_and_overloads_are_retryable(server, status):
+    server.script(Reply(status=status, error_message="try later"))
+    with pytest.raises(ModelUnavailable, match=f"HTTP {status}") as caught:
+        provider(server).complete(ask(), lambda text: None)
+    assert caught.value.status == status
+
+
+def test_a_stream_cut_in_the_middle_is_retryable(server):
+    server.script(Reply("one two three four five", cut_after=2))
+    seen: list[str] = []
+    with pytest.raises(ModelUnavailable, match="stream broke off"):
+        provider(server).complete(ask(), seen.append)
+    assert seen == ["one ", "two "]
+
+
+def test_a_refused_request_is_not_retryable_and_names_the_server_message(server):
+    server.script(Reply(status=400, error_message="max_tokens is too large: 999999"))
+    with pytest.raises(ModelRefused, match="HTTP 400: max_tokens is too large") as caught:
+        provider(server).complete(ask(), lambda text: None)
+    assert caught.value.status == 400
+
+
+def test_a_bad_key_is_refused_and_the_key_never_appears_in_the_message(server):
+    server.script(Reply(status=401, error_message=f"Incorrect API key provided: {KEY}."))
+    with pytest.raises(ModelRefused) as caught:
+        provider(server).complete(ask(), lambda text: None)
+    assert KEY not in str(caught.value) and "[redacted]" in str(caught.value)
+
+
+def test_an_unreachable_server_is_retryable():
+    dead = OpenAIProvider("default", "gpt-test", {"base_url": "http://127.0.0.1:9/v1"})
+    with pytest.raises(ModelUnavailable, match="could not be reached"):
+        dead.complete(ask(), lambda text: None)
+
+
+def test_the_scripted_provider_answers_by_turn_and_says_it_is_scripted():
+    scripted = ScriptedProvider(
+        "demo",
+        "demo-model",
+        {
+            "responses": [
+                {"tool_calls": [{"name": "tests.lookup", "arguments": {"city": "Rome"}}]},
+                {"text": "It is warm in Rome.", "usage": [30, 6]},
+            ]
+        },
+    )
+    first = scripted.complete(ask("Weather in Rome?"), lambda text: None)
+    assert [(c.name, c.arguments) for c in first.tool_calls] == [("tests.lookup", {"city": "Rome"})]
+    deltas: list[str] = []
+    conversation = [
+        {"role": "user", "content": "Weather in Rome?"},
+        {"role": "assistant", "content": None},
+        {"role": "tool", "tool_call_id": "x", "content": "{}"},
+    ]
+    second = scripted.complete(Request(conversation), deltas.append)
+    assert second.text == "".join(deltas) == "It is warm in Rome."
+    assert (second.usage.input_tokens, second.usage.output_tokens) == (30, 6)
+    assert second.model == "scripted:demo-model"
+    conversation.append({"role": "assistant", "content": "It is warm in Rome."})
+    with pytest.raises(ModelRefused, match="has 2 responses and was asked for turn 3"):
+        scripted.complete(Request(conversation), deltas.append)
