@@ -77,3 +77,23 @@ def check_prefetch(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         ]
     return []
+
+
+@register("agentflow")
+def check_models(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Every model alias names an importable provider class, with known keys only."""
+    from agentflow.llm import providers
+
+    try:
+        found = providers.problems()
+    except Exception:  # an unreadable AGENTFLOW is reported by check_settings (E001)
+        return []
+    return [
+        Error(
+            problem,
+            hint="Each alias is {'BACKEND': 'agentflow.llm.OpenAIProvider', 'MODEL': '...', "
+            "'OPTIONS': {...}}; see the README's model section.",
+            id="agentflow.E003",
+        )
+        for problem in found
+    ]

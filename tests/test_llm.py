@@ -10,6 +10,7 @@ import pytest
 
 import agentflow
 from agentflow.models import Budget, BudgetSpend, Policy, Run, Step
+from tests.anthropic_server import AnthropicServer
 from tests.openai_server import OpenAIServer, Reply, ToolCall
 from tests.testapp.models import Execution
 
@@ -205,3 +206,59 @@ def test_a_token_budget_pauses_the_loop_between_turns_until_it_is_raised(
     assert BudgetSpend.objects.get(budget=budget).output_tokens == 60
     steps = Step.objects.filter(run=run, kind="llm")
     assert sorted(s.output_tokens for s in steps) == [20, 20, 20]
+
+
+def test_an_anthropic_alias_is_a_model_step_like_any_other(workers):
+    with AnthropicServer() as claude:
+        claude.script(Reply("Bonjour.", usage=(12, 3)))
+        workers("w1", env={"AGENTFLOW_TEST_ANTHROPIC_URL": claude.base_url})
+        run = agentflow.start("tests.ask_model", {"question": "Salut?", "model": "claude"})
+        run = agentflow.wait(run, 60)
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    assert run.output["text"] == "Bonjour." and run.output["usage"] == [12, 3]
+    step = Step.objects.get(run=run, kind="llm")
+    assert (step.name, step.input_tokens, step.output_tokens) == ("claude", 12, 3)
+    assert claude.requests[0]["max_tokens"] == 64
+
+
+def test_tokens_stream_live_as_coalesced_redacted_deltas(model_workers, model_server):
+    import asyncio
+
+    from channels.layers import get_channel_layer
+
+    from agentflow.events import run_group
+
+    secret = "sk-live-4f9a8b7c6d5e4f3a2b1c"
+    words = [f"word{i} " for i in range(40)] + [f"key {secret} ", "end."]
+    model_server.script(Reply(chunks=words, chunk_delay=0.01, usage=(3, 42)))
+    run = agentflow.start("tests.ask_model", {"question": "Talk?"})
+    layer = get_channel_layer()
+    received: list[dict] = []
+
+    async def subscribe() -> str:
+        channel = await layer.new_channel()
+        await layer.group_add(run_group(run.id), channel)
+        return channel
+
+    async def drain(channel: str) -> None:
+        while True:
+            try:
+                received.append(await asyncio.wait_for(layer.receive(channel), timeout=0.2))
+            except TimeoutError:
+                return
+
+    channel = asyncio.run(subscribe())
+    model_workers()
+    run = agentflow.wait(run, 60)
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    asyncio.run(drain(channel))
+    deltas = [e for m in received if m["type"] == "agentflow.deltas" for e in m["events"]]
+    position = Step.objects.get(run=run, kind="llm").position
+    assert {(e["seq"], e["event"], e["data"]["position"]) for e in deltas} == {
+        (None, "llm.delta", position)
+    }
+    streamed = "".join(e["data"]["text"] for e in deltas)
+    assert streamed == "".join(words).replace(secret, "[redacted]")
+    assert 1 < len(deltas) < len(words)  # coalesced, yet live
+    assert secret not in run.output["text"]
+    assert not run.events.filter(type="llm.delta").exists()  # ephemeral: never stored

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from agentflow.exceptions import ModelRefused, ModelUnavailable
+from agentflow.llm.anthropic_messages import AnthropicProvider
 from agentflow.llm.base import Request, ToolSpec, function_name
 from agentflow.llm.openai_compatible import OpenAIProvider
 from agentflow.llm.scripted import ScriptedProvider
+from tests.anthropic_server import AnthropicServer
 from tests.openai_server import OpenAIServer, Reply, ToolCall
 
 KEY = "sk-live-0123456789abcdefghij"
@@ -151,3 +153,135 @@ def test_the_scripted_provider_answers_by_turn_and_says_it_is_scripted():
     conversation.append({"role": "assistant", "content": "It is warm in Rome."})
     with pytest.raises(ModelRefused, match="has 2 responses and was asked for turn 3"):
         scripted.complete(Request(conversation), deltas.append)
+
+
+# -- Anthropic's Messages API -------------------------------------------------------------
+
+
+@pytest.fixture
+def claude_server(monkeypatch):
+    monkeypatch.setenv("AGENTFLOW_TEST_LLM_KEY", KEY)
+    with AnthropicServer() as running:
+        yield running
+
+
+def claude(server: AnthropicServer) -> AnthropicProvider:
+    options = {"base_url": server.base_url, "api_key_env": "AGENTFLOW_TEST_LLM_KEY"}
+    return AnthropicProvider("claude", "claude-test", options)
+
+
+def test_claude_streams_text_with_usage_and_gets_the_system_prompt_apart(claude_server):
+    claude_server.script(Reply("Bonjour tout le monde.", usage=(21, 4)))
+    deltas: list[str] = []
+    request = Request(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello?"}],
+        [],
+        {"max_tokens": 50},
+    )
+    reply = claude(claude_server).complete(request, deltas.append)
+    assert reply.text == "".join(deltas) == "Bonjour tout le monde."
+    assert (reply.usage.input_tokens, reply.usage.output_tokens) == (21, 4)
+    assert reply.finish_reason == "stop"
+    sent = claude_server.requests[0]
+    assert sent["system"] == "Be brief." and sent["max_tokens"] == 50
+    assert sent["messages"] == [{"role": "user", "content": "Hello?"}]
+    assert claude_server.api_key(0) == KEY
+
+
+def test_claude_tool_calls_and_results_convert_both_ways(claude_server):
+    claude_server.script(
+        Reply(
+            tool_calls=[
+                ToolCall("tests__lookup", {"city": "Lyon"}, id="t1"),
+                ToolCall("tests__lookup", {"city": "Nice"}, id="t2"),
+            ]
+        )
+    )
+    conversation = [
+        {"role": "user", "content": "Weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "t0", "type": "function", "function": {"name": "tests__lookup",
+                                                             "arguments": '{"city": "Metz"}'}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "t0", "content": '{"temperature": 4}'},
+    ]  # fmt: skip
+    reply = claude(claude_server).complete(Request(conversation, [WEATHER], {}), lambda t: None)
+    assert [(c.id, c.name, c.arguments) for c in reply.tool_calls] == [
+        ("t1", "tests.lookup", {"city": "Lyon"}),
+        ("t2", "tests.lookup", {"city": "Nice"}),
+    ]
+    assert reply.finish_reason == "tool_calls"
+    sent = claude_server.requests[0]
+    assert sent["tools"][0]["name"] == "tests__lookup"
+    assert sent["tools"][0]["input_schema"]["required"] == ["city"]
+    assert sent["messages"][1]["content"] == [
+        {"type": "tool_use", "id": "t0", "name": "tests__lookup", "input": {"city": "Metz"}}
+    ]
+    assert sent["messages"][2] == {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": "t0", "content": '{"temperature": 4}'}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "message"),
+    [
+        (Reply(status=429, retry_after=2, error_message="slow"), ModelUnavailable, "HTTP 429"),
+        (Reply(status=529, error_message="overloaded"), ModelUnavailable, "HTTP 529"),
+        (Reply(status=500, error_message="oops"), ModelUnavailable, "HTTP 500"),
+        (Reply(status=400, error_message="bad max_tokens"), ModelRefused, "bad max_tokens"),
+        (Reply("one two three four", cut_after=2), ModelUnavailable, "stream broke off"),
+    ],
+)
+def test_claude_failures_are_retryable_or_refused_like_openai_ones(
+    claude_server, reply, error, message
+):
+    claude_server.script(reply)
+    with pytest.raises(error, match=message) as caught:
+        claude(claude_server).complete(ask(), lambda text: None)
+    if reply.retry_after:
+        assert caught.value.retry_after == 2.0
+
+
+# -- configuration --------------------------------------------------------------------------
+
+
+def test_model_aliases_are_checked_by_name_and_an_unknown_one_says_which_exist(settings):
+    from agentflow import UnknownModel
+    from agentflow.checks import check_models
+    from agentflow.llm import providers
+
+    assert check_models() == []
+    settings.AGENTFLOW = {
+        "LLM": {
+            "default": {"BACKEND": "agentflow.llm.OpenAIProvider", "MODLE": "x"},
+            "fast": {"BACKEND": "agentflow.llm.NoSuchProvider"},
+            "odd": {"BACKEND": "agentflow.conf.get"},
+        }
+    }
+    messages = [m.msg for m in check_models()]
+    assert {m.id for m in check_models()} == {"agentflow.E003"}
+    assert any(
+        "['default'] has an unknown key 'MODLE'. Did you mean 'MODEL'?" in m for m in messages
+    )
+    assert any("['fast']['BACKEND']" in m and "cannot be imported" in m for m in messages)
+    assert any("['odd']['BACKEND']" in m and "not a subclass" in m for m in messages)
+    with pytest.raises(UnknownModel, match=r"No model alias 'defualt'.*Did you mean 'default'"):
+        providers.get("defualt")
+
+
+def test_the_built_provider_follows_the_setting(settings):
+    from agentflow.llm import providers
+
+    settings.AGENTFLOW = {
+        "LLM": {"default": {"BACKEND": "agentflow.llm.ScriptedProvider", "MODEL": "m1"}}
+    }
+    assert providers.get().model == "m1"
+    settings.AGENTFLOW = {
+        "LLM": {"default": {"BACKEND": "agentflow.llm.ScriptedProvider", "MODEL": "m2"}}
+    }
+    assert providers.get(None).model == "m2"

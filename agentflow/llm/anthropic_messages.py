@@ -16,7 +16,15 @@ from functools import cached_property
 from typing import Any
 
 from agentflow.exceptions import ModelRefused, ModelUnavailable
-from agentflow.llm.base import Delta, Provider, Reply, Request, parse_arguments, server_message
+from agentflow.llm.base import (
+    Delta,
+    Provider,
+    Reply,
+    Request,
+    broke_off,
+    parse_arguments,
+    server_message,
+)
 from agentflow.llm.openai_compatible import REFUSED
 from agentflow.llm.results import TokenUsage, ToolCall
 from agentflow.llm.retry_after import retry_after_seconds
@@ -85,10 +93,12 @@ class AnthropicProvider(Provider):
                 status=status,
                 retry_after=retry_after_seconds(exc.response.headers),
             ) from None
-        except (anthropic.APIConnectionError, anthropic.APITimeoutError) as exc:
+        except Exception as exc:
+            if not isinstance(exc, anthropic.APIConnectionError) and not broke_off(exc):
+                raise
             raise ModelUnavailable(
                 f"{where} could not be reached, or its stream broke off: "
-                f"{self.without_key(str(exc))}"
+                f"{type(exc).__name__}: {self.without_key(str(exc))}"
             ) from None
 
     def _read(self, request: Request, stream: Any, on_delta: Delta) -> Reply:

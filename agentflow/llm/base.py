@@ -107,3 +107,12 @@ def server_message(exc: Any) -> str:
         if isinstance(error, dict) and error.get("message"):
             return str(error["message"])
     return str(getattr(exc, "message", "") or exc)
+
+
+def broke_off(exc: BaseException) -> bool:
+    """Whether ``exc`` is the HTTP transport's (a stream cut in the middle, a reset).
+
+    The clients wrap most of these, but not all: a stream that breaks while it is being
+    read escapes some as the transport's own error (``httpx``, ``httpx2``, ``httpcore``).
+    """
+    return type(exc).__module__.startswith(("httpx", "httpcore"))

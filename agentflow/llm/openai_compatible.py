@@ -15,7 +15,15 @@ from functools import cached_property
 from typing import Any
 
 from agentflow.exceptions import ModelRefused, ModelUnavailable
-from agentflow.llm.base import Delta, Provider, Reply, Request, parse_arguments, server_message
+from agentflow.llm.base import (
+    Delta,
+    Provider,
+    Reply,
+    Request,
+    broke_off,
+    parse_arguments,
+    server_message,
+)
 from agentflow.llm.results import TokenUsage, ToolCall
 from agentflow.llm.retry_after import retry_after_seconds
 
@@ -76,8 +84,8 @@ class OpenAIProvider(Provider):
             ) from None
         except ModelUnavailable:
             raise
-        except Exception as exc:  # httpx errors of a stream cut in the middle
-            if type(exc).__module__.startswith(("httpx", "httpcore")):
+        except Exception as exc:
+            if broke_off(exc):
                 raise ModelUnavailable(
                     f"the stream of model alias '{self.alias}' ({self.model}) broke off: "
                     f"{type(exc).__name__}: {self.without_key(str(exc))}"
