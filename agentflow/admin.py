@@ -199,19 +199,20 @@ class BudgetAdmin(admin.ModelAdmin):
         ),
         ("Spend against the limits, per window", {"fields": ("spend",)}),
     )
-    # Until model calls (ctx.llm) record their usage, only tools' fixed costs are spent.
-    NOT_COUNTED_YET = {
-        "max_cost": "US dollars; blank: no cost limit. Counts the fixed cost= of tools only: "
-        "model calls do not record their cost yet, so they cannot trip it.",
-        "max_input_tokens": "Not enforced yet: no step records tokens until model calls "
-        "(ctx.llm) land, so this limit cannot trip.",
-        "max_output_tokens": "Not enforced yet: no step records tokens until model calls "
-        "(ctx.llm) land, so this limit cannot trip.",
+    # What each limit counts: model calls reserve an estimate and settle what was reported.
+    LIMIT_HELP = {
+        "max_cost": "US dollars; blank: no cost limit. Counts model calls (priced with "
+        "AGENTFLOW['PRICES'] from the tokens the server reports) and the fixed cost= of tools.",
+        "max_input_tokens": "Prompt tokens of model calls (ctx.llm), as the server reports "
+        "them; blank: no limit. A call reserves its estimate first (~4 characters a token).",
+        "max_output_tokens": "Completion tokens of model calls, as reported; blank: no limit. "
+        "A call reserves its max_tokens (1024 if unset) first, so the limit trips before a "
+        "call that could overrun it.",
     }
 
     def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, **kwargs)
-        for name, text in self.NOT_COUNTED_YET.items():
+        for name, text in self.LIMIT_HELP.items():
             if name in form.base_fields:
                 form.base_fields[name].help_text = text
         return form

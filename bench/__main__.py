@@ -69,6 +69,9 @@ def options() -> argparse.Namespace:
     add("--rated", type=int, default=300, help="calls in the rate-limit run")
     add("--ws-events", type=int, default=1000, help="events per websocket scenario")
     add("--run-page", type=int, default=5000, help="steps of the run page runs")
+    add("--llm-calls", type=int, default=100, help="ctx.llm calls timed against bare ones")
+    add("--llm-deltas", type=int, default=100, help="content deltas per streamed reply")
+    add("--llm-delay-ms", type=float, default=1.0, help="milliseconds between deltas")
     return parser.parse_args()
 
 
@@ -97,6 +100,8 @@ def run_all(o: argparse.Namespace, early: int, late: int) -> dict[str, float]:
     r |= measure("bench.websocket_latency", o.ws_events)
     print("the admin run page")
     r |= measure("bench.run_page", o.run_page, 5)
+    print("model calls against a local OpenAI-compatible server, in-process")
+    r |= measure("bench.llm_overhead", o.llm_calls, o.llm_deltas, o.llm_delay_ms)
     return r
 
 
@@ -115,6 +120,8 @@ def print_measurements(r: dict[str, float], o: argparse.Namespace, early: int, l
         ("agentflow 3-step runs via Celery worker", r["agentflow_per_s"], "runs/s"),
         ("DBOS queue (concurrency 2), 3-step workflows", r["dbos_queue_per_s"], "runs/s"),
         ("raw Celery chain of 3 no-ops via Celery worker", r["raw_chain_per_s"], "runs/s"),
+        ("bare openai streamed call (local server)", r["bare_llm_ms"], "ms"),
+        ("agentflow ctx.llm, same stream", r["agentflow_llm_ms"], "ms"),
     ]
     for n in o.fan_out:
         rows.append((f"raw Celery chord of {n:,} no-ops + callback", r[f"raw_chord_{n}_s"], "s"))
@@ -178,6 +185,13 @@ def print_goals(r: dict[str, float], o: argparse.Namespace, early: int, late: in
         verdict = "met" if seconds_taken < 0.5 and bounded else "MISSED"
         failed |= verdict == "MISSED"
         print(f"{name + f' ({queries} queries)':<50}{seconds_taken:>7.3f}s{'< 0.5s':>9}  {verdict}")
+    # ctx.llm may cost at most 2 ms per call plus 5 % of the stream's own time.
+    overhead = r["agentflow_llm_ms"] - r["bare_llm_ms"]
+    allowed = 2 + 0.05 * r["bare_llm_ms"]
+    verdict = "met" if overhead <= allowed else "MISSED"
+    failed |= verdict == "MISSED"
+    name, goal = "ctx.llm overhead over a bare openai call (ms)", f"<= {allowed:.1f}"
+    print(f"{name:<50}{overhead:>8.2f}{goal:>9}  {verdict}")
     return not failed
 
 

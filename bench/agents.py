@@ -74,3 +74,19 @@ def sleeper(ctx: RunContext, n: int) -> int:
     for _ in range(n):
         ctx.sleep(0.0001)
     return n
+
+
+# The llm_overhead benchmark: each ctx.llm call's duration, and what runs between calls.
+llm_times: list[float] = []
+on_llm_call = None
+
+
+@agent(name="bench.llm_calls")
+def llm_calls(ctx: RunContext, n: int, max_tokens: int) -> int:
+    for i in range(n):
+        if on_llm_call is not None:
+            on_llm_call()  # the bare client call, between two of ours (not recorded)
+        started = time.perf_counter()
+        ctx.llm([{"role": "user", "content": f"Go {i}."}], max_tokens=max_tokens)
+        llm_times.append(time.perf_counter() - started)
+    return n

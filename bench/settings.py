@@ -13,5 +13,16 @@ DATABASES = {
 }
 INSTALLED_APPS = [*INSTALLED_APPS, "bench"]  # noqa: F405
 LOGGING = {"version": 1, "disable_existing_loggers": False}
-AGENTFLOW = {"RECONCILE_EVERY": 2.0, "LEASE_SECONDS": 15.0}
+AGENTFLOW = {
+    "RECONCILE_EVERY": 2.0,
+    "LEASE_SECONDS": 15.0,
+    # bench.llm_overhead's local server.
+    "LLM": {
+        "default": {
+            "BACKEND": "agentflow.llm.OpenAIProvider",
+            "MODEL": "gpt-test",
+            "OPTIONS": {"base_url": os.environ.get("BENCH_LLM_URL", "http://127.0.0.1:9/v1")},
+        }
+    },
+}
 DEBUG = False

@@ -62,9 +62,10 @@ def test_anonymous_and_non_staff_are_refused(client, django_user_model, run_with
     assert response.status_code == 302 and "/login/" in response.url
 
 
-def test_the_budget_form_says_which_limits_cannot_trip_yet(admin_client):
+def test_the_budget_form_says_what_each_limit_counts(admin_client):
     from django.urls import reverse
 
     page = admin_client.get(reverse("admin:agentflow_budget_add")).content.decode()
-    assert page.count("Not enforced yet: no step records tokens") == 2
-    assert "Counts the fixed cost= of tools only" in page
+    assert "Prompt tokens of model calls (ctx.llm)" in page
+    assert "A call reserves its max_tokens (1024 if unset) first" in page
+    assert "Counts model calls (priced with AGENTFLOW[&#x27;PRICES&#x27;]" in page

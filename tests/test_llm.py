@@ -262,3 +262,19 @@ def test_tokens_stream_live_as_coalesced_redacted_deltas(model_workers, model_se
     assert 1 < len(deltas) < len(words)  # coalesced, yet live
     assert secret not in run.output["text"]
     assert not run.events.filter(type="llm.delta").exists()  # ephemeral: never stored
+
+
+def test_status_shows_the_tokens_and_cost_of_model_calls(model_workers, model_server):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    model_server.script(Reply("Yes.", usage=(1000, 250)))
+    model_workers()
+    run = agentflow.wait(agentflow.start("tests.ask_model", {"question": "Cost?"}), 60)
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    out = StringIO()
+    call_command("agentflow", "status", str(run.id), stdout=out)
+    text = out.getvalue()
+    assert "tokens  1000 in, 250 out  cost $0.004" in text  # 1000 x $2 + 250 x $8 per million
+    assert "llm default (succeeded)  attempts=1  tokens=1000/250 cost=$0.004000" in text

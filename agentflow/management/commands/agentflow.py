@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import Sum
 
 import agentflow
 from agentflow import embedded, registry
@@ -106,9 +107,20 @@ class Command(BaseCommand):
         self.stdout.write(
             f"  created {current.created_at:%Y-%m-%d %H:%M:%S}  steps {current.steps.count()}"
         )
+        spent = current.steps.aggregate(
+            input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"), cost=Sum("cost")
+        )
+        if spent["input_tokens"] or spent["output_tokens"]:
+            self.stdout.write(
+                f"  tokens  {spent['input_tokens']} in, {spent['output_tokens']} out  "
+                f"cost ${spent['cost'].normalize():f}"
+            )
         recent = list(current.steps.order_by("-position", "-index")[:steps])
         for step in reversed(recent):
-            self.stdout.write(f"    {step}  attempts={step.attempts}")
+            usage = ""
+            if step.kind == "llm":
+                usage = f"  tokens={step.input_tokens}/{step.output_tokens} cost=${step.cost:f}"
+            self.stdout.write(f"    {step}  attempts={step.attempts}{usage}")
         self._outcome(current)
 
     def do_replay(self, *, run: str, **_: Any) -> None:
