@@ -30,3 +30,6 @@ def test_make_demo_runs_the_demo_agent_to_completion(tmp_path):
     assert "run.succeeded" in output
     assert '"paid": [\n    "INV-1002",\n    "INV-1004"\n  ]' in output
     assert '"total_paid": "390.75"' in output
+    # Each mismatch explained by the model: the scripted stand-in, labelled as such.
+    assert output.count('"model": "scripted:demo"') == 2
+    assert "Invoice INV-1004 (310.25) has no matching bank transaction" in output

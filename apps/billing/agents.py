@@ -1,8 +1,10 @@
 """The demo agent: reconcile a month of invoices against the bank, and pay the unmatched.
 
-Everything runs locally on made-up data, so the demo needs no network and no model.
+Everything runs locally on made-up data. The model that explains each mismatch is a scripted
+stand-in unless an OpenAI-compatible endpoint is configured (see the project settings).
 """
 
+import json
 from decimal import Decimal
 
 from agentflow import RunContext, agent, tool
@@ -17,6 +19,10 @@ LEDGER = {
     ],
 }
 BANK_STATEMENT = {"INV-1001", "INV-1003"}
+EXPLAIN = (
+    "You reconcile invoices against a bank statement. The user gives one invoice with no "
+    "matching transaction. Explain the likely cause in two sentences and propose a fix."
+)
 
 
 @tool
@@ -56,6 +62,17 @@ def reconcile(ctx: RunContext, period: str = "2026-10", settle_seconds: float = 
     invoices = ctx.call(fetch_invoices, period=period)
     matches = ctx.map(match_invoice, [{"invoice": invoice} for invoice in invoices])
     unmatched = [m for m in matches if not m["matched"]]
+    explanations = {}
+    if ctx.patched("explain-mismatches"):  # runs started before this code skip it
+        for mismatch in unmatched:
+            answer = ctx.llm(
+                [
+                    {"role": "system", "content": EXPLAIN},
+                    {"role": "user", "content": json.dumps(mismatch)},
+                ],
+                max_tokens=200,
+            )
+            explanations[mismatch["id"]] = {"model": answer.model, "text": answer.text}
     ctx.emit("progress", {"stage": "waiting for settlement", "unmatched": len(unmatched)})
     ctx.sleep(settle_seconds)
     paid = [ctx.call(pay, invoice_id=m["id"], amount=m["amount"]) for m in unmatched]
@@ -65,4 +82,5 @@ def reconcile(ctx: RunContext, period: str = "2026-10", settle_seconds: float = 
         "matched": len(matches) - len(unmatched),
         "paid": [p["invoice"] for p in paid],
         "total_paid": ctx.step(total, [m["amount"] for m in unmatched]),
+        "explanations": explanations,
     }

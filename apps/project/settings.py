@@ -110,9 +110,27 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Keep worker database connections across tasks (Celery's Django fixup closes them otherwise).
 CELERY_DB_REUSE_MAX = 10_000
 
+# The demo's model: any OpenAI-compatible endpoint when one is set in the environment
+# (AGENTFLOW_LLM_BASE_URL, OPENAI_API_KEY, AGENTFLOW_LLM_MODEL), else a scripted stand-in
+# that answers from the prompt (labelled "scripted" wherever its answers show).
+if os.environ.get("AGENTFLOW_LLM_BASE_URL") or os.environ.get("OPENAI_API_KEY"):
+    DEMO_MODEL = {
+        "BACKEND": "agentflow.llm.OpenAIProvider",
+        "MODEL": os.environ.get("AGENTFLOW_LLM_MODEL", "gpt-4.1-mini"),
+        "OPTIONS": {"base_url": os.environ.get("AGENTFLOW_LLM_BASE_URL") or None},
+    }
+else:
+    DEMO_MODEL = {
+        "BACKEND": "agentflow.llm.ScriptedProvider",
+        "MODEL": "demo",
+        "OPTIONS": {"responder": "apps.billing.scripted.explain"},
+    }
+
 AGENTFLOW = {
     "LEASE_SECONDS": float(os.environ.get("AGENTFLOW_LEASE_SECONDS", 15)),
     "RECONCILE_EVERY": float(os.environ.get("AGENTFLOW_RECONCILE_EVERY", 5)),
+    "LLM": {"default": DEMO_MODEL},
+    "PRICES": {"gpt-4.1-mini": {"input": "0.40", "output": "1.60"}},
 }
 
 AUTH_PASSWORD_VALIDATORS = [
