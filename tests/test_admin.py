@@ -68,4 +68,4 @@ def test_the_budget_form_says_what_each_limit_counts(admin_client):
     page = admin_client.get(reverse("admin:agentflow_budget_add")).content.decode()
     assert "Prompt tokens of model calls (ctx.llm)" in page
     assert "A call reserves its max_tokens (1024 if unset) first" in page
-    assert "Counts model calls (priced with AGENTFLOW[&#x27;PRICES&#x27;]" in page
+    assert "Counts model calls (priced with AGENTFLOW['PRICES']" in page
