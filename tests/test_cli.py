@@ -21,7 +21,7 @@ def run_command(*args: str) -> str:
 
 def test_list_agents_shows_versions_inputs_and_tools():
     out = run_command("list-agents")
-    assert "billing.reconcile  version 1  input: period, settle_seconds" in out
+    assert "billing.reconcile  version 2  input: period, settle_seconds" in out
     assert "tests.mixed  version 1  input: n" in out
     assert "billing.pay  retries=3 timeout=30" in out
 

@@ -28,8 +28,11 @@ def test_make_demo_runs_the_demo_agent_to_completion(tmp_path):
     assert (tmp_path / "agentflow.sqlite3").exists()  # the embedded database, not PostgreSQL
     assert "created the admin user" in output
     assert "run.succeeded" in output
-    assert '"paid": [\n    "INV-1002",\n    "INV-1004"\n  ]' in output
-    assert '"total_paid": "390.75"' in output
+    # The payment over 250 waited for a person; --once approves it as the admin user.
+    assert "waiting for approval: Run tool billing.pay" in output
+    assert "--once: approved by the demo's admin user" in output
+    assert '"total_paid": "477.75"' in output
+    assert '"INV-2023": "paid twice"' in output and '"to_refund": [\n    "INV-2023"\n  ]' in output
     # Each mismatch explained by the model: the scripted stand-in, labelled as such.
-    assert output.count('"model": "scripted:demo"') == 2
-    assert "Invoice INV-1004 (310.25) has no matching bank transaction" in output
+    assert output.count('"model": "scripted:demo"') == 5
+    assert "INV-2017 (Globex, 145.00) is short-paid" in output

@@ -11,3 +11,27 @@ class Payment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.invoice_id} {self.amount}"
+
+
+class Invoice(models.Model):
+    """An invoice the company sent; the demo's migrations load a month of them."""
+
+    number = models.CharField(max_length=50, unique=True)
+    customer = models.CharField(max_length=200)
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    period = models.CharField(max_length=7, db_index=True, help_text="YYYY-MM")
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.customer} {self.amount}"
+
+
+class BankTransaction(models.Model):
+    """A credit on the bank statement, referencing the invoice it pays (as customers write it)."""
+
+    reference = models.CharField(max_length=50, db_index=True)
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    period = models.CharField(max_length=7, db_index=True, help_text="YYYY-MM")
+    booked_on = models.DateField()
+
+    def __str__(self) -> str:
+        return f"{self.reference} {self.amount} on {self.booked_on}"

@@ -14,7 +14,7 @@ import agentflow
 from agentflow import embedded, registry
 from agentflow.engine import reconciler
 from agentflow.engine.serialize import parse
-from agentflow.management.follow import follow
+from agentflow.management.follow import approval_url, follow, pending_approvals
 from agentflow.models import Run
 
 
@@ -161,4 +161,12 @@ class Command(BaseCommand):
             error = run.error or {}
             self.stdout.write(
                 self.style.ERROR(f"error: {error.get('type')}: {error.get('message')}")
+            )
+        for approval in pending_approvals(run):
+            self.stdout.write(
+                self.style.WARNING(
+                    f"waiting for approval {approval.id}: {approval.title}. Decide it in the "
+                    f"admin ({approval_url(approval)}) or with agentflow.approve() / "
+                    "agentflow.reject()."
+                )
             )

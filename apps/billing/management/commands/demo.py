@@ -13,9 +13,11 @@ from django_celery_beat.models import PeriodicTask
 
 import agentflow
 from agentflow import embedded
-from agentflow.management.follow import follow
+from agentflow.management.follow import approval_url, follow, pending_approvals
 
-SCHEDULE = "demo: billing.reconcile hourly"
+SCHEDULE = "demo: billing.reconcile monthly"
+# Each demo run spends at most this much on model calls (PRICES of the configured model).
+BUDGET = {"max_cost": "0.50"}
 
 
 class Command(BaseCommand):
@@ -31,24 +33,48 @@ class Command(BaseCommand):
         with embedded.worker() if embedded.is_embedded() else contextlib.nullcontext():
             self._schedule(period, user)
             self.stdout.write(f"starting billing.reconcile for {period}...")
-            run = agentflow.start("billing.reconcile", {"period": period}, owner=user)
+            run = agentflow.start(
+                "billing.reconcile", {"period": period}, owner=user, budget=BUDGET
+            )
             run = follow(run, self.stdout.write, timeout=120)
+            while pending_approvals(run):
+                for approval in pending_approvals(run):
+                    self.stdout.write(f"waiting for approval: {approval.title}")
+                    if not once:
+                        self.stdout.write(
+                            f"  approve or reject it at http://{addr}{approval_url(approval)}"
+                        )
+                        self._serve(addr)
+                        return
+                    self.stdout.write("  --once: approved by the demo's admin user")
+                    agentflow.approve(
+                        approval, by=user, comment="approved by manage.py demo --once"
+                    )
+                run = follow(run, self.stdout.write, timeout=120)
             self.stdout.write(f"run {run.id} {run.status}")
             self.stdout.write("output: " + json.dumps(run.output, indent=2))
             if run.status != run.Status.SUCCEEDED:
                 raise SystemExit(1)
-            if once:
-                return
-            self.stdout.write(f"admin: http://{addr}/admin/  (user admin, password admin)")
-            call_command("runserver", addr, use_reloader=False)
+            if not once:
+                self._serve(addr)
+
+    def _serve(self, addr: str) -> None:
+        """Serve the site (the in-process worker keeps running runs meanwhile)."""
+        self.stdout.write(f"admin: http://{addr}/admin/  (user admin, password admin)")
+        call_command("runserver", addr, use_reloader=False)
 
     def _schedule(self, period: str, user: Any) -> None:
         """One recurring run for the admin's Periodic tasks page (made once)."""
         if not PeriodicTask.objects.filter(name=SCHEDULE).exists():
             agentflow.schedule(
-                "billing.reconcile", {"period": period}, every=3600, name=SCHEDULE, owner=user
+                "billing.reconcile",
+                {"period": period},
+                crontab="0 6 1 * *",
+                name=SCHEDULE,
+                owner=user,
+                budget=BUDGET,
             )
-            self.stdout.write(f"scheduled '{SCHEDULE}': billing.reconcile every hour")
+            self.stdout.write(f"scheduled '{SCHEDULE}': billing.reconcile at 06:00 on the 1st")
 
     def _admin_user(self) -> Any:
         users = get_user_model()
