@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 from tests.conftest import ROOT
@@ -33,6 +34,12 @@ def test_make_demo_runs_the_demo_agent_to_completion(tmp_path):
     assert "--once: approved by the demo's admin user" in output
     assert '"total_paid": "477.75"' in output
     assert '"INV-2023": "paid twice"' in output and '"to_refund": [\n    "INV-2023"\n  ]' in output
-    # Each mismatch explained by the model: the scripted stand-in, labelled as such.
-    assert output.count('"model": "scripted:demo"') == 5
+    # Each mismatch explained by the model, and the brief written by it: the scripted
+    # stand-in, labelled as such.
+    assert output.count('"model": "scripted:demo"') == 5 + 1
     assert "INV-2017 (Globex, 145.00) is short-paid" in output
+    # Then the research brief: FTS5 search on SQLite, three notes read at once, cited.
+    assert "starting research.brief on 'durable execution and replay'" in output
+    assert '"kind": "parallel", "name": "parallel", "children": 3' in output
+    assert "Brief: durable execution and replay\n\n- " in output
+    assert len(re.findall(r"^- .+\. \[\d+\]$", output, flags=re.MULTILINE)) == 3

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from django.apps import apps as django_apps
 from django.contrib.auth import get_user_model
+from django.db import connection
 
 import agentflow
 from agentflow.models import Approval, BudgetSpend, Run, Step
@@ -70,4 +72,41 @@ def test_billing_reconcile_explains_mismatches_and_waits_for_approval_over_250(w
     assert Step.objects.filter(run=run, index__isnull=False).count() == 30
     per_call = (Decimal(50) * 2 + Decimal(10) * 8) / 1_000_000
     assert BudgetSpend.objects.get(budget__run=run).cost == 5 * per_call
+    assert agentflow.replay(run).ok
+
+
+def test_research_brief_searches_reads_in_parallel_and_cites_what_it_read(workers):
+    from apps.research.scripted import brief as scripted_brief
+    from tests.openai_server import ToolCall
+
+    def answer(body: dict) -> Reply:
+        # The demo's scripted model, served over HTTP: the real client, the real loop.
+        response = scripted_brief(body["messages"], [t["function"]["name"] for t in body["tools"]])
+        calls = [
+            ToolCall(call["name"].replace(".", "__"), call["arguments"])
+            for call in response.get("tool_calls", [])
+        ]
+        return Reply(response.get("text", ""), tool_calls=calls, usage=(200, 40))
+
+    migration = importlib.import_module("apps.research.migrations.0002_corpus")
+    editor = SimpleNamespace(connection=connection)  # all the migration asks of its editor
+    migration.unload(django_apps, editor)
+    migration.load(django_apps, editor)
+    with OpenAIServer() as model:
+        model.handler = answer
+        workers("w1", env={"AGENTFLOW_TEST_OPENAI_URL": model.base_url})
+        run = agentflow.start("research.brief", {"topic": "prepared statements and poolers"})
+        run = agentflow.wait(run, 90)
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    parents = Step.objects.filter(run=run, index__isnull=True).order_by("position")
+    assert [s.kind for s in parents] == ["llm", "call", "llm", "parallel", "llm"]
+    search = parents[1]
+    hits = [hit["id"] for hit in search.output]
+    assert len(hits) == 5
+    read = Step.objects.filter(run=run, position=3, index__isnull=False).order_by("index")
+    assert [child.output["id"] for child in read] == hits[:3]
+    # PostgreSQL's ranking put notes about the query's words first.
+    assert all("prepared" in c.output["body"] or "pooler" in c.output["body"] for c in read)
+    assert run.output["cited"] == sorted(hits[:3])
+    assert run.output["brief"].startswith("Brief: prepared statements and poolers\n\n- ")
     assert agentflow.replay(run).ok

@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "django_celery_results",
     "agentflow",
     "apps.billing",
+    "apps.research",
 ]
 
 MIDDLEWARE = [
@@ -123,7 +124,7 @@ else:
     DEMO_MODEL = {
         "BACKEND": "agentflow.llm.ScriptedProvider",
         "MODEL": "demo",
-        "OPTIONS": {"responder": "apps.billing.scripted.explain"},
+        "OPTIONS": {"responder": "apps.project.scripted.respond"},
     }
 
 AGENTFLOW = {
