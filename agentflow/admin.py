@@ -107,7 +107,10 @@ class RunAdmin(RunConsoleMixin, ScheduleConsoleMixin, ReadOnlyMixin, admin.Model
 
 @admin.register(Step)
 class StepAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("run", "position", "index", "kind", "name", "status", "attempts")
+    list_display = (
+        "run", "position", "index", "kind", "name", "status", "attempts",
+        "input_tokens", "output_tokens", "cost",
+    )  # fmt: skip
     list_filter = ("status", "kind")
     search_fields = ("=run__id", "name", "idempotency_key")
     raw_id_fields = ("run",)

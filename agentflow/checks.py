@@ -97,3 +97,22 @@ def check_models(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
         for problem in found
     ]
+
+
+@register("agentflow")
+def check_default_model(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """``ctx.llm()`` without ``model=`` asks the alias "default"."""
+    try:
+        entries = conf.setting("LLM")
+    except Exception:  # reported by check_settings (E001)
+        return []
+    if isinstance(entries, dict) and entries and "default" not in entries:
+        return [
+            Warning(
+                f"AGENTFLOW['LLM'] has no 'default' alias (it has {', '.join(sorted(entries))}), "
+                "so ctx.llm() and ctx.llm_loop() without model= fail with UnknownModel.",
+                hint="Name one of the aliases 'default', or pass model= in every call.",
+                id="agentflow.W004",
+            )
+        ]
+    return []

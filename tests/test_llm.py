@@ -51,6 +51,16 @@ def test_a_model_call_is_a_step_with_the_usage_and_cost_the_server_reported(
     assert (step.name, step.status, step.attempts) == ("default", Step.Status.SUCCEEDED, 1)
     assert (step.input_tokens, step.output_tokens, step.cost) == (120, 7, cost)
     assert step.args["messages"] == [{"role": "user", "content": "Capital?"}]
+    completed = run.events.get(type="step.completed", data__position=step.position)
+    assert completed.data == {
+        "position": step.position,
+        "kind": "llm",
+        "name": "default",
+        "attempt": 1,
+        "input_tokens": 120,
+        "output_tokens": 7,
+        "cost": str(cost),
+    }
     (sent,) = model_server.requests
     assert sent["max_tokens"] == 64 and sent["stream"] is True
     # Replay hands back the recorded result: the model is not asked again.
@@ -278,3 +288,19 @@ def test_status_shows_the_tokens_and_cost_of_model_calls(model_workers, model_se
     text = out.getvalue()
     assert "tokens  1000 in, 250 out  cost $0.004" in text  # 1000 x $2 + 250 x $8 per million
     assert "llm default (succeeded)  attempts=1  tokens=1000/250 cost=$0.004000" in text
+
+
+def test_cancelling_a_loop_mid_call_stops_it_there(model_workers, model_server):
+    held = threading.Event()
+    model_server.handler = lambda body: Reply(
+        tool_calls=[ToolCall("tests__lookup", {"city": "Rome"})], hold=held
+    )
+    model_workers()
+    run = agentflow.start("tests.tool_loop", {"question": "Forever?", "max_turns": 10})
+    assert model_server.streaming.wait(60), "the model call never started streaming"
+    agentflow.cancel(run)
+    held.set()
+    run = agentflow.wait(run, 60)
+    assert run.status == Run.Status.CANCELLED
+    assert len(model_server.requests) == 1  # no tool ran, and the model was not asked again
+    assert not Execution.objects.filter(key="lookup:Rome").exists()

@@ -285,3 +285,12 @@ def test_the_built_provider_follows_the_setting(settings):
         "LLM": {"default": {"BACKEND": "agentflow.llm.ScriptedProvider", "MODEL": "m2"}}
     }
     assert providers.get(None).model == "m2"
+
+
+def test_a_model_setting_without_a_default_alias_is_flagged(settings):
+    from agentflow.checks import check_default_model
+
+    assert check_default_model() == []
+    settings.AGENTFLOW = {"LLM": {"fast": {"BACKEND": "agentflow.llm.ScriptedProvider"}}}
+    (warning,) = check_default_model()
+    assert warning.id == "agentflow.W004" and "(it has fast)" in warning.msg

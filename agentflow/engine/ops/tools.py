@@ -183,17 +183,22 @@ class ToolCall:
             wake_at,
         )
 
-    def succeeded(self, attempt: int, output_json: str, **columns: Any) -> Any:
-        """Record the result (``columns``: more of the step's, a model call's ``usage``)."""
+    def succeeded(self, attempt: int, output_json: str, usage: Any = None) -> Any:
+        """Record the result; ``usage`` is a model call's (input tokens, output tokens, cost)."""
+        columns: dict[str, Any] = {}
+        details: dict[str, Any] = {"attempt": attempt}
+        if usage is not None:
+            columns["usage"] = usage
+            details |= {"input_tokens": usage[0], "output_tokens": usage[1], "cost": str(usage[2])}
         return self.journal.update(
             self.step_id,
             status=Step.Status.SUCCEEDED,
             output_json=output_json,
-            **columns,
             error=None,
             rate_slot=None,
             finished_at=timezone.now(),
-            event=self.entry.event("step.completed", attempt=attempt),
+            event=self.entry.event("step.completed", **details),
+            **columns,
         )
 
     def committed(self, recorded: Any) -> Any:
