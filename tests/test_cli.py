@@ -72,3 +72,41 @@ def test_replay_command_fails_on_mismatch(workers, monkeypatch):
     monkeypatch.setattr(test_agents, "VARIANT", "b")
     with pytest.raises(CommandError, match="replay found mismatches"):
         run_command("replay", str(run.id))
+
+
+def test_start_wait_stops_at_an_approval_and_approve_and_reject_decide_it(workers):
+    from django.contrib.auth import get_user_model
+    from django.core.management.base import CommandError
+
+    from agentflow.models import Approval
+
+    users = get_user_model()
+    users.objects.create_superuser("boss", "boss@example.com", "pw")
+    users.objects.create_user("intern", "intern@example.com", "pw")
+    workers("w1", concurrency=1)
+    out = run_command(
+        "start", "tests.payer", "--input", '{"invoice": "A-1", "amount": 5}', "--wait",
+        "--timeout", "60",
+    )  # fmt: skip
+    approval = Approval.objects.get()
+    assert f"waiting for approval {approval.id}: " in out
+    assert f"/admin/agentflow/approval/{approval.id}/change/" in out
+
+    with pytest.raises(CommandError, match="intern may not decide approval"):
+        run_command("approve", str(approval.id), "--as", "intern")
+    with pytest.raises(CommandError, match="no user named 'nobody'"):
+        run_command("approve", str(approval.id), "--as", "nobody")
+    out = run_command("approve", str(approval.id), "--as", "boss", "--comment", "ok")
+    assert f"approval {approval.id} approved by boss" in out
+    run = agentflow.wait(approval.run_id, 60)
+    assert run.status == Run.Status.SUCCEEDED and run.output == {"paid": 5}
+    with pytest.raises(CommandError, match="already"):
+        run_command("reject", str(approval.id), "--as", "boss")
+
+    run_command("start", "tests.payer", "--input", '{"invoice": "B-2", "amount": 7}')
+    second = agentflow.wait(Run.objects.latest("created_at"), 60)
+    pending = second.approvals.get()
+    out = run_command("reject", str(pending.id), "--as", "boss", "--comment", "not this one")
+    assert f"approval {pending.id} rejected by boss" in out
+    second = agentflow.wait(second, 60)
+    assert "was rejected by boss" in second.output["refused"]

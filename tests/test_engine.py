@@ -233,3 +233,19 @@ def test_one_reconciler_pass_runs_at_a_time_across_the_fleet(recording_dispatche
     ) as third:
         [(taken,)] = third.execute("SELECT pg_try_advisory_lock(%s)", [reconciler.LOCK_KEY])
         assert taken
+
+
+def test_a_divergence_shows_both_arguments_redacted_and_names_the_usual_causes(
+    recording_dispatcher,
+):
+    run = agentflow.start("tests.uses_clock", {})
+    assert executor.advance(run.id, worker="test") == "waiting"
+    agentflow.signal(run, "go")
+    assert executor.advance(run.id, worker="test") == "failed"
+    run.refresh_from_db()
+    message = run.error["message"]
+    assert run.error["type"] == "agentflow.exceptions.NonDeterminismError"
+    assert "the history has call 'tests.record_effect' with arguments {\"tag\": " in message
+    assert "the code now asks for call 'tests.record_effect' with arguments {\"tag\": " in message
+    assert "sk-live" not in message and message.count("[redacted] at ") == 2
+    assert "the clock (use ctx.now())" in message and "ctx.step" in message

@@ -8,6 +8,7 @@ step budget) and records through the fence, so a writer that lost its lease cann
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 from agentflow.engine import store
 from agentflow.engine.errors import rebuild_exception
 from agentflow.engine.interrupts import Interrupt, LeaseLost, Pause, unavailable_as_interrupt
-from agentflow.engine.serialize import args_hash
+from agentflow.engine.serialize import args_hash, shortened
 from agentflow.exceptions import BudgetExceeded, NonDeterminismError
 from agentflow.gates import budgets, policy
+from agentflow.gates.redaction import redact_text
 from agentflow.models import Step
 
 if TYPE_CHECKING:
@@ -164,9 +166,9 @@ class Journal:
         digest = digest or args_hash(args_json)
         if record is not None:
             if record.args_hash != digest or record.kind != kind:
-                self._diverge(position, record, kind, name, digest)
+                self._diverge(position, record, kind, name, digest, args_json)
             if not store.same_name(record.name, name):
-                self._diverge(position, record, kind, name, digest)
+                self._diverge(position, record, kind, name, digest, args_json)
             if self.lease is None and not record.finished:
                 raise EndOfHistory(position, kind, name)  # replay stops where the run stopped
             record.memo = memo
@@ -179,14 +181,33 @@ class Journal:
         return Entry(position, kind, name, args_json, digest, record)
 
     def _diverge(
-        self, position: int, record: store.StepRecord, kind: str, name: str, digest: str
+        self,
+        position: int,
+        record: store.StepRecord,
+        kind: str,
+        name: str,
+        digest: str,
+        args_json: str,
     ) -> None:
+        asked = json.dumps(json.loads(args_json), sort_keys=True) if args_json else "none"
+        recorded, asked = store.recorded_args(record.id), shortened(redact_text(asked))
+        same_call = record.kind == kind and store.same_name(record.name, name)
         self.diverged = NonDeterminismError(
             f"Run {self.run.id} ({self.run.agent} version {self.run.agent_version}) "
             f"diverged from its history at position {position}: the history has "
-            f"{record.kind} '{record.name}' (args {record.args_hash}), the code now asks "
-            f"for {kind} '{name}' (args {digest}). Deploy the code the run started "
-            "with, guard the change with ctx.patched('change-id'), or cancel the run."
+            f"{record.kind} '{record.name}' with arguments {recorded}, the code now asks "
+            f"for {kind} '{name}' with arguments {asked}. "
+            + (
+                "The same call with other arguments usually means the agent computed them "
+                "from something that changes between executions: the clock (use ctx.now()), "
+                "randomness (ctx.random(), ctx.uuid()) or I/O outside a step (wrap it in "
+                "ctx.step). "
+                if same_call
+                else "Another call at this position usually means the agent's code changed "
+                "while the run was in flight. "
+            )
+            + "Else deploy the code the run started with, guard the change with "
+            "ctx.patched('change-id'), or cancel the run."
         )
         raise self.diverged
 

@@ -274,3 +274,11 @@ def error_record(exc: BaseException, **extra: Any) -> dict[str, Any]:
         "traceback": "".join(traceback.format_exception(exc))[-MAX_TRACEBACK_CHARS:],
         **extra,
     }
+
+
+SHOWN = 200  # characters of a value a message shows
+
+
+def shortened(text: str) -> str:
+    """``text`` cut to SHOWN characters, saying how much was left out (for messages)."""
+    return text if len(text) <= SHOWN else f"{text[:SHOWN]}... ({len(text) - SHOWN} more)"

@@ -9,6 +9,7 @@ column list keyed by name (``step_values``); statuses come from the model enums.
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -21,7 +22,7 @@ from django.utils import timezone
 from agentflow.engine import sql
 from agentflow.engine.interrupts import LeaseLost, unavailable_as_interrupt
 from agentflow.engine.ports import publisher
-from agentflow.engine.serialize import dumps, loads
+from agentflow.engine.serialize import dumps, loads, shortened
 from agentflow.engine.sql import EVENT, RUN, STEP, UNSET, Unset, db_uuid, db_when
 from agentflow.gates.redaction import redact_json, redact_text
 from agentflow.gates.sealing import protect, reveal
@@ -107,6 +108,12 @@ def same_name(recorded: str, asked: str) -> bool:
         return True
     with unavailable_as_interrupt("reading policies"):  # redaction patterns may be re-read
         return recorded == redact_text(asked)
+
+
+def recorded_args(step_id: int) -> str:
+    """A recorded step's arguments as stored (redacted) JSON, shortened, for messages."""
+    args = Step.objects.filter(id=step_id).values_list("args", flat=True).first()
+    return shortened(json.dumps(args, sort_keys=True, default=str))
 
 
 def record_json(value: Any, what: str) -> str | None:

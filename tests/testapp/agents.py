@@ -879,3 +879,11 @@ def naps(ctx: RunContext, rounds: int) -> list:
 
 def lambda_free_list() -> list:
     return ["recorded"]
+
+
+@agent(name="tests.uses_clock")
+def uses_clock(ctx: RunContext) -> str:
+    """Wrong on purpose: a tool argument read from the clock differs on replay."""
+    ctx.call(record_effect, tag=f"sk-live-4f9a8b7c6d5e4f3a2b1c at {time.time_ns()}")
+    ctx.wait_for("go")
+    return "done"

@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Sum
 
@@ -46,6 +47,18 @@ class Command(BaseCommand):
         replay = sub.add_parser("replay", help="check deployed code against a run's history")
         replay.add_argument("run", help="run id")
 
+        for verb in ("approve", "reject"):
+            decide = sub.add_parser(verb, help=f"{verb} a pending approval, as a user")
+            decide.add_argument("approval", type=int, help="approval id (start --wait prints it)")
+            decide.add_argument(
+                "--as", dest="username", required=True, help="the deciding user's username"
+            )
+            decide.add_argument("--comment", default="", help="why, kept with the decision")
+            if verb == "approve":
+                decide.add_argument(
+                    "--data", default=None, help="JSON the reviewer edited, if the request asks"
+                )
+
         sub.add_parser(
             "recover", help="wake runs left by dead workers, lost messages or due timers"
         )
@@ -54,8 +67,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, action: str, **options: Any) -> None:
         try:
             getattr(self, "do_" + action.replace("-", "_"))(**options)
-        except agentflow.AgentflowError as exc:
-            raise CommandError(str(exc)) from exc
+        except (agentflow.AgentflowError, PermissionDenied) as exc:
+            raise CommandError(str(exc) or "permission denied") from exc
 
     # -- actions ----------------------------------------------------------------------
 
@@ -122,6 +135,30 @@ class Command(BaseCommand):
                 usage = f"  tokens={step.input_tokens}/{step.output_tokens} cost=${step.cost:f}"
             self.stdout.write(f"    {step}  attempts={step.attempts}{usage}")
         self._outcome(current)
+
+    def do_approve(
+        self, *, approval: int, username: str, comment: str, data: str | None, **_: Any
+    ) -> None:
+        edited = None
+        if data is not None:
+            try:
+                edited = json.loads(data)
+            except ValueError as exc:
+                raise CommandError(f"--data is not JSON: {exc}") from exc
+        decided = agentflow.approve(approval, by=self._user(username), data=edited, comment=comment)
+        self.stdout.write(f"approval {decided.id} approved by {username}: run {decided.run_id}")
+
+    def do_reject(self, *, approval: int, username: str, comment: str, **_: Any) -> None:
+        decided = agentflow.reject(approval, by=self._user(username), comment=comment)
+        self.stdout.write(f"approval {decided.id} rejected by {username}: run {decided.run_id}")
+
+    def _user(self, username: str) -> Any:
+        from django.contrib.auth import get_user_model
+
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None:
+            raise CommandError(f"there is no user named {username!r}")
+        return user
 
     def do_replay(self, *, run: str, **_: Any) -> None:
         report = agentflow.replay(run)
