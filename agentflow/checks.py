@@ -116,3 +116,64 @@ def check_default_model(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         ]
     return []
+
+
+def _celery_setting(name: str, django_name: str) -> Any:
+    """A Celery setting as Django's settings spell it, else as the current app has it.
+
+    Sites configure Celery from Django's ``CELERY_*`` names, or in their ``celery.py``.
+    """
+    from celery import current_app
+    from django.conf import settings
+
+    if hasattr(settings, django_name):
+        return getattr(settings, django_name)
+    try:
+        return current_app.conf.get(name)
+    except Exception:  # an app that cannot even configure itself
+        return None
+
+
+@register("agentflow")
+def check_celery(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Celery settings under which runs would fail or stall: no result backend, eager mode."""
+    messages: list[Any] = []
+    try:
+        backend = _celery_setting("result_backend", "CELERY_RESULT_BACKEND")
+        eager = _celery_setting("task_always_eager", "CELERY_TASK_ALWAYS_EAGER")
+        broker = str(_celery_setting("broker_url", "CELERY_BROKER_URL") or "")
+        redis_url = conf.setting("REDIS_URL")
+    except Exception:  # a check must never crash `manage.py check`
+        return []
+    if not backend or str(backend) == "disabled":
+        messages.append(
+            Error(
+                "Celery has no result backend, so every fan-out (ctx.map, ctx.parallel) fails "
+                "in the worker: Celery chords need one.",
+                hint="Set CELERY_RESULT_BACKEND = 'redis://...' (agentflow keeps no state "
+                "there; its joins are decided in your database).",
+                id="agentflow.E004",
+            )
+        )
+    if eager:
+        messages.append(
+            Error(
+                "CELERY_TASK_ALWAYS_EAGER is on: agentflow.start() would run a run in-process "
+                "up to its first timer or wait, and nothing would ever resume it.",
+                hint="Turn eager mode off and run a worker; for tests, "
+                "agentflow.embedded.worker() runs a real one in-process.",
+                id="agentflow.E005",
+            )
+        )
+    scheme = broker.partition("://")[0].lower()
+    if broker and not scheme.startswith(("redis", "rediss", "memory")) and not redis_url:
+        messages.append(
+            Warning(
+                f"The broker is {scheme}:// and AGENTFLOW['REDIS_URL'] is not set, so rate "
+                "limits and concurrency caps are counted per worker process, not fleet-wide.",
+                hint="Set AGENTFLOW['REDIS_URL'] = 'redis://...' (your result backend's Redis "
+                "will do).",
+                id="agentflow.W005",
+            )
+        )
+    return messages

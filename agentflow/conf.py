@@ -8,6 +8,7 @@ Caches built from these settings elsewhere (the gates' rows and patterns) regist
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from functools import cache
 from typing import Any, TypeVar
@@ -95,8 +96,13 @@ def get() -> dict[str, Any]:
     if unknown:
         from django.core.exceptions import ImproperlyConfigured
 
+        hints = "".join(
+            f" Did you mean {close[0]!r} for {name!r}?"
+            for name in sorted(unknown)
+            if (close := difflib.get_close_matches(name, list(DEFAULTS), n=1))
+        )
         raise ImproperlyConfigured(
-            f"Unknown AGENTFLOW setting(s): {', '.join(sorted(unknown))}. "
+            f"Unknown AGENTFLOW setting(s): {', '.join(sorted(unknown))}.{hints} "
             f"Known keys: {', '.join(sorted(DEFAULTS))}."
         )
     return {**DEFAULTS, **user}

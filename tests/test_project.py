@@ -137,3 +137,31 @@ def test_a_prefetching_worker_is_flagged_because_control_would_wait_behind_tools
     del settings.CELERY_WORKER_PREFETCH_MULTIPLIER  # Celery's default, 4
     (warning,) = check_prefetch()
     assert warning.id == "agentflow.W003" and "is 4" in warning.msg
+
+
+def test_celery_settings_that_break_runs_are_errors_and_per_process_limits_a_warning(settings):
+    from agentflow.checks import check_celery
+
+    assert check_celery() == []
+    settings.CELERY_RESULT_BACKEND = None
+    (error,) = check_celery()
+    assert error.id == "agentflow.E004" and "fan-out" in error.msg
+    settings.CELERY_RESULT_BACKEND = "redis://127.0.0.1:6379/0"
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    (error,) = check_celery()
+    assert error.id == "agentflow.E005" and "nothing would ever resume it" in error.msg
+    del settings.CELERY_TASK_ALWAYS_EAGER
+    settings.CELERY_BROKER_URL = "amqp://guest@127.0.0.1:5672//"
+    (warning,) = check_celery()
+    assert warning.id == "agentflow.W005" and "per worker process" in warning.msg
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "REDIS_URL": "redis://127.0.0.1:6379/3"}
+    assert check_celery() == []
+
+
+def test_a_misspelled_setting_is_reported_with_the_key_it_probably_means(settings):
+    from agentflow.checks import check_settings
+
+    settings.AGENTFLOW = {"LEASE_SECOND": 2}
+    (error,) = check_settings()
+    assert error.id == "agentflow.E001"
+    assert "Did you mean 'LEASE_SECONDS' for 'LEASE_SECOND'?" in error.msg
