@@ -23,7 +23,13 @@ from agentflow.engine.journal import Entry, Journal
 from agentflow.engine.ops.tools import ToolCall
 from agentflow.engine.ports import publisher
 from agentflow.engine.serialize import dumps
-from agentflow.exceptions import ModelRefused, ModelUnavailable, ToolArgumentError, UnknownModel
+from agentflow.exceptions import (
+    ModelRefused,
+    ModelUnavailable,
+    PayloadError,
+    ToolArgumentError,
+    UnknownModel,
+)
 from agentflow.gates import budgets
 from agentflow.gates.redaction import redact_text
 from agentflow.llm import providers
@@ -57,7 +63,7 @@ def complete(
             what=what,
             sort_keys=True,
         )
-    except Exception as exc:
+    except PayloadError as exc:
         raise ToolArgumentError(
             f"ctx.llm at run {journal.run.id} position {journal.position} got {what} it "
             f"cannot store: {exc}",
@@ -163,12 +169,8 @@ def model_tool(provider: Provider, ask: Any) -> ToolDefinition:
     fleet-wide, as Policy rows for the tool ``llm:<alias>`` also can.
     """
     options = provider.options
-
-    def call_model() -> dict[str, Any]:
-        return ask()
-
     return ToolDefinition(
-        fn=call_model,
+        fn=ask,
         name=f"llm:{provider.alias}",
         retries=int(options.get("retries", 4)),
         retry_backoff=float(options.get("retry_backoff", 1.0)),
