@@ -140,3 +140,31 @@ def test_the_approvals_queue_lists_pending_approvals(workers, operator, asgi_ser
     assert str(first.id) in operator.locator("[data-testid=queue-item]").first.inner_text()
     operator.screenshot(path=str(ARTIFACTS / "approvals-queue.png"), full_page=True)
     assert operator.problems == []
+
+
+def test_a_model_call_streams_its_tokens_onto_the_run_page_as_text(workers, operator, asgi_server):
+    import threading
+
+    from tests.openai_server import OpenAIServer, Reply
+
+    held = threading.Event()
+    words = ["Thinking ", "about ", "it: ", "<img src=x onerror=window.__pwned=1> ", "is ",
+             "just ", "text ", "here ", "and ", "done."]  # fmt: skip
+    with OpenAIServer() as model:
+        model.script(Reply(chunks=words, chunk_delay=0.05, hold=held, hold_after=1))
+        workers("w1", env={"AGENTFLOW_TEST_OPENAI_URL": model.base_url})
+        run = agentflow.start("tests.ask_model", {"question": "Stream?"})
+        assert model.streaming.wait(60), "the model call never started streaming"
+        open_run(operator, asgi_server, run)
+        held.set()  # the rest of the stream now reaches the open page, delta by delta
+        streaming = operator.locator("li.af-streaming .af-event-data")
+        expect(streaming).to_contain_text("<img src=x onerror=window.__pwned=1> is just text")
+        expect(streaming).to_contain_text("here and done.")
+        expect(operator.locator("#af-run-status")).to_have_text("succeeded")
+    # The step's row got the tokens and cost of its step.completed, live.
+    llm_row = operator.locator('#af-timeline tr[data-position="1"]')
+    expect(llm_row.locator(".af-step-tokens")).to_have_text("10 / 10")
+    expect(llm_row.locator(".af-step-cost")).to_have_text("$0.0001")
+    assert operator.evaluate("window.__pwned") is None
+    assert operator.locator("li.af-streaming img").count() == 0
+    operator.screenshot(path=str(ARTIFACTS / "run-page-streaming.png"), full_page=True)

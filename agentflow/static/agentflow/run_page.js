@@ -65,7 +65,9 @@
     setStatus(badge, status);
     statusCell.appendChild(badge);
     row.appendChild(statusCell);
-    ["", "", "", ""].forEach(function () { row.appendChild(cell("–", "af-num")); });
+    ["af-num", "af-num", "af-num af-step-tokens", "af-num af-step-cost"].forEach(function (name) {
+      row.appendChild(cell("–", name));
+    });
     row.appendChild(cell("reload for details", "af-step-more af-note"));
     body.appendChild(row);
     return row;
@@ -86,6 +88,19 @@
     }
     if (row) {
       setStatus(row.querySelector(".af-step-status"), status);
+      showUsage(row, data);
+    }
+  }
+
+  // A model call's step.completed carries its tokens and cost.
+  function showUsage(row, data) {
+    var tokens = row.querySelector(".af-step-tokens");
+    if (tokens && typeof data.input_tokens === "number") {
+      tokens.textContent = data.input_tokens + " / " + data.output_tokens;
+    }
+    var cost = row.querySelector(".af-step-cost");
+    if (cost && data.cost && Number(data.cost) > 0) {
+      cost.textContent = "$" + String(Number(data.cost));
     }
   }
 
@@ -110,6 +125,28 @@
       output.textContent = (data.status || "decided") + (data.by ? " by " + data.by : "") + (data.comment ? ": " + data.comment : "");
       output.dataset.state = "done";
     }
+  }
+
+  // A model call's token deltas (ephemeral, seq null): one growing line per position.
+  function appendDelta(frame) {
+    var data = frame.data || {};
+    var id = "af-delta-" + data.position;
+    var item = document.getElementById(id);
+    if (!item) {
+      item = document.createElement("li");
+      item.id = id;
+      item.className = "af-event af-streaming";
+      var head = document.createElement("span");
+      head.className = "af-event-head";
+      head.textContent = "position " + data.position + " model streaming";
+      var body = document.createElement("code");
+      body.className = "af-event-data";
+      item.appendChild(head);
+      item.appendChild(document.createTextNode(" "));
+      item.appendChild(body);
+      document.getElementById("af-events").appendChild(item);
+    }
+    item.querySelector(".af-event-data").textContent += data.text || "";
   }
 
   function logEvent(frame) {
@@ -144,6 +181,10 @@
       after: live.after,
       onState: window.agentflow.showState,
       onEvent: function (frame) {
+        if (frame.event === "llm.delta") {
+          appendDelta(frame);
+          return;
+        }
         logEvent(frame);
         if (RUN_STATUS[frame.event]) {
           setStatus(runStatus, RUN_STATUS[frame.event]);
