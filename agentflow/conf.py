@@ -63,6 +63,9 @@ DEFAULTS: dict[str, Any] = {
     # behind a pooler that cannot keep prepared statements (PgBouncer before 1.21 in
     # transaction mode); a database with DISABLE_SERVER_SIDE_CURSORS is never prepared.
     "PREPARE_STATEMENTS": True,
+    # Delete finished runs older than this ("30d", "12h"; None: keep them) once a day,
+    # from the beat schedule of agentflow.beat.beat_schedule().
+    "RETENTION": None,
     # Dotted path of the object that sends wake-ups (see engine.ports.Dispatcher).
     "DISPATCHER": "agentflow.tasks.CeleryDispatcher",
     # Dotted path of the object that publishes committed events live (engine.ports.Publisher).

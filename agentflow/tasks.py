@@ -25,7 +25,7 @@ from celery import Task, chord, current_app, shared_task
 from celery.signals import before_task_publish, worker_process_init, worker_ready
 from django.db import InterfaceError, OperationalError, connections, transaction
 
-from agentflow import conf, schedules
+from agentflow import conf, retention, schedules
 from agentflow.engine import children, executor, fanout, leases, reconciler
 
 
@@ -109,6 +109,15 @@ def reconcile() -> dict[str, int] | None:
     Skipped (None) while another process's pass runs: one pass at a time across the fleet.
     """
     return reconciler.reconcile_exclusively()
+
+
+@shared_task(name="agentflow.prune", base=DurableTask)
+def prune() -> str | None:
+    """Delete the finished runs older than ``AGENTFLOW["RETENTION"]`` (None: keeps all)."""
+    age = conf.setting("RETENTION")
+    if not age:
+        return None
+    return str(retention.prune(retention.parse_age(age)))
 
 
 CONTROL, WORK = "control", "work"

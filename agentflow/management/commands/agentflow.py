@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Sum
 
 import agentflow
-from agentflow import embedded, registry
+from agentflow import embedded, registry, retention
 from agentflow.engine import reconciler
 from agentflow.engine.serialize import parse
 from agentflow.management.follow import approval_url, follow, pending_approvals
@@ -58,6 +58,13 @@ class Command(BaseCommand):
                 decide.add_argument(
                     "--data", default=None, help="JSON the reviewer edited, if the request asks"
                 )
+
+        prune = sub.add_parser("prune", help="delete old finished runs and what they recorded")
+        prune.add_argument(
+            "--older-than", required=True, help="age of the runs to delete: 30d, 12h, 90m, 2w"
+        )
+        prune.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+        prune.add_argument("--batch", type=int, default=200, help="runs per transaction")
 
         sub.add_parser(
             "recover", help="wake runs left by dead workers, lost messages or due timers"
@@ -159,6 +166,25 @@ class Command(BaseCommand):
         if user is None:
             raise CommandError(f"there is no user named {username!r}")
         return user
+
+    def do_prune(self, *, older_than: str, dry_run: bool, batch: int, **_: Any) -> None:
+        age = retention.parse_age(older_than)
+        if batch < 1:
+            raise CommandError("--batch must be 1 or more")
+        started = time.monotonic()
+        if dry_run:
+            report = retention.prune(age, dry_run=True)
+            self.stdout.write(f"would delete {report}")
+            return
+
+        def progress(report: retention.Pruned) -> None:
+            self.stdout.write(
+                f"  deleted {report.runs} runs so far ({time.monotonic() - started:.1f}s)"
+            )
+
+        self.stdout.write(f"deleting runs that finished more than {older_than} ago...")
+        report = retention.prune(age, batch=batch, progress=progress)
+        self.stdout.write(f"deleted {report} in {time.monotonic() - started:.1f}s")
 
     def do_replay(self, *, run: str, **_: Any) -> None:
         report = agentflow.replay(run)
