@@ -177,3 +177,71 @@ def check_celery(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return messages
+
+
+@register("agentflow")
+def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Live events need a channel layer that web processes and workers share."""
+    from django.conf import settings
+
+    layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
+    backend = str((layers.get("default") or {}).get("BACKEND", ""))
+    if not backend:
+        return [
+            Warning(
+                "CHANNEL_LAYERS has no 'default' layer, so run pages and websockets get no live "
+                "events (they still read the history).",
+                hint="Set CHANNEL_LAYERS = {'default': {'BACKEND': "
+                "'channels_redis.core.RedisChannelLayer', 'CONFIG': {'hosts': ['redis://...']}}}.",
+                id="agentflow.W006",
+            )
+        ]
+    return []
+
+
+@register("agentflow", deploy=True)
+def check_channel_layer_deployed(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """In production the layer must cross processes (``check --deploy``)."""
+    from django.conf import settings
+
+    layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
+    backend = str((layers.get("default") or {}).get("BACKEND", ""))
+    if backend.endswith("InMemoryChannelLayer"):
+        return [
+            Warning(
+                "The channel layer is InMemoryChannelLayer: events published by a worker "
+                "process never reach the web processes' websockets.",
+                hint="Use channels_redis.core.RedisChannelLayer in production.",
+                id="agentflow.W007",
+            )
+        ]
+    return []
+
+
+@register("agentflow")
+def check_visibility_timeout(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """A Redis broker redelivers a message unacknowledged for longer than its visibility."""
+    from agentflow import registry
+
+    try:
+        options = _celery_setting("broker_transport_options", "CELERY_BROKER_TRANSPORT_OPTIONS")
+        broker = str(_celery_setting("broker_url", "CELERY_BROKER_URL") or "")
+        timeouts = [tool.timeout or 0 for tool in registry.tools()]
+        longest = max([conf.setting("LEASE_SECONDS"), *timeouts])
+    except Exception:
+        return []
+    if not broker.startswith(("redis", "rediss", "sentinel")):
+        return []
+    visibility = float((options or {}).get("visibility_timeout", 3600))
+    if visibility >= longest:
+        return []
+    return [
+        Warning(
+            f"The broker's visibility_timeout ({visibility:g}s) is shorter than the longest tool "
+            f"timeout or lease ({longest:g}s): Redis would hand a call that is still running to "
+            "a second worker.",
+            hint=f"Set CELERY_BROKER_TRANSPORT_OPTIONS = {{'visibility_timeout': {longest * 2:g}}}"
+            " or more.",
+            id="agentflow.W008",
+        )
+    ]

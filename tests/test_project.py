@@ -165,3 +165,27 @@ def test_a_misspelled_setting_is_reported_with_the_key_it_probably_means(setting
     (error,) = check_settings()
     assert error.id == "agentflow.E001"
     assert "Did you mean 'LEASE_SECONDS' for 'LEASE_SECOND'?" in error.msg
+
+
+def test_live_events_without_a_shared_channel_layer_are_flagged(settings):
+    from agentflow.checks import check_channel_layer, check_channel_layer_deployed
+
+    assert check_channel_layer() == [] and check_channel_layer_deployed() == []
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    assert check_channel_layer() == []  # fine for one process, e.g. the embedded demo
+    (warning,) = check_channel_layer_deployed()
+    assert warning.id == "agentflow.W007" and "never reach the web processes" in warning.msg
+    del settings.CHANNEL_LAYERS
+    (warning,) = check_channel_layer()
+    assert warning.id == "agentflow.W006" and "no live events" in warning.msg
+
+
+def test_a_visibility_timeout_shorter_than_a_lease_or_tool_timeout_is_flagged(settings):
+    from agentflow.checks import check_visibility_timeout
+
+    assert check_visibility_timeout() == []  # an hour: longer than any test tool's timeout
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 1}
+    (warning,) = check_visibility_timeout()
+    assert warning.id == "agentflow.W008" and "(1s) is shorter than" in warning.msg
+    settings.CELERY_BROKER_URL = "amqp://guest@127.0.0.1:5672//"  # RabbitMQ has none
+    assert check_visibility_timeout() == []
