@@ -73,7 +73,12 @@ class ChannelLayerPublisher:
         try:
             self._queue.put_nowait((run_id, seq, type_, data_json))
         except queue.Full:  # the layer is down or slow; readers catch up from the table
-            logger.warning("event queue full; dropped live event %s#%s", run_id, seq)
+            logger.warning(
+                "event queue full; dropped live event %s#%s",
+                run_id,
+                seq,
+                extra={"agentflow_run_id": str(run_id), "agentflow_position": None},
+            )
 
     def publish_ephemeral(self, run_id: UUID, type_: str, data: dict[str, Any]) -> None:
         """Stream an event that is not kept (token deltas): live watchers only, no seq."""

@@ -249,3 +249,13 @@ def test_a_divergence_shows_both_arguments_redacted_and_names_the_usual_causes(
     assert "the code now asks for call 'tests.record_effect' with arguments {\"tag\": " in message
     assert "sk-live" not in message and message.count("[redacted] at ") == 2
     assert "the clock (use ctx.now())" in message and "ctx.step" in message
+
+
+def test_engine_log_lines_say_which_run_they_are_about(recording_dispatcher, caplog):
+    run = agentflow.start("tests.three_steps")
+    Run.objects.filter(id=run.id).update(agent_version="9")  # a version not deployed here
+    with caplog.at_level("WARNING", logger="agentflow.executor"):
+        assert executor.advance(run.id, worker="test") == "version-missing"
+    (record,) = [r for r in caplog.records if r.name == "agentflow.executor"]
+    assert record.agentflow_run_id == str(run.id) and record.agentflow_position is None
+    assert "waits" in record.getMessage()

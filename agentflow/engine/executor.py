@@ -15,7 +15,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from agentflow import conf, registry
-from agentflow.engine import leases, pausing, run_rows, store
+from agentflow.engine import leases, logs, pausing, run_rows, store
 from agentflow.engine.context import RunContext
 from agentflow.engine.history import histories
 from agentflow.engine.interrupts import LeaseLost, Pause, StoreUnavailable, Suspend
@@ -40,12 +40,12 @@ def advance(run_id: UUID, *, worker: str) -> str:
         try:
             return _drive(lease)
         except LeaseLost as exc:
-            logger.info("stopped advancing run %s: %s", run_id, exc)
+            logger.info("stopped advancing run %s: %s", run_id, exc, extra=logs.about(run_id))
             return "lease-lost"
         except StoreUnavailable as exc:
             # Nothing is failed: come back once this lease, which the database still
             # shows as held, has run out.
-            logger.warning("could not advance run %s: %s", run_id, exc)
+            logger.warning("could not advance run %s: %s", run_id, exc, extra=logs.about(run_id))
             close_old_connections()
             expires = timezone.now() + leases.lease_duration()
             dispatcher().advance(run_id, eta=leases.retry_after(expires))
@@ -58,7 +58,7 @@ def _drive(lease: leases.Lease) -> str:
         definition = registry.get_agent(run.agent, run.agent_version)
     except UnknownAgent as exc:
         retry_at = timezone.now() + timedelta(seconds=conf.setting("VERSION_RETRY_SECONDS"))
-        logger.warning("run %s waits: %s", run.id, exc)
+        logger.warning("run %s waits: %s", run.id, exc, extra=logs.about(run.id))
         leases.release_waiting(lease, reason=str(exc), wake_at=retry_at)
         return "version-missing"
     # A run that starts now has no steps, unless it is a fork (its kept steps are copied).

@@ -24,7 +24,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from agentflow import conf
-from agentflow.engine import run_rows, sql, store
+from agentflow.engine import logs, run_rows, sql, store
 from agentflow.engine.interrupts import LeaseLost
 from agentflow.models import Run
 
@@ -221,7 +221,7 @@ class Heartbeat:
                 self._renew_all()
             if reconcile is not None and now >= next_pass:
                 next_pass = now + conf.setting("RECONCILE_EVERY") * random.uniform(0.9, 1.1)
-                self._guarded(reconcile, "a reconciler pass")
+                self._guarded(reconcile, "a reconciler pass", None)
             with self._lock:
                 idle = not self._leases
             if idle:
@@ -231,11 +231,12 @@ class Heartbeat:
         with self._lock:
             leases = list(self._leases)
         for lease in leases:
-            if not self._guarded(lease.renew, f"renewing {lease!r}"):
+            run = getattr(lease, "run", None)  # a run's lease; claims and slots have none
+            if not self._guarded(lease.renew, f"renewing {lease!r}", getattr(run, "id", None)):
                 lease.lost.set()
 
     @staticmethod
-    def _guarded(call: Callable[[], object], doing: str) -> object:
+    def _guarded(call: Callable[[], object], doing: str, run_id: Any) -> object:
         """Call; a database or Redis hiccup is logged and must not kill the heartbeat.
 
         Returns True after a failure, so a lease is not given up for a hiccup: it stays
@@ -244,7 +245,7 @@ class Heartbeat:
         try:
             return call()
         except Exception:
-            logger.exception("%s failed", doing)
+            logger.exception("%s failed", doing, extra=logs.about(run_id))
             close_old_connections()
             return True
 
