@@ -245,3 +245,62 @@ def check_visibility_timeout(app_configs: Any = None, **kwargs: Any) -> list[Any
             id="agentflow.W008",
         )
     ]
+
+
+@register("agentflow")
+def check_websocket_routes(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """The console's live pages need agentflow's websocket routes in the ASGI application."""
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    hint = (
+        "Route agentflow.routing.websocket_urlpatterns in asgi.py (see the README) and set "
+        "ASGI_APPLICATION to it."
+    )
+    if not path:
+        return [
+            Warning(
+                "ASGI_APPLICATION is not set, so the console's run pages and approvals queue "
+                "cannot update live (their websockets have no server).",
+                hint=hint,
+                id="agentflow.W009",
+            )
+        ]
+    try:
+        application = import_string(path)
+    except Exception as exc:
+        return [
+            Warning(
+                f"ASGI_APPLICATION {path!r} cannot be imported ({type(exc).__name__}: {exc}), "
+                "so agentflow cannot tell whether its websockets are routed.",
+                hint=hint,
+                id="agentflow.W009",
+            )
+        ]
+    if _routes_agentflow(application, depth=0):
+        return []
+    return [
+        Warning(
+            f"The ASGI application {path!r} does not route agentflow's websockets "
+            "(ws/agentflow/runs/...), so the console's pages cannot update live.",
+            hint=hint,
+            id="agentflow.W009",
+        )
+    ]
+
+
+def _routes_agentflow(app: Any, depth: int) -> bool:
+    """Whether agentflow's consumers are reachable through routers and middleware."""
+    from agentflow.consumers import RunEventsConsumer
+
+    if depth > 12 or app is None:
+        return False
+    if getattr(app, "consumer_class", None) is RunEventsConsumer:
+        return True
+    for route in getattr(app, "routes", None) or []:
+        if _routes_agentflow(getattr(route, "callback", None), depth + 1):
+            return True
+    mapping = getattr(app, "application_mapping", None) or {}
+    inner = [getattr(app, name, None) for name in ("application", "inner", "app")]
+    return any(_routes_agentflow(child, depth + 1) for child in [*mapping.values(), *inner])

@@ -189,3 +189,27 @@ def test_a_visibility_timeout_shorter_than_a_lease_or_tool_timeout_is_flagged(se
     assert warning.id == "agentflow.W008" and "(1s) is shorter than" in warning.msg
     settings.CELERY_BROKER_URL = "amqp://guest@127.0.0.1:5672//"  # RabbitMQ has none
     assert check_visibility_timeout() == []
+
+
+def test_an_asgi_application_without_agentflow_websockets_is_flagged(settings):
+    from agentflow.checks import check_websocket_routes
+
+    assert check_websocket_routes() == []  # the demo's asgi.py routes them
+    settings.ASGI_APPLICATION = "tests.test_project.ROUTES_ONLY_HTTP"
+    (warning,) = check_websocket_routes()
+    assert warning.id == "agentflow.W009" and "does not route agentflow's websockets" in warning.msg
+    settings.ASGI_APPLICATION = "tests.nowhere.application"
+    (warning,) = check_websocket_routes()
+    assert "cannot be imported" in warning.msg
+    del settings.ASGI_APPLICATION
+    (warning,) = check_websocket_routes()
+    assert "ASGI_APPLICATION is not set" in warning.msg
+
+
+class _HttpOnly:
+    """Shaped like channels' ProtocolTypeRouter, routing no websocket at all."""
+
+    application_mapping = {"http": object()}
+
+
+ROUTES_ONLY_HTTP = _HttpOnly()
