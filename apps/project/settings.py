@@ -18,6 +18,21 @@ SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "insecure-demo-key-change-me-in
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
 
+if not DEBUG:
+    # Production: HTTPS only, behind a TLS-terminating proxy that sets X-Forwarded-Proto.
+    # DJANGO_SECURE_SSL_REDIRECT=0 serves plain HTTP (docker-compose.yml on localhost).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = os.environ.get("DJANGO_SECURE_SSL_REDIRECT", "1") == "1"
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT
+    SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "3600"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = (
+        os.environ.get("DJANGO_HSTS_SUBDOMAINS", "1") == "1"
+    )
+    if SECRET_KEY.startswith("insecure-"):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("DJANGO_DEBUG=0 needs DJANGO_SECRET_KEY (a long random value).")
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
