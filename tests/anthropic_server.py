@@ -46,21 +46,15 @@ Stdlib only: a ``ThreadingHTTPServer`` in a daemon thread, bound to 127.0.0.1.
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import json
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.openai_server import Reply, ToolCall
+from tests.scripted_http import Cut, Reply, ScriptedHandler, ScriptedServer, ToolCall
 
 __all__ = ["MODEL_ID", "AnthropicServer", "Reply", "ToolCall", "anthropic_server"]
 
@@ -107,44 +101,8 @@ def _tool_id(number: int, index: int, call: ToolCall) -> str:
     return call.id or f"toolu_test{number:06d}_{index}"
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """Knows its AnthropicServer, and the open connections, so stop() can close them."""
-
-    daemon_threads = True
-
-    def __init__(self, owner: AnthropicServer) -> None:
-        self.owner = owner
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-
-class _Cut(Exception):
-    """Raised inside the handler to drop the connection mid-response."""
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive and chunked bodies, as the client expects
-    server: _HTTPServer
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.connections_lock:
-            self.server.connections.add(self.connection)
-
-    def handle(self) -> None:
-        """Serve the connection; a client that resets it (killed, or done) is not an error."""
-        with contextlib.suppress(ConnectionError):
-            super().handle()
-
-    def finish(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.discard(self.connection)
-        with contextlib.suppress(OSError):
-            super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: test output should not carry one access-log line per request."""
+class _Handler(ScriptedHandler):
+    post_path = "/v1/messages"
 
     # -- routing ---------------------------------------------------------------------
 
@@ -166,62 +124,8 @@ class _Handler(BaseHTTPRequestHandler):
             reply = Reply(status=404, error_message=f"Unknown path {path}")
             self._guard(lambda: self._send_error_reply(reply))
 
-    def do_POST(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if urlsplit(self.path).path.rstrip("/") != "/v1/messages":
-            reply = Reply(status=404, error_message=f"Unknown path {self.path}")
-            self._guard(lambda: self._send_error_reply(reply))
-            return
-        try:
-            body = json.loads(raw or b"{}")
-            if not isinstance(body, dict):
-                raise ValueError("not an object")
-        except ValueError as exc:
-            reply = Reply(status=400, error_message=f"Could not parse the JSON body: {exc}")
-            self._guard(lambda: self._send_error_reply(reply))
-            return
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        number, reply = self.server.owner._take(body, headers)
-        self._guard(lambda: self._answer(number, body, reply))
-
-    def _guard(self, respond: Callable[[], None]) -> None:
-        """Run ``respond``; a cut, or a client that went away, just ends the connection."""
-        try:
-            respond()
-        except _Cut:
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:  # BrokenPipe, ConnectionReset: the client was killed or gave up
-            self.close_connection = True
-
-    # -- responses -------------------------------------------------------------------
-
-    def _answer(self, number: int, body: dict[str, Any], reply: Reply) -> None:
-        if reply.status != 200:
-            self._send_error_reply(reply)
-        elif body.get("stream"):
-            self._stream(number, body, reply)
-        else:
-            self._complete(number, body, reply)
-
-    def _start(self, status: int, content_type: str, reply: Reply | None, **extra: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("request-id", f"req_test{self.server.owner._served():06d}")
-        for name, value in extra.items():
-            self.send_header(name.replace("_", "-"), value)
-        if reply is not None:
-            if reply.retry_after is not None:
-                self.send_header("Retry-After", f"{reply.retry_after:g}")
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-        self.end_headers()
-
-    def _send_json(self, status: int, payload: dict[str, Any], reply: Reply | None = None) -> None:
-        data = json.dumps(payload).encode()
-        self._start(status, "application/json", reply, Content_Length=str(len(data)))
-        self.wfile.write(data)
+    def request_id(self, served: int) -> tuple[str, str]:
+        return "request-id", f"req_test{served:06d}"
 
     def _send_error_reply(self, reply: Reply) -> None:
         default_type = _ERROR_TYPES.get(
@@ -234,11 +138,6 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.error_code is not None:
             error["details"] = {"error_code": reply.error_code}
         self._send_json(reply.status, {"type": "error", "error": error}, reply)
-
-    def _hold(self, reply: Reply) -> None:
-        if reply.hold is not None:
-            self.server.owner.streaming.set()
-            reply.hold.wait()
 
     def _complete(self, number: int, body: dict[str, Any], reply: Reply) -> None:
         content: list[dict[str, Any]] = []
@@ -278,7 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
         data = json.dumps(payload).encode()
         self._start(200, "application/json", reply, Content_Length=str(len(data)))
         self.wfile.write(data[: len(data) // 2])
-        raise _Cut
+        raise Cut
 
     def _stream(self, number: int, body: dict[str, Any], reply: Reply) -> None:
         input_tokens, output_tokens = _token_counts(reply)
@@ -338,7 +237,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if sent == hold_at:
                     self._hold(reply)
                 if sent == cut_at:
-                    raise _Cut
+                    raise Cut
             if event is None:
                 break
             if is_delta:
@@ -360,10 +259,6 @@ class _Handler(BaseHTTPRequestHandler):
         data = json.dumps(payload).encode()
         self._write_chunk(b"event: %s\ndata: %s\n\n" % (payload["type"].encode(), data))
 
-    def _write_chunk(self, data: bytes) -> None:
-        """One HTTP/1.1 chunk; wfile is unbuffered, so it leaves at once."""
-        self.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
-
 
 def _message(number: int, body: dict[str, Any]) -> dict[str, Any]:
     return {
@@ -375,7 +270,7 @@ def _message(number: int, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class AnthropicServer:
+class AnthropicServer(ScriptedServer):
     """An Anthropic Messages API server on 127.0.0.1, answering from a script of Replies.
 
     ``base_url`` is ``http://127.0.0.1:PORT``, without ``/v1``, as the anthropic client
@@ -387,97 +282,7 @@ class AnthropicServer:
     and its Reply is used instead of the script. Everything is thread-safe.
     """
 
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        self.handler: Callable[[dict[str, Any]], Reply] | None = None
-        # Set when a held reply has sent its first event(s) and blocks; clear it to reuse.
-        self.streaming = threading.Event()
-        self._script: collections.deque[Reply] = collections.deque()
-        self._holds: list[threading.Event] = []
-        self._condition = threading.Condition()
-        self._responses = 0
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.base_url = ""
-
-    # -- lifecycle -------------------------------------------------------------------
-
-    def start(self) -> AnthropicServer:
-        """Bind a free port and serve in a daemon thread; sets ``base_url``."""
-        if self._httpd is not None:
-            return self
-        self._httpd = _HTTPServer(self)
-        port = self._httpd.server_address[1]
-        self.base_url = f"http://127.0.0.1:{port}"
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"anthropic-server-{port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Release held replies, stop serving and close every open connection."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        self.release()
-        httpd.shutdown()
-        httpd.server_close()
-        with httpd.connections_lock:
-            connections = list(httpd.connections)
-        for connection in connections:  # idle keep-alive connections would serve on
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def __enter__(self) -> AnthropicServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    # -- scripting -------------------------------------------------------------------
-
-    def script(self, *replies: Reply) -> None:
-        """Append replies to the FIFO; each messages request pops the next one."""
-        with self._condition:
-            self._script.extend(replies)
-            self._holds.extend(reply.hold for reply in replies if reply.hold is not None)
-
-    @property
-    def pending(self) -> int:
-        """How many scripted replies no request has taken yet."""
-        with self._condition:
-            return len(self._script)
-
-    def release(self) -> None:
-        """Set the ``hold`` event of every held reply, scripted or returned by ``handler``."""
-        with self._condition:
-            holds = list(self._holds)
-        for hold in holds:
-            hold.set()
-
-    def wait_for_requests(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """Block until at least ``n`` messages requests arrived; return them.
-
-        Raises TimeoutError after ``timeout`` seconds.
-        """
-        with self._condition:
-            if not self._condition.wait_for(lambda: len(self.requests) >= n, timeout):
-                raise TimeoutError(
-                    f"AnthropicServer: {len(self.requests)} of {n} requests arrived in {timeout}s"
-                )
-            return list(self.requests)
+    handler_class = _Handler
 
     def api_key(self, index: int = -1) -> str | None:
         """The API key request ``index`` carried, from ``x-api-key`` or a Bearer token.
@@ -492,43 +297,9 @@ class AnthropicServer:
         scheme, _, token = headers.get("authorization", "").partition(" ")
         return token if scheme.lower() == "bearer" and token else None
 
-    # -- called by the handler -------------------------------------------------------
-
-    def _take(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Reply]:
-        """Record a request and choose its Reply: handler, else script, else an error."""
-        with self._condition:
-            self.requests.append(body)
-            self.headers.append(headers)
-            number = len(self.requests)
-            self._condition.notify_all()
-            handler = self.handler
-            reply = self._script.popleft() if handler is None and self._script else None
-        if handler is not None:
-            try:
-                reply = handler(body)
-                if not isinstance(reply, Reply):
-                    raise TypeError(f"handler returned {reply!r}, not a Reply")
-            except Exception as exc:
-                reply = Reply(
-                    status=500, error_message=f"AnthropicServer: the handler raised {exc!r}"
-                )
-            if reply.hold is not None:
-                with self._condition:
-                    self._holds.append(reply.hold)
-        if reply is None:
-            reply = Reply(
-                status=500,
-                error_message=(
-                    f"AnthropicServer: the script ran out (request {number} found no Reply; "
-                    "call server.script(...) first)"
-                ),
-            )
-        return number, reply
-
-    def _served(self) -> int:
-        with self._condition:
-            self._responses += 1
-            return self._responses
+    def _failure(self, message: str, code: str) -> Reply:
+        # No error code: this client maps Anthropic's codes to classes of their own.
+        return Reply(status=500, error_message=f"AnthropicServer: {message}")
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -89,3 +90,34 @@ def run_ids(sent: list[tuple[UUID, Any]]) -> list[UUID]:
 def never(user: Any, approval: Any) -> bool:
     """An approval rule that refuses everyone (a site's object-level rule)."""
     return False
+
+
+class GroupListener:
+    """A channel-layer channel subscribed to ``group``, as a websocket consumer would be.
+
+    ``drain()`` appends to ``received`` what arrived, until 0.2 s pass with nothing more.
+    """
+
+    def __init__(self, group: str) -> None:
+        from channels.layers import get_channel_layer
+
+        self.layer = get_channel_layer()
+        self.received: list[dict[str, Any]] = []
+        self.channel = asyncio.run(self._subscribe(group))
+
+    async def _subscribe(self, group: str) -> str:
+        channel = await self.layer.new_channel()
+        await self.layer.group_add(group, channel)
+        return channel
+
+    def drain(self) -> list[dict[str, Any]]:
+        asyncio.run(self._drain())
+        return self.received
+
+    async def _drain(self) -> None:
+        while True:
+            try:
+                message = await asyncio.wait_for(self.layer.receive(self.channel), timeout=0.2)
+            except TimeoutError:
+                return
+            self.received.append(message)

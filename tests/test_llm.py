@@ -12,6 +12,7 @@ import agentflow
 from agentflow.models import Budget, BudgetSpend, Policy, Run, Step
 from tests.anthropic_server import AnthropicServer
 from tests.openai_server import OpenAIServer, Reply, ToolCall
+from tests.support import GroupListener
 from tests.testapp.models import Execution
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -232,37 +233,17 @@ def test_an_anthropic_alias_is_a_model_step_like_any_other(workers):
 
 
 def test_tokens_stream_live_as_coalesced_redacted_deltas(model_workers, model_server):
-    import asyncio
-
-    from channels.layers import get_channel_layer
-
     from agentflow.events import run_group
 
     secret = "sk-live-4f9a8b7c6d5e4f3a2b1c"
     words = [f"word{i} " for i in range(40)] + [f"key {secret} ", "end."]
     model_server.script(Reply(chunks=words, chunk_delay=0.01, usage=(3, 42)))
     run = agentflow.start("tests.ask_model", {"question": "Talk?"})
-    layer = get_channel_layer()
-    received: list[dict] = []
-
-    async def subscribe() -> str:
-        channel = await layer.new_channel()
-        await layer.group_add(run_group(run.id), channel)
-        return channel
-
-    async def drain(channel: str) -> None:
-        while True:
-            try:
-                received.append(await asyncio.wait_for(layer.receive(channel), timeout=0.2))
-            except TimeoutError:
-                return
-
-    channel = asyncio.run(subscribe())
+    listener = GroupListener(run_group(run.id))
     model_workers()
     run = agentflow.wait(run, 60)
     assert run.status == Run.Status.SUCCEEDED, run.error
-    asyncio.run(drain(channel))
-    deltas = [e for m in received if m["type"] == "agentflow.deltas" for e in m["events"]]
+    deltas = [e for m in listener.drain() if m["type"] == "agentflow.deltas" for e in m["events"]]
     position = Step.objects.get(run=run, kind="llm").position
     assert {(e["seq"], e["event"], e["data"]["position"]) for e in deltas} == {
         (None, "llm.delta", position)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
-from channels.layers import get_channel_layer
 from django.apps import apps
 from django.db import connection
 
@@ -14,7 +12,7 @@ import agentflow
 from agentflow.events import ALL_RUNS_GROUP
 from agentflow.gates import redaction, sealing
 from agentflow.models import Event, Run, Step
-from tests.support import wait_until
+from tests.support import GroupListener, wait_until
 from tests.testapp.models import Execution
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,22 +33,7 @@ def full_scan() -> dict[str, int]:
 
 
 def test_a_planted_secret_is_found_nowhere_in_the_tables_or_the_channel_layer(workers):
-    layer = get_channel_layer()
-    received: list[dict] = []
-
-    async def subscribe() -> str:
-        channel = await layer.new_channel()
-        await layer.group_add(ALL_RUNS_GROUP, channel)
-        return channel
-
-    async def drain(channel: str) -> None:
-        while True:
-            try:
-                received.append(await asyncio.wait_for(layer.receive(channel), timeout=0.2))
-            except TimeoutError:
-                return
-
-    channel = asyncio.run(subscribe())
+    listener = GroupListener(ALL_RUNS_GROUP)
     workers("w1")
     run = agentflow.wait(agentflow.start("tests.leaky_agent", {"token": SECRET}), timeout=60)
     assert run.status == Run.Status.SUCCEEDED, run.error
@@ -75,15 +58,19 @@ def test_a_planted_secret_is_found_nowhere_in_the_tables_or_the_channel_layer(wo
 
     def mine() -> list[dict]:
         return [
-            e for m in received for r in m["runs"] if r["run"] == str(run.id) for e in r["events"]
+            e
+            for m in listener.received
+            for r in m["runs"]
+            if r["run"] == str(run.id)
+            for e in r["events"]
         ]
 
     def published_all() -> bool:
-        asyncio.run(drain(channel))
+        listener.drain()
         return {e["seq"] for e in mine()} >= seqs
 
     wait_until(published_all, timeout=30, what="every event on the channel layer")
-    assert {m["type"] for m in received} == {"agentflow.batch"}
+    assert {m["type"] for m in listener.received} == {"agentflow.batch"}
     assert SECRET not in json.dumps(mine())
     assert any(e["event"] == "note" for e in mine())
 
