@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from agentflow import permissions, registry
+from agentflow import permissions, registry, tracing
 from agentflow.definitions import AgentDefinition
 from agentflow.engine import approvals, pausing, retry, run_rows, sql, store
 from agentflow.engine import compare as compare_engine
@@ -107,14 +107,18 @@ def create_run(
         schedule_id=schedule_id,
         has_own_budget=run_budget is not None,
     )
-    with sql.atomic() if run_budget is not None else contextlib.nullcontext():
+    attributes = {tracing.RUN_ID: str(run.id), tracing.AGENT: definition.name}
+    with (
+        tracing.span("agentflow.start", attributes),
+        sql.atomic() if run_budget is not None else contextlib.nullcontext(),
+    ):
         if not run_rows.create(run):
             return Run.objects.get(agent=definition.name, idempotency_key=idempotency_key)
         if run_budget is not None:
             run_budget.run = run
             run_budget.name = f"run {run.id}"
             run_budget.save()
-        dispatcher().advance(run.id)
+        dispatcher().advance(run.id)  # the message continues this span's trace
     return run
 
 

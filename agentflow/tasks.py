@@ -25,7 +25,7 @@ from celery import Task, chord, current_app, shared_task
 from celery.signals import before_task_publish, worker_process_init, worker_ready
 from django.db import InterfaceError, OperationalError, connections, transaction
 
-from agentflow import conf, retention, schedules
+from agentflow import conf, retention, schedules, tracing
 from agentflow.engine import children, executor, fanout, leases, reconciler
 
 
@@ -50,6 +50,11 @@ class DurableTask(Task):
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
         for conn in connections.all(initialized_only=True):
             conn.close_if_unusable_or_obsolete()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Continue the trace of whoever sent the message (see ``agentflow.tracing``).
+        with tracing.continued(self.request):
+            return super().__call__(*args, **kwargs)
 
 
 def worker_name() -> str:
@@ -138,12 +143,19 @@ def priorities(broker_url: str) -> dict[str, int]:
 
 
 def _options(lane: str, queue: str | None = None) -> dict[str, Any]:
-    """Queue and priority for a control or a work message (``queue``: a tool's own)."""
+    """Queue, priority and trace context for a control or a work message.
+
+    ``queue`` is a tool's own. The trace context is the one current now, when the engine
+    decides to send, not when the send runs after commit.
+    """
     broker_url = str(current_app.conf.broker_url or "")
     options: dict[str, Any] = {"priority": priorities(broker_url)[lane]}
     queue = queue or conf.setting("QUEUE")
     if queue:
         options["queue"] = queue
+    headers = tracing.carrier()
+    if headers:
+        options["headers"] = headers
     return options
 
 

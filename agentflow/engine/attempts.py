@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from django.utils import timezone
 
-from agentflow import registry
+from agentflow import registry, tracing
 from agentflow.definitions import ToolDefinition
 from agentflow.engine import leases, sql
 from agentflow.engine.errors import tool_error
@@ -90,11 +90,13 @@ class Attempt:
         outcome: Outcome,
         stop: threading.Event | None = None,
         usage: budgets.Usage | None = None,
+        span: str = "agentflow.tool",
     ) -> None:
         self.tool, self.kwargs, self.attempt = tool, kwargs, attempt
         self.where, self.key, self.agent, self.owner_id = where, key, agent, owner_id
         self.outcome, self.stop = outcome, stop
         self.estimate = usage
+        self.span = span
         self.reservation = budgets.Reservation()
         self.held: list[leases.Renewable] = []  # renewed while the tool runs (a claim)
 
@@ -151,6 +153,23 @@ class Attempt:
             wake(admission.release(limits, gate.slot))
 
     def _call(self) -> Any:
+        with tracing.span(self.span, self._trace_attributes()):
+            return self._call_traced()
+
+    def _trace_attributes(self) -> dict[str, Any]:
+        # The key is "<run id>:<position>", with ":<index>" for a fan-out child.
+        run_id, position, *index = self.key.split(":")
+        attributes: dict[str, Any] = {
+            tracing.RUN_ID: run_id,
+            tracing.POSITION: int(position),
+            tracing.TOOL: self.tool.name,
+            tracing.ATTEMPT: self.attempt,
+        }
+        if index:
+            attributes[tracing.INDEX] = int(index[0])
+        return attributes
+
+    def _call_traced(self) -> Any:
         tool, kwargs = self.tool, dict(self.kwargs)
         if tool.takes_idempotency_key:
             kwargs["idempotency_key"] = self.key
@@ -170,6 +189,7 @@ class Attempt:
                 result = call_with_timeout(tool.fn, kwargs, tool.timeout, f"tool {tool.name}")
             output_json = self._output(result)
         except Exception as exc:
+            tracing.failed(tracing.current(), exc)
             retryable = not isinstance(exc, (*tool.non_retryable, PayloadError))
             if retryable and self.attempt <= tool.retries:
                 wait = backoff(tool, self.attempt)

@@ -14,7 +14,7 @@ from uuid import UUID
 from django.db import close_old_connections
 from django.utils import timezone
 
-from agentflow import conf, registry
+from agentflow import conf, registry, tracing
 from agentflow.engine import leases, logs, pausing, run_rows, store
 from agentflow.engine.context import RunContext
 from agentflow.engine.history import histories
@@ -29,6 +29,13 @@ logger = logging.getLogger("agentflow.executor")
 
 def advance(run_id: UUID, *, worker: str) -> str:
     """Advance the run as far as it can go now; return what happened, for logs and tests."""
+    with tracing.span("agentflow.advance", {tracing.RUN_ID: str(run_id)}) as span:
+        outcome = _advance(run_id, worker, span)
+        tracing.annotate(span, {tracing.OUTCOME: outcome})
+        return outcome
+
+
+def _advance(run_id: UUID, worker: str, span: object) -> str:
     lease = leases.acquire(run_id, worker)
     if lease is None:
         return "skipped"
@@ -36,6 +43,7 @@ def advance(run_id: UUID, *, worker: str) -> str:
         # The holder may be dead: come back when its lease has run out.
         dispatcher().advance(run_id, eta=lease.retry_at)
         return "deferred"
+    tracing.annotate(span, {tracing.AGENT: lease.run.agent})
     with leases.heartbeat.holding(lease):
         try:
             return _drive(lease)

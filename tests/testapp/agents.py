@@ -887,3 +887,12 @@ def uses_clock(ctx: RunContext) -> str:
     ctx.call(record_effect, tag=f"sk-live-4f9a8b7c6d5e4f3a2b1c at {time.time_ns()}")
     ctx.wait_for("go")
     return "done"
+
+
+@agent(name="tests.traced")
+def traced(ctx: RunContext, n: int) -> dict:
+    """A step, a tool call and a fan-out: the tracing tests follow each into its span."""
+    squared = ctx.step(square, str(ctx.run.id), 3)
+    effect = ctx.call(record_effect, tag="traced")
+    amounts = ctx.map(transfer, [{"amount": str(i)} for i in range(n)]) if n else []
+    return {"squared": squared, "effect": effect, "amounts": amounts}

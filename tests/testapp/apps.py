@@ -5,3 +5,8 @@ class TestappConfig(AppConfig):
     name = "tests.testapp"
     label = "testapp"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from tests import otel_worker
+
+        otel_worker.install_if_asked()

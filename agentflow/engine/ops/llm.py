@@ -17,6 +17,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
+from agentflow import tracing
 from agentflow.definitions import ToolDefinition
 from agentflow.engine.interrupts import unavailable_as_interrupt
 from agentflow.engine.journal import Entry, Journal
@@ -101,6 +102,8 @@ def estimate(provider: Provider, request: Request) -> budgets.Usage:
 class ModelCall(ToolCall):
     """A ``ctx.llm`` at a new (or unfinished) position: a tool call whose tool is the model."""
 
+    SPAN = "agentflow.llm"
+
     def __init__(self, journal: Journal, entry: Entry, provider: Provider, request: Request):
         self.provider, self.request = provider, request
         self.reply: LLMResult | None = None
@@ -121,6 +124,15 @@ class ModelCall(ToolCall):
             cost = budgets.price(reply.model, reply.usage.input_tokens, reply.usage.output_tokens)
         self.reply = LLMResult(
             reply.text, reply.tool_calls, reply.usage, cost, reply.model, reply.finish_reason
+        )
+        tracing.annotate(
+            tracing.current(),
+            {
+                tracing.MODEL: reply.model,
+                "gen_ai.request.model": self.provider.model,
+                "gen_ai.usage.input_tokens": reply.usage.input_tokens,
+                "gen_ai.usage.output_tokens": reply.usage.output_tokens,
+            },
         )
         return self.reply.record()
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from agentflow import tracing
 from agentflow.engine import store
 from agentflow.engine.journal import Journal
 from agentflow.engine.serialize import check_text, dumps, error_record
@@ -27,8 +28,10 @@ def step(journal: Journal, fn: Callable[..., Any], args: tuple, kwargs: dict[str
         return journal.replayed(entry.record)
     started = timezone.now()
     journal.step_position = entry.position
+    where = {tracing.RUN_ID: str(journal.run.id), tracing.POSITION: entry.position}
     try:
-        result = fn(*args, **kwargs)
+        with tracing.span("agentflow.step", {**where, tracing.STEP: name}):
+            result = fn(*args, **kwargs)
         output_json = dumps(result, what=f"output of step {name} at position {entry.position}")
     except Exception as exc:
         journal.record(

@@ -51,6 +51,8 @@ def call(journal: Journal, tool: ToolDefinition, args: dict[str, Any]) -> Any:
 class ToolCall:
     """A ``ctx.call`` at a new (or unfinished) position, and how its attempts are stored."""
 
+    SPAN = "agentflow.tool"  # the name of each attempt's trace span
+
     def __init__(
         self, journal: Journal, entry: Entry, tool: ToolDefinition, args: dict[str, Any]
     ) -> None:
@@ -101,6 +103,7 @@ class ToolCall:
             outcome=self,
             stop=self.journal.lease.lost,
             usage=usage,
+            span=self.SPAN,
         )
         self.attempt = attempt
         with attempt.budgeted():
