@@ -180,6 +180,38 @@ def check_celery(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
 
 @register("agentflow")
+def check_celery_app(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Runs are sent through Celery's current app: it must be the one built from settings.
+
+    A project whose ``__init__.py`` does not import its ``celery.py`` sends from web
+    processes and ``manage.py`` through Celery's default app, to amqp://localhost.
+    """
+    from celery import current_app
+    from django.conf import settings
+    from kombu.utils.url import maybe_sanitize_url
+
+    configured = getattr(settings, "CELERY_BROKER_URL", None)
+    try:
+        actual = current_app.conf.broker_url
+    except Exception:  # an app that cannot even configure itself
+        return []
+    if not configured or actual == configured:
+        return []
+    sends_to = maybe_sanitize_url(actual) if actual else "Celery's default, amqp://localhost"
+    return [
+        Warning(
+            f"Celery's current app ({current_app.main or 'the default app'}) sends to "
+            f"{sends_to}, not to CELERY_BROKER_URL ({maybe_sanitize_url(configured)}): runs "
+            "started from this process would never reach your workers.",
+            hint="Load your Celery app when Django starts: put `from .celery import app as "
+            "celery_app` in <project>/__init__.py (see the README), and configure it with "
+            "app.config_from_object('django.conf:settings', namespace='CELERY').",
+            id="agentflow.W010",
+        )
+    ]
+
+
+@register("agentflow")
 def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """Live events need a channel layer that web processes and workers share."""
     from django.conf import settings

@@ -158,6 +158,25 @@ def test_celery_settings_that_break_runs_are_errors_and_per_process_limits_a_war
     assert check_celery() == []
 
 
+def test_a_celery_app_not_built_from_settings_is_flagged(settings):
+    from agentflow.checks import check_celery_app
+
+    from celery import Celery, current_app
+
+    assert check_celery_app() == []  # the test site's celery.py reads CELERY_BROKER_URL
+    site_app = current_app._get_current_object()
+    Celery("elsewhere", broker="amqp://guest:secret@rabbit.internal:5672//").set_current()
+    try:
+        (elsewhere,) = check_celery_app()
+        Celery("unconfigured").set_current()  # what a project without the import gets
+        (unconfigured,) = check_celery_app()
+    finally:
+        site_app.set_current()
+    assert elsewhere.id == "agentflow.W010" and "would never reach your workers" in elsewhere.msg
+    assert "rabbit.internal" in elsewhere.msg and "secret" not in elsewhere.msg
+    assert "sends to Celery's default, amqp://localhost" in unconfigured.msg
+
+
 def test_a_misspelled_setting_is_reported_with_the_key_it_probably_means(settings):
     from agentflow.checks import check_settings
 
