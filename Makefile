@@ -17,13 +17,13 @@ demo: $(STAMP)  ## SQLite + in-process worker: no services needed
 	$(BIN)/python manage.py migrate --noinput -v 0
 	$(BIN)/python manage.py demo $(DEMO_ARGS)
 
-services:  ## start PostgreSQL and Redis on 127.0.0.1 if they are not running
+services:  ## start PostgreSQL, Redis and RabbitMQ on 127.0.0.1 if they are not running
 	bash scripts/services.sh
 
 browser:  ## install Debian's Chromium for the browser tests if it is missing
 	bash scripts/browser.sh
 
-test: $(STAMP) services browser  ## the whole suite: real workers, PostgreSQL, Redis, Chromium
+test: $(STAMP) services browser  ## the whole suite: real workers, PostgreSQL, Redis, RabbitMQ, Chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) services  ## ratios and goals against raw INSERTs, raw Celery and DBOS

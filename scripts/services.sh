@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start PostgreSQL (5432, trust auth for 127.0.0.1) and Redis (6379) unless already running.
+# Start PostgreSQL (5432, trust auth for 127.0.0.1), Redis (6379) and RabbitMQ (5672, the
+# guest user) on 127.0.0.1 unless already running; install them with apt-get when missing.
 set -euo pipefail
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 apt_updated=0
@@ -7,11 +8,16 @@ apt_install() {
   [ "$apt_updated" = 1 ] || { as_root apt-get update -qq; apt_updated=1; }
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
 }
-wait_for() {  # wait_for <what> <command...>: up to 30 s
-  local what=$1; shift
-  for _ in $(seq 1 60); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
-  echo "services: $what did not come up" >&2; return 1
+wait_for() {  # wait_for <what> <command...>: up to WAIT_SECONDS (default 30)
+  local what=$1 deadline=$((SECONDS + ${WAIT_SECONDS:-30})); shift
+  until "$@" >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "services: $what did not come up in ${WAIT_SECONDS:-30}s" >&2; return 1
+    fi
+    sleep 0.5
+  done
 }
+answers() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }  # answers <host> <port>: TCP connects
 
 if ! (command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432); then
   if ! command -v pg_ctlcluster >/dev/null; then
@@ -37,4 +43,16 @@ if ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping | g
     --dir /var/lib/redis --logfile /var/log/redis/agentflow.log
   wait_for Redis sh -c 'redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG'
 fi
-echo "services: PostgreSQL and Redis are up"
+if ! answers 127.0.0.1 5672; then
+  if ! command -v rabbitmq-server >/dev/null && [ ! -x /usr/sbin/rabbitmq-server ]; then
+    echo "services: installing RabbitMQ"  # (/usr/sbin is not on every user's PATH)
+    apt_install rabbitmq-server
+  fi
+  if ! answers 127.0.0.1 5672; then  # the package may have started it
+    echo "services: starting RabbitMQ"
+    # A node still booting refuses a second start: the wait below covers both.
+    as_root rabbitmq-server -detached || true
+  fi
+  WAIT_SECONDS=120 wait_for RabbitMQ answers 127.0.0.1 5672  # Erlang boots slowly on 2 cores
+fi
+echo "services: PostgreSQL, Redis and RabbitMQ are up"

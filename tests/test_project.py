@@ -159,9 +159,9 @@ def test_celery_settings_that_break_runs_are_errors_and_per_process_limits_a_war
 
 
 def test_a_celery_app_not_built_from_settings_is_flagged(settings):
-    from agentflow.checks import check_celery_app
-
     from celery import Celery, current_app
+
+    from agentflow.checks import check_celery_app
 
     assert check_celery_app() == []  # the test site's celery.py reads CELERY_BROKER_URL
     site_app = current_app._get_current_object()

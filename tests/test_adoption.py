@@ -1,0 +1,469 @@
+"""Adopting agentflow: its wheel, in a new virtualenv, in a new `django-admin startproject` site.
+
+The site is set up by the README's "Using agentflow in your site" steps, read from README.md
+(``tests/readme_steps.py``), so a step the README forgets fails here. The site then runs an
+agent with a fan-out and a tool that needs approval on a real `celery worker` and `celery
+beat`, started and approved with `manage.py agentflow`, once on a Redis broker and once on
+RabbitMQ. What the test adds is only what every site has of its own: its database, its app,
+its Redis (a server on a free port), and a Celery queue name unique to the test run, so that
+nothing left on RabbitMQ by an earlier run (queues persist there) can reach it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.parser
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from tests import readme_steps
+from tests.support import wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = "site_a"
+# The README's service URLs; Redis is a server of the test's own (see `redis_url`).
+README_REDIS = "redis://127.0.0.1:6379/0"
+README_AMQP = "amqp://guest:guest@127.0.0.1:5672//"
+AMQP_URL = README_AMQP
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+FAN_OUT = 6
+
+
+def _run(argv: list[str], *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command to completion; fail with its output unless it exits 0."""
+    started = time.monotonic()
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(
+            f"{' '.join(argv)} did not finish in {timeout:g}s\n"
+            f"stdout:\n{exc.stdout}\nstderr:\n{exc.stderr}"
+        ) from None
+    assert done.returncode == 0, (
+        f"{' '.join(argv)} exited {done.returncode} after {time.monotonic() - started:.1f}s\n"
+        f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    )
+    return done
+
+
+# -- the wheel and the virtualenv (built once for the module) ------------------------------
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    """The working tree's files (tracked or new, not ignored), without build/ or egg-info.
+
+    Building from a copy keeps a stale ``build/lib`` of an earlier editable install out of
+    the wheel, and leaves the shared working tree alone.
+    """
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    target = tmp_path_factory.mktemp("source")
+    for name in filter(None, listed.split("\0")):
+        path = ROOT / name
+        if path.is_file():  # a tracked file deleted in the working tree is not copied
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target / name)
+    return target
+
+
+@pytest.fixture(scope="module")
+def wheel(source, tmp_path_factory) -> Path:
+    dist = tmp_path_factory.mktemp("dist")
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(source)],
+        timeout=300,
+    )
+    (built,) = dist.glob("django_agentflow-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def venv(wheel, tmp_path_factory) -> Path:
+    """A new virtualenv (no system site-packages) with the wheel installed as the README says."""
+    steps = readme_steps.read()
+    home = tmp_path_factory.mktemp("venv") / "env"
+    _run([sys.executable, "-m", "venv", str(home)], timeout=120)
+    install = steps.command("pip install")
+    assert "django-agentflow" in install, f"README: {install} does not install django-agentflow"
+    argv = [str(wheel) if arg == "django-agentflow" else arg for arg in install[1:]]
+    _run([str(home / "bin" / "python"), "-m", "pip", *argv, "-q"], timeout=600)
+    return home
+
+
+def test_the_wheel_ships_the_app_with_its_templates_static_and_migrations(wheel, source):
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        (metadata_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        metadata = email.parser.Parser().parsestr(archive.read(metadata_name).decode())
+    shipped = {
+        path.relative_to(source).as_posix()
+        for path in (source / "agentflow").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert shipped - names == set(), "files of agentflow/ missing from the wheel"
+    for kind in ("templates/", "static/", "migrations/0001"):
+        assert any(n.startswith(f"agentflow/{kind}") for n in names), kind
+    tops = {name.split("/")[0] for name in names}
+    assert tops == {"agentflow", metadata_name.split("/")[0]}, tops  # no tests, bench, apps
+    extras = set(metadata.get_all("Provides-Extra"))
+    assert {"openai", "anthropic", "otel"} <= extras
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), "no LICENSE shipped"
+    required = [r for r in metadata.get_all("Requires-Dist") if "extra ==" not in r]
+    pulled = {re.split(r"[\s<>=!~\[;]", r, maxsplit=1)[0].lower() for r in required}
+    leaked = pulled & {"pytest", "pytest-django", "playwright", "ruff", "mkdocs", "dbos"}
+    assert not leaked, f"test or bench dependencies installed by default: {leaked}"
+    assert {"django", "celery", "channels", "django-celery-beat"} <= pulled
+
+
+# -- a site of its own: database, Redis, queue, processes ------------------------------------
+
+
+AGENTS = '''\
+"""The site's agents: a fan-out over a tool, then a tool that asks for approval."""
+
+import os
+
+from django.conf import settings
+
+from agentflow import RunContext, agent, tool
+
+
+@tool
+def square(n: int) -> dict:
+    return {"n": n, "square": n * n, "pid": os.getpid()}
+
+
+@tool(requires_approval=True)
+def publish(total: int, *, idempotency_key: str) -> dict:
+    with open(settings.BASE_DIR / "published.log", "a") as log:
+        log.write(f"{idempotency_key} {total} {os.getpid()}\\n")
+    return {"published": total}
+
+
+@agent(name="adopt.fanout")
+def fanout(ctx: RunContext, n: int) -> dict:
+    results = ctx.map(square, [{"n": i} for i in range(n)])
+    receipt = ctx.call(publish, total=sum(r["square"] for r in results))
+    return {
+        "squares": [r["square"] for r in results],
+        "pids": sorted({r["pid"] for r in results}),
+        "receipt": receipt,
+    }
+
+
+@agent(name="adopt.tick")
+def tick(ctx: RunContext) -> str:
+    return "tick"
+'''
+
+
+class Process:
+    """A long-running command of the site (worker, beat), its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+        self.name, self.log_path = name, cwd / f"{name}.log"
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        wait_until(
+            lambda: text in self.log() or self.process.poll() is not None,
+            timeout=timeout,
+            what=f"{self.name} to log {text!r}",
+        )
+        assert self.process.poll() is None, f"{self.name} exited:\n{self.log()[-4000:]}"
+
+    def stop(self) -> None:
+        """Warm shutdown (SIGTERM to the main process), then SIGKILL whatever is left."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+
+class Site:
+    """A `startproject` site in the new virtualenv: commands run as a user would run them."""
+
+    def __init__(self, root: Path, venv: Path) -> None:
+        self.root, self.venv = root, venv
+        drop = ("DJANGO_", "AGENTFLOW_", "CELERY_", "PYTHON", "VIRTUAL_ENV")
+        self.env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(drop) and key not in ("REDIS_URL", "DATABASE_URL")
+        }
+        self.env.update(
+            PATH=f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+            VIRTUAL_ENV=str(venv),
+            PYTHONUNBUFFERED="1",
+        )
+        self.processes: list[Process] = []
+
+    def argv(self, command: list[str]) -> list[str]:
+        """A README command line in this site: its programs from the virtualenv."""
+        program, *args = (arg.replace(readme_steps.PLACEHOLDER, PROJECT) for arg in command)
+        return [str(self.venv / "bin" / program), *args]
+
+    def run(self, command: list[str], timeout: float = 120) -> str:
+        return _run(self.argv(command), timeout=timeout, cwd=self.root, env=self.env).stdout
+
+    def manage(self, *args: str, timeout: float = 120) -> str:
+        return self.run(["python", "manage.py", *args], timeout=timeout)
+
+    def start(self, name: str, command: list[str]) -> Process:
+        process = Process(name, self.argv(command), self.root, self.env)
+        self.processes.append(process)
+        return process
+
+
+@pytest.fixture
+def redis_url(tmp_path) -> Iterator[str]:
+    """A `redis-server` of this test's own on a free port: nothing to flush, nothing shared."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with open(tmp_path / "redis.log", "w") as log:
+        server = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(tmp_path)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return server.poll() is not None  # exited: stop waiting, fail below
+
+    wait_until(answers, timeout=30, what="redis-server to answer")
+    assert server.poll() is None, (tmp_path / "redis.log").read_text()
+    yield url
+    client.close()
+    server.kill()
+    server.wait(10)
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    name = f"agentflow_adopt_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield name
+    with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _rabbitmq_answers() -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 5672), timeout=2):
+        return True
+    return False
+
+
+@pytest.fixture
+def queue(broker) -> Iterator[str]:
+    """A Celery queue of this run's own; on RabbitMQ, deleted at the end (queues persist)."""
+    name = f"adopt-{uuid.uuid4().hex[:12]}"
+    yield name
+    if broker == "rabbitmq":
+        import kombu
+
+        with kombu.Connection(AMQP_URL, connect_timeout=5) as connection:
+            connection.default_channel.queue_delete(name)  # fine if it was never declared
+
+
+@pytest.fixture
+def site(venv, tmp_path, database, queue, redis_url, broker) -> Iterator[Site]:
+    """`django-admin startproject site_a`, then the README's steps for ``broker``."""
+    if broker == "rabbitmq":
+        assert _rabbitmq_answers(), (
+            "RabbitMQ does not answer on 127.0.0.1:5672: `bash scripts/services.sh` starts it"
+        )
+    site = Site(tmp_path / PROJECT, venv)
+    _run(
+        [str(venv / "bin" / "django-admin"), "startproject", PROJECT],
+        timeout=60,
+        cwd=tmp_path,
+        env=site.env,
+    )
+    apply_readme(site.root, broker=broker, database=database, queue=queue, redis_url=redis_url)
+    (site.root / "adopt").mkdir()
+    (site.root / "adopt" / "__init__.py").write_text("")
+    (site.root / "adopt" / "agents.py").write_text(AGENTS)
+    yield site
+    for process in reversed(site.processes):
+        process.stop()
+    for process in site.processes:  # shown by pytest only when the test failed
+        print(f"----- {process.name} log -----\n{process.log()[-20000:]}")
+
+
+def apply_readme(root: Path, *, broker: str, database: str, queue: str, redis_url: str) -> None:
+    """Apply the README's blocks for ``broker`` to the project in ``root``, as written.
+
+    Only the README's service URLs are pointed at this test's; the site's own settings (its
+    database, its app, its queue name) go around the README's, as in any site.
+    """
+    blocks = readme_steps.read().files_for(broker)
+    assert any(b.path.endswith("settings.py") for b in blocks), "README: no settings block"
+    settings_before = textwrap.dedent(f"""
+
+        # -- the site's own (not from the README) --
+        INSTALLED_APPS += ["adopt"]
+        DATABASES = {{
+            "default": {{
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": "{database}",
+                "USER": "postgres",
+                "HOST": "127.0.0.1",
+                "PORT": "5432",
+            }}
+        }}
+
+        # -- from the README --
+    """)
+    settings_after = f'\n# -- the test\'s own queue --\nCELERY_TASK_DEFAULT_QUEUE = "{queue}"\n'
+    appended: dict[Path, list[str]] = {}
+    for block in blocks:
+        target = root / block.target(PROJECT)
+        text = block.text(PROJECT)
+        if target.name == "settings.py":
+            assert README_REDIS in text or block.broker, f"README: {block.label} has no Redis URL"
+            text = text.replace(README_REDIS, redis_url)
+            if block.broker == "rabbitmq":
+                assert README_AMQP in text, f"README: {block.label} has no RabbitMQ URL"
+                text = text.replace(README_AMQP, AMQP_URL)
+        if block.mode == "append":
+            assert target.exists(), f"README: {block.label}, but startproject made no such file"
+            appended.setdefault(target, []).append(text)
+        elif "a new file" in block.label:
+            assert not target.exists(), f"README: {block.label}, but startproject made one"
+            target.write_text(text)
+        else:
+            assert target.exists(), f"README: {block.label}, but startproject made no such file"
+            target.write_text(text)
+    for target, texts in appended.items():
+        body = "\n\n".join(texts)
+        if target.name == "settings.py":
+            body = settings_before + body + settings_after
+        target.write_text(target.read_text() + "\n" + body)
+
+
+# -- the test --------------------------------------------------------------------------------
+
+
+def _parent_pid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_a_startproject_site_runs_a_fan_out_and_an_approval_on_a_real_worker(site, broker):
+    steps = readme_steps.read()
+    started = time.monotonic()
+
+    site.run(steps.command("python manage.py migrate"), timeout=180)
+    checked = site.manage("check")
+    assert "System check identified no issues" in checked, checked
+    site.manage("createsuperuser", "--noinput", "--username", "admin", "--email", "a@b.example")
+    site.manage(
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        "import agentflow; agentflow.schedule('adopt.tick', every=2, name='adopt tick')",
+    )
+
+    worker = site.start("worker", [*steps.command("celery -A <project> worker"), "-l", "INFO"])
+    beat = site.start("beat", [*steps.command("celery -A <project> beat"), "-l", "INFO"])
+    worker.wait_for(" ready.", timeout=60)
+    beat.wait_for("beat: Starting", timeout=60)
+
+    # `agentflow start --wait` as the README's Commands show it, for this site's agent.
+    start = steps.cli_command("start")
+    assert start[4:] == ["billing.reconcile", "--input", '{"period": "2026-10"}', "--wait"]
+    key = f"adopt-{broker}"
+    start = [
+        *start[:4],
+        "adopt.fanout",
+        "--input",
+        json.dumps({"n": FAN_OUT}),
+        "--wait",
+        "--idempotency-key",
+        key,
+        "--timeout",
+        "90",
+    ]
+    waiting = site.run(start, timeout=120)
+    run_id = re.search(r"^run ([0-9a-f-]{36}) ", waiting, re.M)
+    approval = re.search(r"waiting for approval (\d+):", waiting)
+    assert run_id and approval, f"the run did not stop at the approval:\n{waiting}"
+    assert not (site.root / "published.log").exists(), "the tool ran before its approval"
+
+    approve = [
+        arg.replace("<approval_id>", approval[1]).replace("<username>", "admin")
+        for arg in steps.cli_command("approve")
+    ]
+    approved = site.run(approve)
+    assert f"approval {approval[1]} approved by admin: run {run_id[1]}" in approved, approved
+
+    # The same key returns the same run; --wait follows it to its end.
+    finished = site.run(start, timeout=120)
+    assert f"run {run_id[1]} " in finished, finished
+    assert "output: " in finished, f"the run did not succeed:\n{finished}"
+    output = json.loads(finished.split("output: ", 1)[1])
+    total = sum(i * i for i in range(FAN_OUT))
+    assert output["squares"] == [i * i for i in range(FAN_OUT)]
+    assert output["receipt"] == {"published": total}
+    # The fan-out ran in the worker's pool processes, not in a `manage.py` process.
+    assert all(_parent_pid(pid) == worker.process.pid for pid in output["pids"]), (
+        output["pids"],
+        worker.process.pid,
+    )
+    published = (site.root / "published.log").read_text().splitlines()
+    assert len(published) == 1, published  # the approved tool ran once
+    assert published[0].startswith(f"{run_id[1]}:"), published  # with the run's stable key
+    assert published[0].split()[1] == str(total)
+
+    # Beat (django-celery-beat's scheduler, as the README sets it) starts the scheduled agent.
+    count = (
+        "from agentflow.models import Run; "
+        "print(Run.objects.filter(agent='adopt.tick', status='succeeded').count())"
+    )
+    wait_until(
+        lambda: int(site.manage("shell", "-v", "0", "-c", count).split()[-1]) >= 1,
+        timeout=60,
+        interval=1,
+        what="beat to start a scheduled run that succeeds",
+    )
+    print(f"{broker}: the site ran its agent in {time.monotonic() - started:.1f}s")
