@@ -8,7 +8,13 @@ from django.core.checks import Error, Warning, register
 
 from agentflow import conf
 
-POSITIVE = ("LEASE_SECONDS", "RECONCILE_EVERY", "MAX_PAYLOAD_BYTES", "VERSION_RETRY_SECONDS")
+POSITIVE = (
+    "LEASE_SECONDS",
+    "RECONCILE_EVERY",
+    "MAX_PAYLOAD_BYTES",
+    "VERSION_RETRY_SECONDS",
+    "FAN_OUT_TASK_SECONDS",
+)
 
 
 @register("agentflow")
@@ -43,9 +49,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 @register("agentflow")
 def check_result_backend(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """Fan-outs are chords: a database result backend makes Celery poll for each one."""
-    from django.conf import settings
-
-    backend = str(getattr(settings, "CELERY_RESULT_BACKEND", "") or "")
+    backend = str(_celery_setting("result_backend", "CELERY_RESULT_BACKEND") or "")
     if backend.startswith(("django-db", "db+")):
         return [
             Warning(
@@ -62,9 +66,9 @@ def check_result_backend(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 @register("agentflow")
 def check_prefetch(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """Control messages go first only among messages a worker has not reserved yet."""
-    from django.conf import settings
-
-    multiplier = getattr(settings, "CELERY_WORKER_PREFETCH_MULTIPLIER", 4)
+    multiplier = _celery_setting("worker_prefetch_multiplier", "CELERY_WORKER_PREFETCH_MULTIPLIER")
+    if multiplier is None:  # Celery's default
+        multiplier = 4
     if multiplier != 1:
         return [
             Warning(

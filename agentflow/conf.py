@@ -33,7 +33,8 @@ DEFAULTS: dict[str, Any] = {
     # How long a worker holds a run without renewing its lease. Recovery after a
     # worker dies takes at most about this long plus RECONCILE_EVERY.
     "LEASE_SECONDS": 15.0,
-    # How often the beat-driven reconciler looks for runs to bring back.
+    # How often each worker process's reconciler (run from its heartbeat thread) looks for
+    # runs to bring back; beat's agentflow.reconcile entry is only an extra trigger.
     "RECONCILE_EVERY": 5.0,
     # A step output, tool argument set, event or input larger than this is refused.
     "MAX_PAYLOAD_BYTES": 1_000_000,
@@ -56,8 +57,13 @@ DEFAULTS: dict[str, Any] = {
     # Header tasks per Celery chord; larger fan-outs are sent as several chords, each by
     # its own task, so several workers send them at once.
     "CHORD_SIZE": 100,
-    # Header tasks per fan-out at most: beyond this many children, children share tasks.
+    # Header tasks per fan-out at most (and at most twice the fleet's processes, when
+    # Redis keeps the census): beyond this many children, children share tasks.
     "FAN_OUT_TASKS": 256,
+    # A header task that runs several children stops taking the next one after this long
+    # and sends the rest back to the queue, so control messages queued meanwhile (a killed
+    # run's wake-up) wait for one child, not for the whole task.
+    "FAN_OUT_TASK_SECONDS": 0.25,
     # Prepare agentflow's own fixed statements on PostgreSQL (psycopg 3), whatever Django's
     # prepare_threshold: the server parses and plans each once per connection. False
     # behind a pooler that cannot keep prepared statements (PgBouncer before 1.21 in

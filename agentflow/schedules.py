@@ -8,22 +8,33 @@ the schedule's tick: whole ``every`` seconds since the epoch for an interval, th
 for a crontab. A redelivered message carries the same stamp, so it always agrees; a tick
 sent twice (two beats, a restarted beat) agrees while both sends fall in one tick window.
 A message without a stamp (sent by hand) counts at the time its worker takes it.
+
+The ticks go to agentflow's queue, ``AGENTFLOW["QUEUE"]``: each row names it, and beat
+gives every agentflow schedule the current setting when it starts (``sync_queues``), as
+django-celery-beat copies ``beat_schedule`` into its rows then.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from celery.signals import beat_init
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
-from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+from django_celery_beat.models import (
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    PeriodicTasks,
+)
 
-from agentflow import api, registry
+from agentflow import api, conf, registry
 from agentflow.definitions import AgentDefinition
 from agentflow.engine.serialize import dumps, loads
 from agentflow.exceptions import InvalidInput
@@ -34,6 +45,8 @@ from agentflow.models import Run
 TASK = "agentflow.start_scheduled"
 FIRE_TIME_HEADER = "agentflow_fire_time"
 CRONTAB_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+
+logger = logging.getLogger(__name__)
 
 
 def schedule(
@@ -74,7 +87,7 @@ def schedule(
     try:
         with transaction.atomic():
             task = PeriodicTask.objects.create(
-                name=name, task=TASK, enabled=enabled, kwargs="{}", **when
+                name=name, task=TASK, enabled=enabled, kwargs="{}", queue=tick_queue(), **when
             )
             # The task finds its schedule by id: that is half of each run's key.
             task.kwargs = json.dumps({"schedule": task.id, **kwargs})
@@ -84,6 +97,48 @@ def schedule(
             f"A schedule named '{name}' already exists; pass another name."
         ) from None
     return task
+
+
+def tick_queue() -> str | None:
+    """The queue of every tick: agentflow's (``AGENTFLOW["QUEUE"]``), None for the default."""
+    return conf.setting("QUEUE") or None
+
+
+def sync_queues() -> int:
+    """Give every agentflow schedule the current ``AGENTFLOW["QUEUE"]``; how many changed.
+
+    A schedule written before the setting changed names the old queue, where no worker
+    may listen any more. Beat calls this when it starts (``sync_queues_at_beat_start``).
+    """
+    wanted = tick_queue()
+    changed = PeriodicTask.objects.filter(task=TASK).exclude(queue=wanted).update(queue=wanted)
+    if changed:
+        PeriodicTasks.update_changed()  # a running DatabaseScheduler reloads its rows
+    return changed
+
+
+@beat_init.connect
+def sync_queues_at_beat_start(sender: Any = None, **kwargs: Any) -> None:
+    """At beat's start, put the rows it reads, and its entries of them, on agentflow's queue.
+
+    The scheduler has read its rows by now and may take this change for its starting point
+    rather than reload them, so its entries are corrected here too.
+    """
+    from django_celery_beat.schedulers import DatabaseScheduler
+
+    scheduler = getattr(sender, "scheduler", None)
+    if not isinstance(scheduler, DatabaseScheduler):
+        return  # this beat does not read PeriodicTask rows
+    changed = sync_queues()
+    if not changed:
+        return
+    wanted = tick_queue()
+    for entry in scheduler.schedule.values():
+        if entry.task == TASK:
+            entry.options.pop("queue", None)
+            if wanted:
+                entry.options["queue"] = wanted
+    logger.info("Moved %d agentflow schedule(s) to queue %r.", changed, wanted)
 
 
 def _when(agent: str, every: Any, crontab: Any) -> dict[str, Any]:

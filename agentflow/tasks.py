@@ -27,6 +27,7 @@ from django.db import InterfaceError, OperationalError, connections, transaction
 
 from agentflow import conf, retention, schedules, tracing
 from agentflow.engine import children, executor, fanout, leases, reconciler
+from agentflow.gates import fleet
 
 
 class DurableTask(Task):
@@ -74,9 +75,17 @@ def run_tool(step_id: int) -> str:
 
 
 @shared_task(name="agentflow.run_tools", base=DurableTask)
-def run_tools(step_ids: list[int]) -> list[str]:
-    """Run several children of a large fan-out, each claimed and recorded on its own."""
-    return [children.run_child(step_id) for step_id in step_ids]
+def run_tools(step_ids: list[int], queue: str | None = None) -> list[str]:
+    """Run several children of a fan-out in turn, each claimed and recorded on its own.
+
+    For about FAN_OUT_TASK_SECONDS: the rest then goes back to ``queue`` as a task of its
+    own, so a control message queued meanwhile gets this process after one child, as it
+    would between one-child tasks.
+    """
+    outcomes, rest = children.run_in_turn(step_ids, conf.setting("FAN_OUT_TASK_SECONDS"))
+    if rest:
+        run_tools.apply_async((rest, queue), **_options(WORK, queue))
+    return outcomes
 
 
 @shared_task(name="agentflow.fan_out_chunk", base=DurableTask)
@@ -95,7 +104,7 @@ def send_chord(run_id: str, position: int, groups: list[list[int]], queue: str |
     """A chord of the children in ``groups`` (a header task each) with the join as body."""
     work, control = _options(WORK, queue), _options(CONTROL)
     header = [
-        (run_tool.si(group[0]) if len(group) == 1 else run_tools.si(group)).set(**work)
+        (run_tool.si(group[0]) if len(group) == 1 else run_tools.si(group, queue)).set(**work)
         for group in groups
     ]
     chord(header)(join.s(run_id, position).set(**control))
@@ -159,6 +168,21 @@ def _options(lane: str, queue: str | None = None) -> dict[str, Any]:
     return options
 
 
+def header_tasks(children: int) -> int:
+    """How many chord header tasks a fan-out of ``children`` gets.
+
+    One per child, up to FAN_OUT_TASKS and up to twice the tasks the live fleet runs at
+    once (its census, when Redis keeps one): a Celery task costs its worker a few
+    milliseconds whatever it runs, and more tasks than the fleet can run add that cost,
+    not parallelism. Twice, so a process that finishes its task early finds another.
+    """
+    cap = conf.setting("FAN_OUT_TASKS")
+    live = fleet.slots()
+    if live:
+        cap = min(cap, 2 * live)
+    return max(1, min(children, cap))
+
+
 class CeleryDispatcher:
     """Send agentflow's messages once the current transaction commits.
 
@@ -192,13 +216,13 @@ class CeleryDispatcher:
 
         One chord (a small fan-out) is sent right after commit, saving a message round trip.
 
-        A fan-out gets at most FAN_OUT_TASKS header tasks: up to that many children, one
-        task each; beyond it, children share tasks (each still claimed on its own), so
-        broker traffic stays bounded while parallelism stays above any pool's size. No
-        message grows with the fan-out, and several workers send the chords at once.
+        A fan-out gets ``header_tasks`` header tasks: up to that many children, one task
+        each; beyond it, children share tasks (each still claimed on its own), so broker
+        traffic stays bounded while parallelism stays above the fleet's. No message grows
+        with the fan-out, and several workers send the chords at once.
         """
         options = _options(CONTROL)
-        per_task = -(-len(step_ids) // conf.setting("FAN_OUT_TASKS"))
+        per_task = -(-len(step_ids) // header_tasks(len(step_ids)))
         groups = [step_ids[i : i + per_task] for i in range(0, len(step_ids), per_task)]
         size = conf.setting("CHORD_SIZE")
         chunks = [groups[i : i + size] for i in range(0, len(groups), size)]
@@ -224,13 +248,15 @@ def reconcile_at_worker_start(sender: object = None, **kwargs: object) -> None:
     pool = getattr(controller, "pool_cls", None)
     pool_module = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
     if "prefork" not in str(pool_module):
-        reconcile_in_this_worker()
+        reconcile_in_this_worker(slots=int(getattr(controller, "concurrency", None) or 1))
 
 
 @worker_process_init.connect
-def reconcile_in_this_worker(**kwargs: object) -> None:
-    """Run the reconciler from this process's heartbeat thread every RECONCILE_EVERY."""
+def reconcile_in_this_worker(slots: int = 1, **kwargs: object) -> None:
+    """Run the reconciler from this process's heartbeat thread every RECONCILE_EVERY, and
+    count the process (a prefork child runs one task at a time) in the fleet's census."""
     leases.heartbeat.reconciling(reconciler.reconcile_exclusively)
+    leases.heartbeat.announcing(worker_name(), slots)
 
 
 @shared_task(name=schedules.TASK, base=DurableTask, bind=True)

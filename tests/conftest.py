@@ -69,7 +69,8 @@ def redis_client() -> redis.Redis:
 def workers(transactional_db, redis_client, tmp_path):
     """Start worker processes with ``workers(name, concurrency=2, beat=False, env=None)``.
 
-    ``queues`` (comma-separated) makes the worker consume only those queues.
+    ``queues`` (comma-separated) makes the worker consume only those queues; ``pool`` is
+    Celery's ``-P`` (prefork unless told).
     """
     started: list[Worker] = []
 
@@ -80,6 +81,7 @@ def workers(transactional_db, redis_client, tmp_path):
         beat: bool = False,
         env: dict | None = None,
         queues: str | None = None,
+        pool: str = "prefork",
     ) -> Worker:
         command = [
             sys.executable,
@@ -89,7 +91,7 @@ def workers(transactional_db, redis_client, tmp_path):
             "apps.project",
             "worker",
             "-P",
-            "prefork",
+            pool,
             "-c",
             str(concurrency),
             "-n",

@@ -21,9 +21,12 @@ if os.environ.get("AGENTFLOW_TEST_WORKER"):
     DATABASES["default"]["NAME"] = DATABASES["default"]["TEST"]["NAME"]  # noqa: F405
 
 AGENTFLOW = {
+    # A test that runs workers on a queue of their own gives them its name.
+    "QUEUE": os.environ.get("AGENTFLOW_TEST_QUEUE") or None,
     "LEASE_SECONDS": 3.0,
     # A test worker may run its reconciler rarely, to show another path recovers a run.
     "RECONCILE_EVERY": float(os.environ.get("AGENTFLOW_TEST_RECONCILE_EVERY", 1.0)),
+    "FAN_OUT_TASK_SECONDS": float(os.environ.get("AGENTFLOW_TEST_FAN_OUT_TASK_SECONDS", 0.25)),
     "VERSION_RETRY_SECONDS": 2.0,
     "REDISPATCH_SECONDS": 2.0,
     # The slack that absorbs the delay between a call's admission and its first line; a

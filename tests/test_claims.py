@@ -258,12 +258,13 @@ def test_five_thousand_children_never_make_one_giant_message(redis_client):
         before_task_publish.disconnect(record)
 
     fan_out_tasks, chord_size = conf.setting("FAN_OUT_TASKS"), conf.setting("CHORD_SIZE")
-    per_task = math.ceil(5000 / fan_out_tasks)
     header = [
         args for name, args, _ in sent if name in ("agentflow.run_tool", "agentflow.run_tools")
     ]
-    assert len(chunks) == math.ceil(math.ceil(5000 / per_task) / chord_size)
+    assert len(chunks) == math.ceil(len(header) / chord_size)
     assert len(header) <= fan_out_tasks
+    per_task = math.ceil(5000 / len(header))  # children share tasks evenly
+    assert {len(args[0]) for args in header[:-1]} == {per_task}
     assert len(sent) == len(chunks) + len(header)  # nothing else (the join comes at the end)
     # Every child is in exactly one header task.
     ids = [i for args in header for i in (args[0] if isinstance(args[0], list) else [args[0]])]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import contextlib
+from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
 
@@ -121,6 +123,22 @@ def test_system_checks_refuse_bad_settings(settings):
     assert error.id == "agentflow.E001" and "LEASE_SECOND" in error.msg
 
 
+@contextlib.contextmanager
+def celery_conf(**values: object) -> Iterator[None]:
+    """Set values on the current Celery app's configuration, then put the old ones back."""
+    from celery import current_app
+
+    conf = current_app.conf
+    before = {name: conf.changes[name] for name in values if name in conf.changes}
+    try:
+        conf.update(values)
+        yield
+    finally:
+        for name in values:
+            del conf[name]  # the value read from Django's settings again
+        conf.update(before)
+
+
 def test_a_database_result_backend_is_flagged_for_chords(settings):
     from agentflow.checks import check_result_backend
 
@@ -128,6 +146,14 @@ def test_a_database_result_backend_is_flagged_for_chords(settings):
     settings.CELERY_RESULT_BACKEND = "django-db"
     (warning,) = check_result_backend()
     assert warning.id == "agentflow.W002" and "chord" in warning.msg
+
+    # A site that configures Celery in its celery.py, not in Django's settings.
+    del settings.CELERY_RESULT_BACKEND
+    with celery_conf(result_backend="db+postgresql://db/results"):
+        (warning,) = check_result_backend()
+    assert warning.id == "agentflow.W002" and "db+postgresql" in warning.msg
+    with celery_conf(result_backend="redis://127.0.0.1:6379/0"):
+        assert check_result_backend() == []
 
 
 def test_a_prefetching_worker_is_flagged_because_control_would_wait_behind_tools(settings):
@@ -137,6 +163,13 @@ def test_a_prefetching_worker_is_flagged_because_control_would_wait_behind_tools
     del settings.CELERY_WORKER_PREFETCH_MULTIPLIER  # Celery's default, 4
     (warning,) = check_prefetch()
     assert warning.id == "agentflow.W003" and "is 4" in warning.msg
+
+    # A site that configures Celery in its celery.py, not in Django's settings.
+    with celery_conf(worker_prefetch_multiplier=1):
+        assert check_prefetch() == []
+    with celery_conf(worker_prefetch_multiplier=8):
+        (warning,) = check_prefetch()
+    assert warning.id == "agentflow.W003" and "is 8" in warning.msg
 
 
 def test_celery_settings_that_break_runs_are_errors_and_per_process_limits_a_warning(settings):

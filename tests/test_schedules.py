@@ -101,6 +101,30 @@ def test_the_fire_time_is_the_publish_time_floored_to_the_tick():
     assert key == f"schedule:{minutely.id}:2026-01-01T12:00:00+00:00"
 
 
+@pytest.mark.django_db
+def test_a_schedule_names_agentflows_queue_and_follows_it_when_it_changes(settings):
+    default = agentflow.schedule("tests.tt_scheduled", {"label": "x"}, every=30)
+    assert PeriodicTask.objects.get(id=default.id).queue is None  # Celery's default queue
+
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "QUEUE": "agents"}
+    queued = agentflow.schedule("tests.tt_scheduled", {"label": "x"}, every=60)
+    assert PeriodicTask.objects.get(id=queued.id).queue == "agents"
+
+    # A row written before the setting changed is moved; other periodic tasks are not.
+    other = PeriodicTask.objects.create(
+        name="someone else's", task="other.task", interval=queued.interval, queue="theirs"
+    )
+    assert schedules.sync_queues() == 1
+    assert schedules.sync_queues() == 0
+    rows = dict(PeriodicTask.objects.values_list("id", "queue"))
+    assert (rows[default.id], rows[queued.id], rows[other.id]) == ("agents", "agents", "theirs")
+
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "QUEUE": None}
+    assert schedules.sync_queues() == 2
+    rows = dict(PeriodicTask.objects.values_list("id", "queue"))
+    assert (rows[default.id], rows[queued.id], rows[other.id]) == (None, None, "theirs")
+
+
 def _started(worker, task_ids: list[str]) -> dict[str, str]:
     """task id -> the run id it returned, from the worker's log (tasks keep no results)."""
     pattern = r"agentflow\.start_scheduled\[([0-9a-f-]+)\] succeeded .*?'([0-9a-f-]+)'"
@@ -146,14 +170,14 @@ def database_beat(tmp_path):
     """Start ``celery beat`` with the DatabaseScheduler on the test database."""
     started: list[subprocess.Popen] = []
 
-    def start() -> subprocess.Popen:
+    def start(env: dict | None = None) -> subprocess.Popen:
         log = open(tmp_path / "beat.log", "w")  # noqa: SIM115 (the process writes it)
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "apps.project", "beat", "-l", "INFO",
              "-S", "django_celery_beat.schedulers:DatabaseScheduler"],
             cwd=ROOT,
             env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
-                 "AGENTFLOW_TEST_WORKER": "1"},
+                 "AGENTFLOW_TEST_WORKER": "1", **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -209,3 +233,24 @@ def test_a_schedule_made_in_the_admin_form_starts_runs_on_a_real_beat(
     )
     for run in schedules.runs_of(task)[:2]:
         assert agentflow.wait(run, timeout=60).output == "a-form"
+
+
+def test_scheduled_runs_start_on_agentflows_queue_alone(workers, database_beat, settings, tmp_path):
+    # Only a worker on agentflow's queue: a tick sent to Celery's default queue never runs.
+    own = {"AGENTFLOW_TEST_QUEUE": "agents"}
+    workers("w1", env=own, queues="agents")
+    before = agentflow.schedule("tests.tt_scheduled", {"label": "-before"}, every=1, name="before")
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "QUEUE": "agents"}
+    after = agentflow.schedule("tests.tt_scheduled", {"label": "-after"}, every=1, name="after")
+    beat = database_beat(env=own)
+
+    for task in (before, after):
+        wait_until(
+            lambda task=task: schedules.runs_of(task).count() >= 2,
+            timeout=60,
+            what=f"beat to start 2 runs of {task.name} on queue agents",
+        )
+        run = agentflow.wait(schedules.runs_of(task)[1], timeout=60)
+        assert run.status == Run.Status.SUCCEEDED, run.error
+    assert beat.poll() is None, (tmp_path / "beat.log").read_text()[-3000:]
+    assert PeriodicTask.objects.get(id=before.id).queue == "agents"  # moved when beat started

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -154,6 +155,31 @@ def run_child(step_id: int) -> str:
             )
         except LeaseLost:
             return "lost"  # the claim lapsed; another attempt owns the child now
+
+
+def run_in_turn(step_ids: list[int], seconds: float) -> tuple[list[str], list[int]]:
+    """Run children one after another for about ``seconds``; (their outcomes, ids left).
+
+    A child that finds no open sibling joins, but one finishing at the same moment as
+    another may see it open, and this task's chord body may have fired already (when
+    an earlier task sent its rest on). So having run its last child, a task looks again
+    with a fresh statement and joins if nothing is open.
+    """
+    deadline = time.monotonic() + seconds
+    outcomes: list[str] = []
+    for done, step_id in enumerate(step_ids):
+        if outcomes and time.monotonic() > deadline:
+            return outcomes, step_ids[done:]
+        outcomes.append(run_child(step_id))
+    if step_ids:
+        _join_if_complete(step_ids[-1])
+    return outcomes, []
+
+
+def _join_if_complete(step_id: int) -> None:
+    found = Step.objects.filter(id=step_id).values_list("run_id", "position").first()
+    if found is not None and not fanout.any_open(*found):
+        fanout.join(*found)
 
 
 class ChildOutcome:

@@ -26,6 +26,7 @@ from django.utils import timezone
 from agentflow import conf
 from agentflow.engine import logs, run_rows, sql, store
 from agentflow.engine.interrupts import LeaseLost
+from agentflow.gates import fleet
 from agentflow.models import Run
 
 logger = logging.getLogger("agentflow.leases")
@@ -168,7 +169,7 @@ class Heartbeat:
 
     In a worker it also runs the reconciler every RECONCILE_EVERY seconds (``reconciling``),
     so recovery needs no beat: every worker process tries, and a fleet-wide lock lets one
-    pass run at a time.
+    pass run at a time. And it keeps the process in the fleet's census (``announcing``).
     """
 
     def __init__(self) -> None:
@@ -177,6 +178,7 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._reconcile: Callable[[], object] | None = None
+        self._announce: Callable[[], object] | None = None
 
     @contextlib.contextmanager
     def holding(self, lease: Renewable) -> Iterator[Renewable]:
@@ -195,6 +197,18 @@ class Heartbeat:
         with self._lock:
             self._reconcile = reconcile_pass
             self._ensure_thread()
+
+    def announcing(self, member: str, slots: int) -> None:
+        """Count this process in the fleet's census (``slots`` tasks at once), now and on
+        every renewal, until it dies."""
+
+        def announce() -> None:
+            fleet.announce(member, slots)
+
+        with self._lock:
+            self._announce = announce
+            self._ensure_thread()
+        self._guarded(announce, "announcing this worker process", None)
 
     def _ensure_thread(self) -> None:
         # Threads do not survive fork: a prefork child starts its own.
@@ -229,7 +243,9 @@ class Heartbeat:
 
     def _renew_all(self) -> None:
         with self._lock:
-            leases = list(self._leases)
+            leases, announce = list(self._leases), self._announce
+        if announce is not None:
+            self._guarded(announce, "announcing this worker process", None)
         for lease in leases:
             run = getattr(lease, "run", None)  # a run's lease; claims and slots have none
             if not self._guarded(lease.renew, f"renewing {lease!r}", getattr(run, "id", None)):

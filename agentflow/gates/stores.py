@@ -11,6 +11,8 @@ Two primitives, shaped like a small ``django.tasks``-style backend:
 - ``acquire/release/renew``: concurrency slots as leases that expire, so a holder that
   dies gives its slot back after one lease. A caller refused a slot is queued as a
   waiter; ``release`` hands back the waiters to wake, oldest first.
+- ``announce/fleet_slots``: a census of the worker processes, each counted for as long as
+  it keeps announcing itself, so a fan-out knows how many tasks the fleet runs at once.
 """
 
 from __future__ import annotations
@@ -55,6 +57,14 @@ class BaseLimitStore:
 
         A holder that died never calls ``release``; the reconciler calls this instead.
         """
+        raise NotImplementedError
+
+    def announce(self, member: str, slots: int, ttl: float) -> None:
+        """Count ``member``, a worker process running ``slots`` tasks at once, for ``ttl`` s."""
+        raise NotImplementedError
+
+    def fleet_slots(self) -> int | None:
+        """Tasks the live fleet runs at once; None when this store cannot see the fleet."""
         raise NotImplementedError
 
 
@@ -107,7 +117,25 @@ end
 return 0
 """
 
+ANNOUNCE = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + 60000)
+"""
 
+FLEET_SLOTS = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local total = 0
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
+  total = total + tonumber(string.match(member, '(%d+)$'))
+end
+return total
+"""
+
+FLEET = "agentflow:fleet"  # sorted set: "<process>/<slots>" -> when its announcement expires
 WAITING = "agentflow:waiting"  # hash: limit key -> capacity, for keys with waiters
 
 
@@ -122,6 +150,8 @@ class RedisLimitStore(BaseLimitStore):
         self._acquire = self.client.register_script(ACQUIRE)
         self._release = self.client.register_script(RELEASE)
         self._renew = self.client.register_script(RENEW)
+        self._announce = self.client.register_script(ANNOUNCE)
+        self._fleet_slots = self.client.register_script(FLEET_SLOTS)
 
     def reserve(self, key: str, interval: float) -> float:
         micros = self._reserve(keys=[f"agentflow:rate:{key}"], args=[int(interval * 1_000_000)])
@@ -153,6 +183,12 @@ class RedisLimitStore(BaseLimitStore):
             if not self.client.zcard(f"agentflow:waiters:{key}"):
                 self.client.hdel(WAITING, key)
         return woken
+
+    def announce(self, member: str, slots: int, ttl: float) -> None:
+        self._announce(keys=[FLEET], args=[f"{member}/{slots}", int(ttl * 1000)])
+
+    def fleet_slots(self) -> int | None:
+        return int(self._fleet_slots(keys=[FLEET]))
 
 
 class MemoryLimitStore(BaseLimitStore):
@@ -214,6 +250,12 @@ class MemoryLimitStore(BaseLimitStore):
         for key, capacity in list(self._capacity.items()):
             woken += self.release(key, capacity, "")
         return woken
+
+    def announce(self, member: str, slots: int, ttl: float) -> None:
+        """Nothing to do: other processes could not read it."""
+
+    def fleet_slots(self) -> int | None:
+        return None  # this process sees only itself, not the fleet
 
 
 def redis_url() -> str | None:

@@ -13,7 +13,6 @@
     "run.waiting": "waiting",
     "run.paused": "paused",
     "run.resumed": "waiting",
-    "run.retried": "waiting",
     "run.succeeded": "succeeded",
     "run.failed": "failed",
     "run.cancelled": "cancelled"
