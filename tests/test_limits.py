@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import time
+from datetime import timedelta
 
 import pytest
 
 import agentflow
+from agentflow.engine import executor
+from agentflow.gates.admission import admit
+from agentflow.gates.limits import Limits
 from agentflow.gates.stores import MemoryLimitStore, RedisLimitStore
-from agentflow.models import Event, Policy, Run
-from tests.support import assert_form_refuses, wait_until
+from agentflow.models import Event, Policy, Run, Step
+from tests.support import RecordingDispatcher, assert_form_refuses, wait_until
 from tests.testapp.models import Call
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -169,3 +174,33 @@ def test_limit_stores_book_slots_in_order_and_queue_waiters(store_class, setting
     assert store.acquire("c", 1, "b", 0.05, "wb") is None
     assert store.acquire("c", 1, "x", 5, "wx") is not None
     wait_until(lambda: store.sweep() == ["wx"], timeout=10, what="the dead holder's slot to expire")
+    # A block of slots, starting no earlier than its lead: the next caller books after it.
+    began = time.monotonic()
+    first = store.reserve("block", 0.1, count=3, lead=0.5)
+    after = store.reserve("block", 0.1)
+    spent = time.monotonic() - began
+    assert 0.5 - spent - 0.001 <= first <= 0.5 + 0.001, first
+    assert 0.8 - spent - 0.001 <= after <= 0.8 + 0.001, after
+
+
+def test_a_rate_limited_fan_out_books_its_children_s_slots_in_item_order(
+    recording_dispatcher, redis_client, settings
+):
+    """Booked when recorded, so each child is sent once, for its slot, and claimed once."""
+    run = agentflow.start("tests.rated_fan", {"n": 5})
+    assert executor.advance(run.id, worker="test") == "waiting"
+    children = list(
+        Step.objects.filter(run=run, index__isnull=False)
+        .order_by("index")
+        .values_list("id", "status", "rate_slot", "wake_at")
+    )
+    assert {status for _, status, _, _ in children} == {Step.Status.SCHEDULED}
+    slots = [slot for _, _, slot, _ in children]
+    interval = timedelta(seconds=(1 + settings.AGENTFLOW["RATE_LIMIT_GUARD_SECONDS"]) / 20)
+    assert [b - a for a, b in itertools.pairwise(slots)] == [interval] * 4
+    assert all(wake < slot for _, _, slot, wake in children)  # woken just before it
+    # One wake-up each, at its time, and no chord that would claim and refuse them first.
+    assert RecordingDispatcher.children == [(i, wake) for i, _, _, wake in children]
+    # The next caller of the tool books after the fan-out's slots.
+    later = admit(Limits(key="tests.rated", rate=(20, 1)), member="m", booked=None, waiter="w")
+    assert later.booked is not None and later.booked >= slots[-1] + interval * 0.99

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -19,8 +20,11 @@ from django.utils import timezone
 
 from agentflow.definitions import ToolDefinition
 from agentflow.engine import sql, store
+from agentflow.engine.interrupts import unavailable_as_interrupt
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import dumps
+from agentflow.gates import admission
+from agentflow.gates.limits import limits_for
 from agentflow.gates.redaction import redact_json
 from agentflow.gates.sealing import protect, reveal
 from agentflow.models import Run, Step
@@ -61,18 +65,50 @@ def create(journal: Journal, entry: Entry, children: list[Child]) -> list[tuple[
         )
         rows = [_row(run_id, entry.position, index, child, now) for index, child in
                 enumerate(children)]  # fmt: skip
+        _book_rate_slots(journal.run, children, rows)
         runnable: dict[str | None, list[int]] = defaultdict(list)
         waiting: list[tuple[int, int, Child]] = []
+        send = dispatcher()
         for step_id, status, index in store.insert_children(rows):
+            queue = children[index].tool.queue
             if status == Step.Status.PENDING:
-                runnable[children[index].tool.queue].append(step_id)
+                runnable[queue].append(step_id)
+            elif status == Step.Status.SCHEDULED:  # at its rate slot
+                send.run_child(step_id, eta=rows[index]["wake_at"], queue=queue)
             elif status == Step.Status.WAITING:
                 waiting.append((step_id, index, children[index]))
         for queue, step_ids in runnable.items():
-            dispatcher().fan_out(run_id, entry.position, step_ids, queue=queue)
-        if not runnable and not waiting:
+            send.fan_out(run_id, entry.position, step_ids, queue=queue)
+        if all(row["status"] == Step.Status.FAILED for row in rows):
             join(run_id, entry.position)
     return waiting
+
+
+def _book_rate_slots(run: Any, children: list[Child], rows: list[dict[str, Any]]) -> None:
+    """Book the rate slots of a rate-limited tool's children at once, in item order.
+
+    Each such child is recorded as scheduled for its slot and sent to run then, so it is
+    claimed once, when due. Claimed at once instead, every child would be refused, handed
+    back and sent again one by one, a cost that makes the first ones late for their
+    slots. A single child of a tool goes through the gate when it runs, as a call does.
+    """
+    by_tool: dict[str, list[int]] = defaultdict(list)
+    for index, child in enumerate(children):
+        if child.status == Step.Status.PENDING:
+            by_tool[child.tool.name].append(index)
+    for indexes in by_tool.values():
+        if len(indexes) < 2:
+            continue
+        with unavailable_as_interrupt("reading policies"):
+            limits = limits_for(children[indexes[0]].tool, run.agent, run.owner_id)
+        with unavailable_as_interrupt("booking rate-limit slots"):
+            slots = admission.book(limits, len(indexes))
+        for index, slot in zip(indexes, slots, strict=False):
+            rows[index].update(
+                status=Step.Status.SCHEDULED,
+                rate_slot=slot,
+                wake_at=slot - timedelta(seconds=admission.EARLY),
+            )
 
 
 def _row(run_id: UUID, position: int, index: int, child: Child, now: Any) -> dict[str, Any]:

@@ -22,6 +22,9 @@ from agentflow.gates.stores import limit_store
 # trip); a call scheduled for a slot is woken EARLY before it so it starts on time.
 NOW_ENOUGH = 0.02
 EARLY = 0.01
+# Slots booked for a fan-out's children start this far ahead: about a message's trip from
+# the commit to a worker, so the first child is not late for its slot.
+LEAD = 0.05
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,22 @@ def admit(limits: Limits, *, member: str, booked: datetime | None, waiter: str) 
             )
         return Admission(slot=member)
     return Admission()
+
+
+def book(limits: Limits, count: int) -> list[datetime]:
+    """Book ``count`` consecutive rate slots at once, in order: a fan-out's children.
+
+    Each child then comes back at its own slot and is claimed once, instead of being
+    claimed, refused and handed back one at a time while its siblings' slots come due.
+    Empty when the limits have no rate.
+    """
+    if not limits.rate or count <= 0:
+        return []
+    calls, period = limits.rate
+    interval = (period + conf.setting("RATE_LIMIT_GUARD_SECONDS")) / calls
+    delay = limit_store().reserve(limits.key, interval, count, LEAD)
+    first = timezone.now() + timedelta(seconds=delay)
+    return [first + timedelta(seconds=interval * i) for i in range(count)]
 
 
 def release(limits: Limits, slot: str | None) -> list[str]:

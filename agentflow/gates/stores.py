@@ -2,9 +2,10 @@
 
 Two primitives, shaped like a small ``django.tasks``-style backend:
 
-- ``reserve(key, interval)``: evenly spaced slots (the generic cell rate algorithm with a
-  bucket of one). Each call books the next free slot, ``interval`` seconds after the
-  previous one, and is told how long until it. A caller over the limit is scheduled for
+- ``reserve(key, interval, count, lead)``: evenly spaced slots (the generic cell rate
+  algorithm with a bucket of one). Each call books the next ``count`` free slots (no
+  earlier than ``lead`` seconds from now), ``interval`` seconds apart, and is told how
+  long until the first. A caller over the limit is scheduled for
   its own slot instead of polling, and callers get consecutive slots, so nobody retries
   in a herd. N calls per period are spaced period / N apart, so no window of the period
   ever holds more than N starts.
@@ -34,8 +35,9 @@ class Refused:
 
 
 class BaseLimitStore:
-    def reserve(self, key: str, interval: float) -> float:
-        """Book the next slot; return seconds from now until it (0 when it is now)."""
+    def reserve(self, key: str, interval: float, count: int = 1, lead: float = 0.0) -> float:
+        """Book the next ``count`` slots, none before ``lead`` s from now; return seconds
+        from now until the first (0 when it is now)."""
         raise NotImplementedError
 
     def acquire(
@@ -71,9 +73,10 @@ class BaseLimitStore:
 RESERVE = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
-local interval = tonumber(ARGV[1])
-local slot = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
-redis.call('SET', KEYS[1], slot + interval, 'PX', math.ceil((slot + interval - now) / 1000) + 1000)
+local interval, count, lead = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local slot = math.max(now + lead, tonumber(redis.call('GET', KEYS[1]) or '0'))
+local after = slot + interval * count
+redis.call('SET', KEYS[1], after, 'PX', math.ceil((after - now) / 1000) + 1000)
 return slot - now
 """
 
@@ -153,8 +156,11 @@ class RedisLimitStore(BaseLimitStore):
         self._announce = self.client.register_script(ANNOUNCE)
         self._fleet_slots = self.client.register_script(FLEET_SLOTS)
 
-    def reserve(self, key: str, interval: float) -> float:
-        micros = self._reserve(keys=[f"agentflow:rate:{key}"], args=[int(interval * 1_000_000)])
+    def reserve(self, key: str, interval: float, count: int = 1, lead: float = 0.0) -> float:
+        micros = self._reserve(
+            keys=[f"agentflow:rate:{key}"],
+            args=[int(interval * 1_000_000), count, int(lead * 1_000_000)],
+        )
         return micros / 1_000_000
 
     def acquire(
@@ -201,11 +207,11 @@ class MemoryLimitStore(BaseLimitStore):
         self._waiters: dict[str, dict[str, float]] = {}
         self._capacity: dict[str, int] = {}
 
-    def reserve(self, key: str, interval: float) -> float:
+    def reserve(self, key: str, interval: float, count: int = 1, lead: float = 0.0) -> float:
         with self._lock:
             now = time.time()
-            slot = max(now, self._next.get(key, 0.0))
-            self._next[key] = slot + interval
+            slot = max(now + lead, self._next.get(key, 0.0))
+            self._next[key] = slot + interval * count
             return slot - now
 
     def acquire(
