@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test bench lint services browser clean
+.PHONY: demo test bench lint services browser compose clean
 
 $(STAMP): pyproject.toml
 	bash scripts/bootstrap.sh "$(PYTHON)"
@@ -23,7 +23,10 @@ services:  ## start PostgreSQL, Redis and RabbitMQ on 127.0.0.1 if they are not 
 browser:  ## install Debian's Chromium for the browser tests if it is missing
 	bash scripts/browser.sh
 
-test: $(STAMP) services browser  ## the whole suite: real workers, PostgreSQL, Redis, RabbitMQ, Chromium
+compose:  ## install a Compose that validates docker-compose.yml if there is none
+	bash scripts/compose.sh
+
+test: $(STAMP) services browser compose  ## the whole suite: real workers, PostgreSQL, Redis, RabbitMQ, Chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) services  ## ratios and goals against raw INSERTs, raw Celery and DBOS

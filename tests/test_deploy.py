@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 
-import pytest
 import yaml
 
 from tests.conftest import ROOT
@@ -59,17 +58,32 @@ def test_compose_runs_every_service_with_a_health_check():
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
-def test_docker_compose_accepts_the_file():
+def compose_command() -> list[str]:
+    """Docker's ``docker compose`` plugin, else Debian's ``docker-compose`` (``make compose``)."""
     docker = shutil.which("docker")
-    if (
-        docker is None
-        or subprocess.run([docker, "compose", "version"], capture_output=True).returncode
-    ):
-        pytest.skip("docker compose is not installed here: docker-compose.yml was checked "
-                    "by test_compose_runs_every_service_with_a_health_check only")  # fmt: skip
+    plugin = docker and subprocess.run([docker, "compose", "version"], capture_output=True)
+    if plugin and plugin.returncode == 0:
+        return [docker, "compose"]
+    legacy = shutil.which("docker-compose")
+    assert legacy, "no Compose to validate docker-compose.yml: run `make compose` (apt-get)"
+    return [legacy]
+
+
+def test_docker_compose_accepts_the_file(tmp_path):
+    compose = compose_command()
     result = subprocess.run(
-        [docker, "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        [*compose, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
         capture_output=True,
         text=True,
     )
     assert result.returncode == 0, result.stderr
+    # And Compose does refuse a broken file: a health check interval that is not a duration.
+    broken = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    broken["services"]["web"]["healthcheck"]["interval"] = 5
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(broken))
+    refused = subprocess.run(
+        [*compose, "-f", str(tmp_path / "docker-compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode != 0 and "interval" in refused.stderr, refused.stderr
