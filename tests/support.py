@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -121,3 +122,19 @@ class GroupListener:
             except TimeoutError:
                 return
             self.received.append(message)
+
+
+@contextlib.contextmanager
+def celery_conf(**values: object) -> Iterator[None]:
+    """Set values on the current Celery app's configuration, then put the old ones back."""
+    from celery import current_app
+
+    conf = current_app.conf
+    before = {name: conf.changes[name] for name in values if name in conf.changes}
+    try:
+        conf.update(values)
+        yield
+    finally:
+        for name in values:
+            del conf[name]  # the value read from Django's settings again
+        conf.update(before)

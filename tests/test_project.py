@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ast
-import contextlib
-from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pytest
 from django.core.management import call_command
 
 import agentflow
+from tests.support import celery_conf
 
 API_NAMES = {
     "AgentDefinition",
@@ -121,22 +120,6 @@ def test_system_checks_refuse_bad_settings(settings):
     settings.AGENTFLOW = {"LEASE_SECOND": 2}
     (error,) = check_settings()
     assert error.id == "agentflow.E001" and "LEASE_SECOND" in error.msg
-
-
-@contextlib.contextmanager
-def celery_conf(**values: object) -> Iterator[None]:
-    """Set values on the current Celery app's configuration, then put the old ones back."""
-    from celery import current_app
-
-    conf = current_app.conf
-    before = {name: conf.changes[name] for name in values if name in conf.changes}
-    try:
-        conf.update(values)
-        yield
-    finally:
-        for name in values:
-            del conf[name]  # the value read from Django's settings again
-        conf.update(before)
 
 
 def test_a_database_result_backend_is_flagged_for_chords(settings):
