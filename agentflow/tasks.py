@@ -253,9 +253,10 @@ def reconcile_at_worker_start(sender: object = None, **kwargs: object) -> None:
 
 @worker_process_init.connect
 def reconcile_in_this_worker(slots: int = 1, **kwargs: object) -> None:
-    """Run the reconciler from this process's heartbeat thread every RECONCILE_EVERY, and
-    count the process (a prefork child runs one task at a time) in the fleet's census."""
-    leases.heartbeat.reconciling(reconciler.reconcile_exclusively)
+    """Offer a reconciler pass from this process's heartbeat thread every RECONCILE_EVERY
+    (the fleet takes one per period), and count the process (a prefork child runs one
+    task at a time) in the fleet's census."""
+    leases.heartbeat.reconciling(reconciler.reconcile_in_turn)
     leases.heartbeat.announcing(worker_name(), slots)
 
 

@@ -65,3 +65,26 @@ def test_a_task_of_slow_children_sends_the_rest_back_after_each_one(workers):
     assert run.status == Run.Status.SUCCEEDED, run.error
     assert run.output["doubled"] == [2 * i for i in range(6)]
     assert header_tasks_received(worker) == ["agentflow.run_tools"] * 6
+
+
+@pytest.mark.parametrize("kind", ["redis", "memory"])
+def test_one_process_per_period_takes_the_turn(kind, settings, redis_client):
+    if kind == "redis":  # two clients: two processes deciding through one Redis
+        first, second = RedisLimitStore(settings.REDIS_URL), RedisLimitStore(settings.REDIS_URL)
+    else:  # one process: its own turns
+        first = second = MemoryLimitStore()
+    assert first.take_turn("reconcile:0.3", 0.3)
+    assert not second.take_turn("reconcile:0.3", 0.3)  # this period's pass is taken
+    assert not first.take_turn("reconcile:0.3", 0.3)
+    assert second.take_turn("reconcile:60", 60)  # another period: turns of its own
+    wait_until(lambda: second.take_turn("reconcile:0.3", 0.3), timeout=10, what="the next period")
+
+
+def test_the_heartbeat_s_pass_runs_once_per_period_across_processes(settings, redis_client):
+    from agentflow.engine import reconciler
+
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "RECONCILE_EVERY": 30.0}
+    assert reconciler.reconcile_in_turn() is not None  # the first offer takes the turn
+    # Another process (it decides through the same Redis) offers within the period: no pass.
+    assert reconciler.reconcile_in_turn() is None
+    assert reconciler.reconcile_exclusively() is not None  # explicit triggers always run

@@ -1,10 +1,11 @@
 """Bring back runs that a dead worker, a lost message or a due timer left behind, and
 apply the default decision of approvals past their timeout.
 
-Every worker process runs it from its heartbeat thread every RECONCILE_EVERY seconds
-(``reconcile_exclusively``: one pass at a time across the fleet), so recovery needs no
-beat. Beat, worker start and ``manage.py agentflow recover`` are extra triggers. It only
-sends wake-ups; ``advance`` decides.
+Every worker process offers a pass from its heartbeat thread every RECONCILE_EVERY
+seconds, and one of them takes each period's turn (``reconcile_in_turn``; and one pass
+at a time across the fleet, ``reconcile_exclusively``), so recovery needs no beat. Beat,
+worker start and ``manage.py agentflow recover`` are extra triggers. It only sends
+wake-ups; ``advance`` decides.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from django.utils import timezone
 from agentflow import conf
 from agentflow.engine import approvals, attempts, children, fanout, sql, store
 from agentflow.engine.ports import dispatcher
-from agentflow.gates import admission
+from agentflow.gates import admission, fleet
 from agentflow.models import Run, Step
 
 BATCH = 1000
@@ -34,6 +35,17 @@ def reconcile_exclusively() -> dict[str, int] | None:
     """One pass, unless another process's pass is running now (then None)."""
     with fleet_lock() as held:
         return reconcile() if held else None
+
+
+def reconcile_in_turn() -> dict[str, int] | None:
+    """The heartbeat's periodic pass: one per RECONCILE_EVERY across the fleet (None
+    when another process has this period's turn), not one per worker process.
+
+    The turn is kept in Redis; processes configured with another period take turns of
+    their own. Without Redis, each process takes its own turns, as before.
+    """
+    every = conf.setting("RECONCILE_EVERY")
+    return reconcile_exclusively() if fleet.take_turn("reconcile", every) else None
 
 
 @contextlib.contextmanager

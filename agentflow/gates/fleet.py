@@ -1,9 +1,12 @@
-"""How many tasks the worker fleet runs at once: a census in the limit store.
+"""The worker fleet as a whole: how many tasks it runs at once, and whose turn it is.
 
 Every worker process announces itself from its heartbeat thread (a prefork child as one
 slot, a thread pool as its concurrency) and is counted for one lease after its last
 announcement, so a process that died drops out by itself. A fan-out sizes its header
 tasks by it. Without Redis the census is unknown (None): each process sees only itself.
+
+Work that every process offers to do on a timer, but that the fleet needs done once per
+period (the reconciler's pass), takes a turn first (``take_turn``).
 """
 
 from __future__ import annotations
@@ -30,3 +33,14 @@ def slots() -> int | None:
     except (redis.RedisError, OSError) as exc:
         logger.warning("cannot count the worker fleet (%s); fan-outs use FAN_OUT_TASKS", exc)
         return None
+
+
+def take_turn(name: str, seconds: float) -> bool:
+    """True for one process of the fleet per ``seconds`` (per process without Redis).
+
+    When the store cannot answer, True: doing the work twice is better than not at all.
+    """
+    try:
+        return limit_store().take_turn(f"{name}:{seconds:g}", seconds)
+    except (redis.RedisError, OSError):
+        return True

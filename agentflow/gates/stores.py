@@ -14,6 +14,7 @@ Two primitives, shaped like a small ``django.tasks``-style backend:
   waiter; ``release`` hands back the waiters to wake, oldest first.
 - ``announce/fleet_slots``: a census of the worker processes, each counted for as long as
   it keeps announcing itself, so a fan-out knows how many tasks the fleet runs at once.
+- ``take_turn(key, seconds)``: True for one caller per ``seconds``, fleet-wide.
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ class BaseLimitStore:
 
     def fleet_slots(self) -> int | None:
         """Tasks the live fleet runs at once; None when this store cannot see the fleet."""
+        raise NotImplementedError
+
+    def take_turn(self, key: str, seconds: float) -> bool:
+        """True for the first caller in each ``seconds``; the others are told to skip."""
         raise NotImplementedError
 
 
@@ -196,6 +201,9 @@ class RedisLimitStore(BaseLimitStore):
     def fleet_slots(self) -> int | None:
         return int(self._fleet_slots(keys=[FLEET]))
 
+    def take_turn(self, key: str, seconds: float) -> bool:
+        return bool(self.client.set(f"agentflow:turn:{key}", 1, nx=True, px=int(seconds * 1000)))
+
 
 class MemoryLimitStore(BaseLimitStore):
     """The same semantics inside one process, for the embedded default (no Redis)."""
@@ -206,6 +214,7 @@ class MemoryLimitStore(BaseLimitStore):
         self._holders: dict[str, dict[str, float]] = {}
         self._waiters: dict[str, dict[str, float]] = {}
         self._capacity: dict[str, int] = {}
+        self._turns: dict[str, float] = {}
 
     def reserve(self, key: str, interval: float, count: int = 1, lead: float = 0.0) -> float:
         with self._lock:
@@ -262,6 +271,14 @@ class MemoryLimitStore(BaseLimitStore):
 
     def fleet_slots(self) -> int | None:
         return None  # this process sees only itself, not the fleet
+
+    def take_turn(self, key: str, seconds: float) -> bool:
+        with self._lock:
+            now = time.time()
+            if self._turns.get(key, 0.0) > now:
+                return False
+            self._turns[key] = now + seconds
+            return True
 
 
 def redis_url() -> str | None:
