@@ -180,7 +180,23 @@ def check_celery(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="agentflow.W005",
             )
         )
+    elif scheme.startswith("redis") and not redis_url and not _django_names_broker():
+        messages.append(
+            Warning(
+                "The Redis broker is set in the Celery app alone (no CELERY_BROKER_URL in "
+                "Django's settings) and AGENTFLOW['REDIS_URL'] is not set, so rate limits, "
+                "concurrency caps and the workers' census stay inside each worker process.",
+                hint="Set CELERY_BROKER_URL in settings.py, or AGENTFLOW['REDIS_URL'].",
+                id="agentflow.W005",
+            )
+        )
     return messages
+
+
+def _django_names_broker() -> bool:
+    from django.conf import settings
+
+    return bool(getattr(settings, "CELERY_BROKER_URL", None))
 
 
 @register("agentflow")

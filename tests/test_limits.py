@@ -14,7 +14,7 @@ from agentflow.gates.admission import admit
 from agentflow.gates.limits import Limits
 from agentflow.gates.stores import MemoryLimitStore, RedisLimitStore
 from agentflow.models import Event, Policy, Run, Step
-from tests.support import RecordingDispatcher, assert_form_refuses, celery_conf, wait_until
+from tests.support import RecordingDispatcher, assert_form_refuses, wait_until
 from tests.testapp.models import Call
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -204,16 +204,3 @@ def test_a_rate_limited_fan_out_books_its_children_s_slots_in_item_order(
     # The next caller of the tool books after the fan-out's slots.
     later = admit(Limits(key="tests.rated", rate=(20, 1)), member="m", booked=None, waiter="w")
     assert later.booked is not None and later.booked >= slots[-1] + interval * 0.99
-
-
-def test_limits_hold_fleet_wide_with_a_redis_broker_set_in_celery_py_alone(settings):
-    from agentflow.gates.stores import limit_store, redis_url
-
-    del settings.CELERY_BROKER_URL
-    settings.AGENTFLOW = {**settings.AGENTFLOW, "REDIS_URL": None}
-    with celery_conf(broker_url="amqp://guest@127.0.0.1:5672//"):
-        assert redis_url() is None
-        assert isinstance(limit_store(), MemoryLimitStore)  # per process: W005 says so
-    with celery_conf(broker_url=settings.REDIS_URL):
-        assert redis_url() == settings.REDIS_URL
-        assert isinstance(limit_store(), RedisLimitStore)

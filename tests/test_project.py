@@ -174,6 +174,23 @@ def test_celery_settings_that_break_runs_are_errors_and_per_process_limits_a_war
     assert check_celery() == []
 
 
+def test_a_redis_broker_set_in_celery_py_alone_is_flagged(settings):
+    """The limit store reads Django's settings: a broker the Celery app alone names is
+    not seen, so limits would stay per process; the check says so."""
+    from agentflow.checks import check_celery
+    from agentflow.gates.stores import MemoryLimitStore, limit_store
+
+    del settings.CELERY_BROKER_URL
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "REDIS_URL": None}
+    with celery_conf(broker_url=settings.REDIS_URL):
+        (warning,) = check_celery()
+        assert isinstance(limit_store(), MemoryLimitStore)
+    assert warning.id == "agentflow.W005" and "set in the Celery app alone" in warning.msg
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "REDIS_URL": settings.REDIS_URL}
+    with celery_conf(broker_url=settings.REDIS_URL):
+        assert check_celery() == []
+
+
 def test_a_celery_app_not_built_from_settings_is_flagged(settings):
     from celery import Celery, current_app
 
@@ -248,3 +265,16 @@ class _HttpOnly:
 
 
 ROUTES_ONLY_HTTP = _HttpOnly()
+
+
+def test_the_engine_and_gates_import_no_transport():
+    """Celery and Channels stay behind the ports (``agentflow.tasks``, ``agentflow.events``)."""
+    transports = ("celery", "kombu", "channels", "channels_redis")
+    files = sorted((PACKAGE / "engine").rglob("*.py")) + sorted((PACKAGE / "gates").rglob("*.py"))
+    found = sorted(
+        f"{path.relative_to(PACKAGE.parent)} imports {module}"
+        for path in files
+        for module in imported_modules(path)
+        if module.split(".")[0] in transports
+    )
+    assert files and not found, found

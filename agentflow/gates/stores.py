@@ -284,16 +284,12 @@ class MemoryLimitStore(BaseLimitStore):
 def redis_url() -> str | None:
     """``AGENTFLOW["REDIS_URL"]``, else the Celery broker when it is Redis, else None.
 
-    The broker as Django's settings name it, else as the Celery app has it (a site may
-    set it in its ``celery.py`` alone), as the system checks read it.
+    The broker as Django's settings name it: the gates know nothing of Celery's app (a
+    broker set in ``celery.py`` alone is flagged by ``agentflow.W005``).
     """
     from django.conf import settings
 
     url = conf.setting("REDIS_URL") or getattr(settings, "CELERY_BROKER_URL", "") or ""
-    if not url:
-        from celery import current_app
-
-        url = str(current_app.conf.broker_url or "")
     return url if url.startswith(("redis://", "rediss://", "unix://")) else None
 
 
