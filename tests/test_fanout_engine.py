@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+from django.db import connection, transaction
 
 import agentflow
 from agentflow.engine import children, executor
 from agentflow.models import Run, Step
+from tests.support import RecordingDispatcher
 from tests.testapp import agents as test_agents
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -74,3 +78,35 @@ def test_a_failure_is_recorded_even_when_its_traceback_is_over_the_payload_limit
     assert run.status == Run.Status.FAILED
     assert run.error["type"] == "builtins.ValueError"
     assert len(run.error["message"]) == 4_000  # bounded, not refused
+
+
+def test_the_last_two_children_finishing_at_once_still_join(recording_dispatcher):
+    """Each one's probe sees the other still running: whoever commits second joins."""
+    run = agentflow.start("tests.fan", {"n": 2})
+    assert executor.advance(run.id, worker="t") == "waiting"
+    first, second = (children._claim(step_id) for step_id, _ in RecordingDispatcher.children)
+    probed, finish = threading.Event(), threading.Event()
+
+    def finish_first() -> None:
+        # First's outcome is written and its probe has run, but it has not committed yet.
+        outcome = children.ChildOutcome(first)
+        try:
+            with transaction.atomic():
+                outcome.succeeded(first.attempt, "2")
+                probed.set()
+                finish.wait(30)
+            outcome.committed(Step.Status.SUCCEEDED)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=finish_first)
+    thread.start()
+    assert probed.wait(30)
+    children.ChildOutcome(second).close(Step.Status.SUCCEEDED, "4", None)  # sees first open
+    parent = Step.objects.get(run=run, position=0, index__isnull=True)
+    assert parent.status == Step.Status.WAITING  # not yet: first has not committed
+    finish.set()
+    thread.join(30)
+    parent.refresh_from_db()
+    assert parent.status == Step.Status.SUCCEEDED  # joined without a chord body or reconciler
+    assert RecordingDispatcher.sent[-1][0] == run.id  # and the run was woken

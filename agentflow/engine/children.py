@@ -160,10 +160,8 @@ def run_child(step_id: int) -> str:
 def run_in_turn(step_ids: list[int], seconds: float) -> tuple[list[str], list[int]]:
     """Run children one after another for about ``seconds``; (their outcomes, ids left).
 
-    A child that finds no open sibling joins, but one finishing at the same moment as
-    another may see it open, and this task's chord body may have fired already (when
-    an earlier task sent its rest on). So having run its last child, a task looks again
-    with a fresh statement and joins if nothing is open.
+    The rest is sent on by the caller, outside the chord, whose body may then fire early:
+    harmless, since the last child to finish joins (``ChildOutcome``).
     """
     deadline = time.monotonic() + seconds
     outcomes: list[str] = []
@@ -171,15 +169,7 @@ def run_in_turn(step_ids: list[int], seconds: float) -> tuple[list[str], list[in
         if outcomes and time.monotonic() > deadline:
             return outcomes, step_ids[done:]
         outcomes.append(run_child(step_id))
-    if step_ids:
-        _join_if_complete(step_ids[-1])
     return outcomes, []
-
-
-def _join_if_complete(step_id: int) -> None:
-    found = Step.objects.filter(id=step_id).values_list("run_id", "position").first()
-    if found is not None and not fanout.any_open(*found):
-        fanout.join(*found)
 
 
 class ChildOutcome:
@@ -187,7 +177,8 @@ class ChildOutcome:
 
     def __init__(self, step: Claimed, *, atomic: bool = False) -> None:
         self.step, self.atomic = step, atomic
-        self.open_left = True  # set by succeeded(): whether a sibling was still open
+        # Set by succeeded(): whether a sibling was still open, and whether to look again.
+        self.open_left = self.look_again = True
 
     def throttled(self, attempt: int, gate: admission.Admission) -> str:
         """Hand the claim back (the attempt does not count) and come back when admitted."""
@@ -217,20 +208,18 @@ class ChildOutcome:
         return "retrying"
 
     def succeeded(self, attempt: int, output_json: str) -> str:
-        recorded, self.open_left = store.finish_child(
+        recorded, self.open_left, racing = store.finish_child(
             self.step.id, attempt, Step.Status.SUCCEEDED, output_json, None
         )
         if not recorded:
             # The claim lapsed: an atomic tool's writes roll back with this.
             raise LeaseLost(f"the claim of {self.step.where} lapsed")
+        # An atomic tool's probe ran inside its transaction, before the commit.
+        self.look_again = racing or self.atomic
         return Step.Status.SUCCEEDED
 
     def committed(self, status: str) -> str:
-        step, open_left = self.step, self.open_left
-        if open_left and self.atomic:  # its probe ran inside its transaction: look again
-            open_left = fanout.any_open(step.run_id, step.position)
-        if not open_left:
-            fanout.join(step.run_id, step.position)
+        self._join_unless_open(self.open_left, self.look_again)
         return status
 
     def failed(self, attempts: int, exc: BaseException, error: Exception) -> str:
@@ -239,12 +228,25 @@ class ChildOutcome:
 
     def close(self, status: str, output_json: str | None, error: Any) -> str:
         """Record the outcome; the last child to finish joins the fan-out."""
-        recorded, open_left = store.finish_child(
+        recorded, open_left, racing = store.finish_child(
             self.step.id, self.step.attempt, status, output_json, error
         )
-        if recorded and not open_left:
-            fanout.join(self.step.run_id, self.step.position)
+        if recorded:
+            self._join_unless_open(open_left, racing)
         return status
+
+    def _join_unless_open(self, open_left: bool, look_again: bool) -> None:
+        """Join the fan-out if no sibling is open, once this child's outcome is committed.
+
+        ``look_again``: the probe saw open siblings that were all running, and one of them
+        may have been finishing at the same moment, seeing this child open too; so look
+        again, now that this outcome is committed. Nobody is left to join otherwise.
+        """
+        step = self.step
+        if open_left and look_again:
+            open_left = fanout.any_open(step.run_id, step.position)
+        if not open_left:
+            fanout.join(step.run_id, step.position)
 
 
 def _argument_error(step: Claimed, tool: Any, exc: ValueError) -> dict[str, Any]:

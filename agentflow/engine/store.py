@@ -521,12 +521,14 @@ def claim_child(step_id: int, now: datetime, due_by: datetime) -> dict[str, Any]
 
 def finish_child(
     step_id: int, attempt: int, status: str, output_json: str | None, error: Any
-) -> tuple[bool, bool]:
+) -> tuple[bool, bool, bool]:
     """Record a child's outcome if its claim (``attempt``) still holds.
 
-    Returns (recorded, a sibling is still open). On PostgreSQL both in one statement; the
-    probe reads siblings as they were before it, so two that finish at the same moment may
-    each see the other open, and the chord body (or the reconciler) joins instead.
+    Returns (recorded, a sibling is still open, every open sibling was running). On
+    PostgreSQL all in one statement; the probe reads siblings as they were before it, so
+    two that finish at the same moment may each see the other open (both running): the
+    caller looks again after its commit then. SQLite serializes writes: its probe runs
+    after the commit and cannot miss a sibling's outcome.
     """
     stored_output, sealed_output = protect(output_json)
     update = (
@@ -546,18 +548,21 @@ def finish_child(
     with sql.cursor() as cursor:
         if sql.postgres():
             index = sql.quote("index")
-            cursor.execute(
-                f"WITH done AS ({update} RETURNING run_id, position) "
-                "SELECT EXISTS (SELECT 1 FROM done), EXISTS ("
+            sibling = (
                 f"SELECT 1 FROM {STEP} o, done WHERE o.run_id = done.run_id "
                 f"AND o.position = done.position AND o.{index} IS NOT NULL "
-                f"AND o.status IN {sql.OPEN_STEP} AND o.id <> %s)",
-                [*values, step_id],
+                f"AND o.status IN {sql.OPEN_STEP} AND o.id <> %s"
             )
-            recorded, open_left = cursor.fetchone()
-            return bool(recorded), bool(open_left)
+            cursor.execute(
+                f"WITH done AS ({update} RETURNING run_id, position) "
+                f"SELECT EXISTS (SELECT 1 FROM done), EXISTS ({sibling}), "
+                f"EXISTS ({sibling} AND o.status <> {sql.literal(Step.Status.RUNNING)})",
+                [*values, step_id, step_id],
+            )
+            recorded, open_left, queued = cursor.fetchone()
+            return bool(recorded), bool(open_left), bool(open_left and not queued)
         cursor.execute(update + " RETURNING run_id, position", values)
         row = cursor.fetchone()
     if row is None:
-        return False, False
-    return True, any_open_child(sql.as_uuid(row[0]), row[1])
+        return False, False, False
+    return True, any_open_child(sql.as_uuid(row[0]), row[1]), False
