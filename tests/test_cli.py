@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 import agentflow
 from agentflow.models import Run
+from tests.support import wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -17,6 +25,33 @@ def run_command(*args: str) -> str:
     out = StringIO()
     call_command("agentflow", *args, stdout=out)
     return out.getvalue()
+
+
+def run_command_exiting(code: int, *args: str) -> str:
+    """Run a command that must stop with exit code ``code``; return what it printed."""
+    out = StringIO()
+    with pytest.raises(CommandError) as stopped:
+        call_command("agentflow", *args, stdout=out)
+    assert stopped.value.returncode == code, stopped.value
+    return out.getvalue()
+
+
+def manage_py(*args: str) -> subprocess.Popen:
+    """``manage.py agentflow ...`` as a shell runs it, on the test database."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "AGENTFLOW_TEST_WORKER": "1"}
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "agentflow", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def exit_status(process: subprocess.Popen) -> tuple[int, str]:
+    out, err = process.communicate(timeout=120)
+    return process.returncode, out + err
 
 
 def test_list_agents_shows_versions_inputs_and_tools():
@@ -84,8 +119,8 @@ def test_start_wait_stops_at_an_approval_and_approve_and_reject_decide_it(worker
     users.objects.create_superuser("boss", "boss@example.com", "pw")
     users.objects.create_user("intern", "intern@example.com", "pw")
     workers("w1", concurrency=1)
-    out = run_command(
-        "start", "tests.payer", "--input", '{"invoice": "A-1", "amount": 5}', "--wait",
+    out = run_command_exiting(
+        5, "start", "tests.payer", "--input", '{"invoice": "A-1", "amount": 5}', "--wait",
         "--timeout", "60",
     )  # fmt: skip
     approval = Approval.objects.get()
@@ -110,3 +145,38 @@ def test_start_wait_stops_at_an_approval_and_approve_and_reject_decide_it(worker
     assert f"approval {pending.id} rejected by boss" in out
     second = agentflow.wait(second, 60)
     assert "was rejected by boss" in second.output["refused"]
+
+
+def test_start_wait_exits_with_a_code_for_each_outcome(workers):
+    """Scripts branch on the exit code: 0 succeeded, 3 failed, 4 cancelled, 5 needs a
+    person, 6 still going when --timeout ran out (agentflow.management.exit_codes)."""
+    workers("w1", concurrency=2)
+    started = {
+        "succeeded": manage_py("start", "tests.mixed", "--input", '{"n": 2}', "--wait"),
+        "failed": manage_py("start", "tests.doomed", "--wait"),
+        "approval": manage_py(
+            "start", "tests.payer", "--input", '{"invoice": "C-3", "amount": 4}', "--wait"
+        ),
+        "timeout": manage_py(
+            "start", "tests.waiter", "--idempotency-key", "slow", "--wait", "--timeout", "2"
+        ),
+        "cancelled": manage_py("start", "tests.waiter", "--idempotency-key", "stop", "--wait"),
+    }
+    to_cancel = wait_until(
+        lambda: Run.objects.filter(idempotency_key="stop", status=Run.Status.WAITING).first(),
+        timeout=60,
+        what="the run to cancel to wait for its signal",
+    )
+    agentflow.cancel(to_cancel)
+    codes = {name: exit_status(process) for name, process in started.items()}
+    assert {name: code for name, (code, _) in codes.items()} == {
+        "succeeded": 0,
+        "failed": 3,
+        "approval": 5,
+        "timeout": 6,
+        "cancelled": 4,
+    }, codes
+    assert "RuntimeError: the agent gave up" in codes["failed"][1]
+    assert "failed (exit code 3)" in codes["failed"][1]
+    assert "waits for a person" in codes["approval"][1]
+    assert "after 2s" in codes["timeout"][1]

@@ -12,6 +12,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
+RUN_CONTEXT = "agentflow.engine.context.RunContext"
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,30 @@ def test_the_api_page_documents_the_public_names(site: Path) -> None:
     text = text_of(site / "api" / "index.html")
     assert "RunContext" in text
     assert "Call a tool durably" in text  # a docstring, rendered
+
+
+def test_the_api_page_opens_with_what_a_user_writes_first(site: Path) -> None:
+    """agent, tool, the run context and start come before results and exceptions, and
+    every public name is documented somewhere on the page."""
+    import agentflow
+
+    html = (site / "api" / "index.html").read_text(encoding="utf-8")
+    documented = re.findall(r'id="(agentflow[\w.]*)"', html)
+    assert documented[:3] == ["agentflow.agent", "agentflow.tool", RUN_CONTEXT], documented[:5]
+    first_error = documented.index("agentflow.AgentflowError")
+    assert documented.index("agentflow.api.start") < first_error
+    names = {anchor.rsplit(".", 1)[-1] for anchor in documented}
+    assert set(agentflow.__all__) <= names, set(agentflow.__all__) - names
+
+
+def test_the_docs_say_how_to_build_and_serve_them_apart_from_the_demo() -> None:
+    """`mkdocs serve` serves (on 8000 by default, the demo's port); `build` builds."""
+    for page in (ROOT / "README.md", DOCS / "index.md"):
+        text = page.read_text(encoding="utf-8")
+        assert "mkdocs build" in text, page
+        assert "build with `.venv/bin/mkdocs serve`" not in text, page
+        for serve in re.findall(r"mkdocs serve[^\n]*", text):
+            assert "-a 127.0.0.1:8001" in serve or "--dev-addr" in serve, (page, serve)
 
 
 def test_every_page_in_docs_is_in_the_nav() -> None:

@@ -201,6 +201,9 @@ def test_a_rate_limited_fan_out_books_its_children_s_slots_in_item_order(
     assert all(wake < slot for _, _, slot, wake in children)  # woken just before it
     # One wake-up each, at its time, and no chord that would claim and refuse them first.
     assert RecordingDispatcher.children == [(i, wake) for i, _, _, wake in children]
-    # The next caller of the tool books after the fan-out's slots.
+    # The next caller of the tool books after the fan-out's slots. Each booking is turned
+    # into a time on this machine's clock after its own Redis round trip, so the two can
+    # differ by a round trip's latency: half an interval is far more than that, and far
+    # less than a booking that overlapped the fan-out's last slot would be off by.
     later = admit(Limits(key="tests.rated", rate=(20, 1)), member="m", booked=None, waiter="w")
-    assert later.booked is not None and later.booked >= slots[-1] + interval * 0.99
+    assert later.booked is not None and later.booked >= slots[-1] + interval / 2

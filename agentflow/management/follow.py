@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from django.core.management.base import CommandError
 
+from agentflow.management.exit_codes import ExitCode
 from agentflow.models import Approval, Event, Run
 
 
@@ -27,7 +28,11 @@ def follow(run: Run, write: Callable[[str], None], timeout: float) -> Run:
         if done:
             return run
         if time.monotonic() > deadline:
-            raise CommandError(f"run {run.id} is still {run.status} after {timeout:g}s")
+            raise CommandError(
+                f"run {run.id} is still {run.status} after {timeout:g}s; it goes on without "
+                "this command (`agentflow status` shows it).",
+                returncode=ExitCode.STILL_GOING,
+            )
         time.sleep(0.1)
 
 

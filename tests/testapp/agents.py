@@ -116,6 +116,12 @@ def waiter(ctx: RunContext, timeout: float | None = None) -> dict:
     return {"got": data}
 
 
+@agent(name="tests.doomed")
+def doomed(ctx: RunContext) -> None:
+    ctx.step(step_a)
+    raise RuntimeError("the agent gave up")
+
+
 def step_a() -> str:
     return "a"
 

@@ -15,8 +15,18 @@ import agentflow
 from agentflow import embedded, registry, retention
 from agentflow.engine import reconciler
 from agentflow.engine.serialize import parse
+from agentflow.management.exit_codes import ExitCode, exit_code
 from agentflow.management.follow import approval_url, follow, pending_approvals
 from agentflow.models import Run
+
+# What `start --wait` says as it exits with each code but 0 (see exit_codes).
+WHY_NOT_DONE = {
+    ExitCode.FAILED: "failed (exit code 3).",
+    ExitCode.CANCELLED: "was cancelled (exit code 4).",
+    ExitCode.NEEDS_A_PERSON: "waits for a person: decide its approval, or raise the limit that "
+    "paused it and resume it (exit code 5).",
+    ExitCode.STILL_GOING: "is still going (exit code 6).",
+}
 
 
 class Command(BaseCommand):
@@ -34,7 +44,11 @@ class Command(BaseCommand):
             "--idempotency-key", default=None, help="return the existing run for a repeated key"
         )
         start.add_argument(
-            "--wait", action="store_true", help="follow the run's events until it ends"
+            "--wait",
+            action="store_true",
+            help="follow the run's events until it ends; exit 0 if it succeeded, 3 if it "
+            "failed, 4 if cancelled, 5 if it waits for a person or is paused, 6 if --timeout "
+            "ran out",
         )
         start.add_argument(
             "--timeout", type=float, default=600.0, help="seconds to follow (default 600)"
@@ -114,6 +128,9 @@ class Command(BaseCommand):
                 return
             run = follow(run, self.stdout.write, timeout)
         self._outcome(run)
+        code = exit_code(run, waiting_for_a_person=bool(pending_approvals(run)))
+        if code != ExitCode.SUCCEEDED:
+            raise CommandError(f"run {run.id} {WHY_NOT_DONE[code]}", returncode=code)
 
     def do_status(self, *, run: str, steps: int, **_: Any) -> None:
         current = agentflow.get_run(run)
