@@ -97,15 +97,100 @@ def test_a_run_past_its_max_duration_pauses_before_its_next_step(recording_dispa
     [
         ("amount > 1000", {"amount": "1500.00"}, True),
         ("amount > 1000", {"amount": 999}, False),
-        ("amount > 1000", {}, False),
         ("currency == 'EUR' and amount >= 50", {"currency": "EUR", "amount": 50}, True),
         ("not (country in ['FR', 'DE'])", {"country": "FR"}, False),
         ("invoice.total > 10 or items[0] == 'x'", {"invoice": {"total": 5}, "items": ["x"]}, True),
-        ("amount > 'abc'", {"amount": 5}, False),
+        ("currency == 'EUR'", {"currency": 5}, False),
+        # Undecidable: None, which the gate treats as the safe side.
+        ("amount > 1000", {}, None),
+        ("amount > 'abc'", {"amount": 5}, None),
+        ("amount > 1000", {"amount": "Infinity"}, None),
+        ("amount > 1000", {"amount": "NaN"}, None),
+        ("amount > 1000", {"amount": "sNaN"}, None),
+        ("amount > 1000", {"amount": "-Infinity"}, None),
+        ("amount > 1000", {"amount": float("inf")}, None),
+        ("amount == 5", {"amount": "NaN"}, None),
+        ("not (amount > 1000)", {"amount": "NaN"}, None),
+        ("amount > 1000 or flag", {"amount": "NaN", "flag": True}, True),
+        ("amount > 1000 and flag", {"amount": "NaN", "flag": False}, False),
+        ("amount > 1000 and flag", {"amount": "NaN", "flag": True}, None),
     ],
 )
 def test_conditions_are_evaluated_without_eval(text, args, expected):
-    assert conditions.holds(text, args) is expected
+    assert conditions.evaluate(text, args) is expected
+
+
+def policy_gate(tool_name: str, args: dict, *, requires_approval: bool = False):
+    from types import SimpleNamespace
+
+    from agentflow.gates import policy
+
+    policy.clear_cache()
+    tool = SimpleNamespace(name=tool_name, requires_approval=requires_approval)
+    return policy.check_tool(tool, "tests.agent", None, args, "position 0")
+
+
+@pytest.mark.parametrize("amount", ["Infinity", "NaN", "sNaN", "-Infinity", "1e999999999999"])
+def test_a_condition_that_cannot_be_evaluated_fails_closed(amount, settings):
+    """The red-team probe's "Infinity" passed `amount > 1000` (approve) and
+    `amount > 100000` (deny) rules, and the tool got Decimal('Infinity')."""
+    Policy.objects.create(
+        name="big", tool="tests.transfer", effect="approve", condition="amount > 1000"
+    )
+    Policy.objects.create(
+        name="huge", tool="tests.wire", effect="deny", condition="amount > 100000"
+    )
+    Policy.objects.create(
+        name="small ok", tool="tests.send", effect="allow", condition="amount < 10"
+    )
+    big = amount == "1e999999999999"  # a finite number: it is simply compared
+    approval = policy_gate("tests.transfer", {"amount": amount}).approval
+    assert approval is not None
+    assert ("cannot be evaluated" in approval) is not big
+    denied = policy_gate("tests.wire", {"amount": amount}).denied
+    assert denied is not None and "Policy 'huge' denies" in denied
+    # Under deny-by-default, an allow rule that cannot decide allows nothing.
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "DENY_BY_DEFAULT": True}
+    assert "DENY_BY_DEFAULT" in policy_gate("tests.send", {"amount": amount}).denied
+    # A missing argument cannot be compared either.
+    assert "cannot be evaluated" in policy_gate("tests.wire", {}).denied
+
+
+def test_deny_by_default_counts_an_allow_rule_only_when_its_condition_holds(settings):
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "DENY_BY_DEFAULT": True}
+    Policy.objects.create(
+        name="small ok", tool="tests.send", effect="allow", condition="amount < 10"
+    )
+    assert policy_gate("tests.send", {"amount": 5}).denied is None
+    refused = policy_gate("tests.send", {"amount": 50}).denied
+    assert refused is not None and "no enabled Policy allows it" in refused
+    assert policy_gate("tests.other", {"amount": 5}).denied is not None
+
+
+def test_an_approval_rule_whose_condition_is_false_asks_nobody():
+    Policy.objects.create(
+        name="big", tool="tests.transfer", effect="approve", condition="amount > 1000"
+    )
+    assert policy_gate("tests.transfer", {"amount": "999.99"}) == policy_gate("tests.x", {})
+    assert policy_gate("tests.transfer", {"amount": "1000.01"}).approval is not None
+
+
+def test_an_infinite_amount_waits_for_a_person_and_never_reaches_the_tool(recording_dispatcher):
+    """End to end: the call is held for a person; the tool does not run."""
+    Policy.objects.create(
+        name="big transfers", tool="tests.transfer", effect="approve", condition="amount > 1000"
+    )
+    run = agentflow.start("tests.transferrer", {"amounts": ["Infinity"]})
+    assert executor.advance(run.id, worker="t") == "waiting"
+    from agentflow.engine import children
+    from tests.support import RecordingDispatcher
+
+    for step_id, _ in RecordingDispatcher.children:
+        children.run_child(step_id)
+    approval = wait_until(lambda: run.approvals.first(), timeout=10, what="the transfer's approval")
+    assert approval.request["args"] == {"amount": "Infinity"}
+    assert "cannot be evaluated" in approval.request["reason"]
+    assert not Execution.objects.filter(key__startswith="transfer:").exists()
 
 
 @pytest.mark.parametrize(

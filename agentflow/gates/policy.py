@@ -62,35 +62,53 @@ class Verdict:
 def check_tool(
     tool: Any, agent: str, owner_id: int | None, args: dict[str, Any], where: str
 ) -> Verdict:
-    """Apply allow/deny and approval rules to a call (deny wins; optional deny-by-default)."""
+    """Apply allow/deny and approval rules to a call (deny wins; optional deny-by-default).
+
+    A rule whose condition cannot be evaluated (``evaluate`` says None) takes the safe
+    side: a deny rule denies, an approval rule asks a person, an allow rule allows nothing.
+    """
     rows = [
-        p
+        (p, conditions.evaluate(p.condition, args))
         for p in tool_policies(tool.name, agent, owner_id)
-        if p.effect and conditions.holds(p.condition, args)
+        if p.effect
     ]
-    deny = next((p for p in rows if p.effect == p.Effect.DENY), None)
+    deny = next(((p, t) for p, t in rows if p.effect == p.Effect.DENY and t is not False), None)
     if deny is not None:
+        policy, truth = deny
         return Verdict(
-            denied=f"Policy '{deny.name}' denies tool '{tool.name}' for agent '{agent}' at "
-            f"{where}{_because(deny)}. The tool did not run; change the policy in the admin "
-            "if the agent should be allowed to call it."
+            denied=f"Policy '{policy.name}' denies tool '{tool.name}' for agent '{agent}' at "
+            f"{where}{_because(policy, truth)}. The tool did not run; change the policy in the "
+            "admin if the agent should be allowed to call it."
         )
-    if conf.setting("DENY_BY_DEFAULT") and not any(p.effect == p.Effect.ALLOW for p in rows):
+    allowed = any(p.effect == p.Effect.ALLOW and t is True for p, t in rows)
+    if conf.setting("DENY_BY_DEFAULT") and not allowed:
         return Verdict(
             denied=f"Tool '{tool.name}' is not allowed for agent '{agent}' at {where}: "
-            "AGENTFLOW['DENY_BY_DEFAULT'] is on and no enabled Policy allows it. The tool did "
-            "not run; add an allow Policy in the admin."
+            "AGENTFLOW['DENY_BY_DEFAULT'] is on and no enabled Policy allows it (an allow rule "
+            "counts only when its condition holds). The tool did not run; add an allow Policy "
+            "in the admin."
         )
     if tool.requires_approval:
         return Verdict(approval=f"tool '{tool.name}' is declared with requires_approval=True")
-    rule = next((p for p in rows if p.effect == p.Effect.APPROVE), None)
+    rule = next(((p, t) for p, t in rows if p.effect == p.Effect.APPROVE and t is not False), None)
     if rule is not None:
-        return Verdict(approval=f"Policy '{rule.name}' requires approval{_because(rule)}")
+        policy, truth = rule
+        return Verdict(
+            approval=f"Policy '{policy.name}' requires approval{_because(policy, truth)}"
+        )
     return Verdict()
 
 
-def _because(policy: Policy) -> str:
-    return f" (condition: {policy.condition})" if policy.condition else ""
+def _because(policy: Policy, truth: bool | None) -> str:
+    if not policy.condition:
+        return ""
+    if truth is None:
+        return (
+            f" (condition: {policy.condition}, which cannot be evaluated on these arguments: "
+            "a missing argument, NaN or infinity, or values that do not compare; a guardrail "
+            "that cannot decide takes the safe side)"
+        )
+    return f" (condition: {policy.condition})"
 
 
 def run_guard(run: Any, position: int, now: datetime | None = None) -> str | None:

@@ -4,6 +4,10 @@ A condition is parsed into a Python expression tree and only a small whitelist o
 is walked: comparisons, ``and``/``or``/``not``, argument names (``amount``,
 ``invoice.total``, ``items[0]``) and literals. Nothing is ever executed. Numbers given as
 strings (``"1500.00"``) compare as numbers, because tools often take amounts as text.
+
+A condition that cannot be decided (a missing argument, ``"NaN"`` or ``"Infinity"``, a
+number against text) is neither true nor false: ``evaluate`` says None, and the policy
+gate takes the safe side, so a guardrail fails closed, never open.
 """
 
 from __future__ import annotations
@@ -86,29 +90,59 @@ def validate(text: str) -> None:
     parse(text)
 
 
-def holds(text: str, args: dict[str, Any]) -> bool:
-    """Evaluate the condition on a call's arguments; a missing argument makes it False."""
-    return bool(_value(parse(text), args)) if text.strip() else True
+def evaluate(text: str, args: dict[str, Any]) -> bool | None:
+    """Evaluate the condition on a call's arguments: True, False, or None when it cannot be
+    evaluated (a missing argument, a number that is NaN or infinite, values of types that
+    do not compare). The caller must treat None as the safe side (fail closed).
+
+    ``and``/``or``/``not`` follow three-valued logic: ``False and ?`` is False, ``True or ?``
+    is True, anything else with an unknown part is unknown.
+    """
+    return _truth(parse(text), args) if text.strip() else True
 
 
-def _value(node: ast.AST, args: dict[str, Any]) -> Any:
+def _truth(node: ast.AST, args: dict[str, Any]) -> bool | None:
     if isinstance(node, ast.BoolOp):
-        values = (_value(v, args) for v in node.values)
-        return all(values) if isinstance(node.op, ast.And) else any(values)
-    if isinstance(node, ast.UnaryOp):
-        operand = _value(node.operand, args)
-        if isinstance(node.op, ast.Not):
-            return not operand
-        number = _number(operand)
-        return MISSING if number is None else -number
+        decisive = not isinstance(node.op, ast.And)  # the value that settles it
+        result: bool | None = not decisive
+        for value in node.values:
+            truth = _truth(value, args)
+            if truth is decisive:
+                return decisive
+            if truth is None:
+                result = None
+        return result
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        truth = _truth(node.operand, args)
+        return None if truth is None else not truth
     if isinstance(node, ast.Compare):
+        result = True
         left = _value(node.left, args)
         for op, right_node in zip(node.ops, node.comparators, strict=True):
             right = _value(right_node, args)
-            if left is MISSING or right is MISSING or not _compare(op, left, right):
+            outcome = _compare(op, left, right)
+            if outcome is False:
                 return False
+            if outcome is None:
+                result = None
             left = right
-        return True
+        return result
+    value = _value(node, args)
+    if value is MISSING or _not_a_number(value):
+        return None
+    return bool(value)
+
+
+def _value(node: ast.AST, args: dict[str, Any]) -> Any:
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        truth = _truth(node.operand, args)
+        return MISSING if truth is None else not truth
+    if isinstance(node, ast.BoolOp | ast.Compare):
+        truth = _truth(node, args)
+        return MISSING if truth is None else truth
+    if isinstance(node, ast.UnaryOp):
+        number = _number(_value(node.operand, args))
+        return MISSING if number is None else -number
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, ast.List | ast.Tuple | ast.Set):
@@ -134,17 +168,36 @@ def _number(value: Any) -> Decimal | None:
     if isinstance(value, str):
         try:
             return Decimal(value.strip())
-        except InvalidOperation:
+        except (InvalidOperation, ValueError):
             return None
     return None
 
 
-def _compare(op: ast.cmpop, left: Any, right: Any) -> bool:
-    if not isinstance(op, ast.In | ast.NotIn):
-        a, b = _number(left), _number(right)
-        if a is not None and b is not None and a.is_finite() and b.is_finite():
-            left, right = a, b
+def _not_a_number(value: Any) -> bool:
+    """A value that reads as a number but is NaN or infinite: no comparison of it is sound."""
+    number = _number(value)
+    return number is not None and not number.is_finite()
+
+
+def _compare(op: ast.cmpop, left: Any, right: Any) -> bool | None:
+    """The comparison's truth, or None when it cannot be decided."""
+    if left is MISSING or right is MISSING:
+        return None
+    if isinstance(op, ast.In | ast.NotIn):
+        if _not_a_number(left):
+            return None
+        try:
+            return bool(COMPARE[type(op)](left, right))
+        except TypeError:
+            return None
+    if _not_a_number(left) or _not_a_number(right):
+        return None
+    a, b = _number(left), _number(right)
+    if a is not None and b is not None:
+        left, right = a, b
+    elif not isinstance(op, ast.Eq | ast.NotEq) and (a is not None or b is not None):
+        return None  # e.g. "abc" > 3: a number against text has no order
     try:
         return bool(COMPARE[type(op)](left, right))
     except TypeError:
-        return False  # e.g. "abc" > 3: a rule on a mistyped argument does not match
+        return None
