@@ -19,6 +19,7 @@ from django.template.loader import render_to_string
 from django.urls import URLPattern, reverse
 from django.utils.html import format_html
 
+from agentflow import permissions
 from agentflow.console.approvals import ApprovalQueueMixin
 from agentflow.console.runs import RunConsoleMixin
 from agentflow.console.schedules import ScheduleConsoleMixin
@@ -26,6 +27,18 @@ from agentflow.gates.budgets import DIMENSIONS
 from agentflow.models import Approval, Budget, BudgetSpend, Event, Policy, Run, Signal, Step
 
 SPEND_WINDOWS_SHOWN = 24
+
+
+class RunScopedMixin:
+    """Rows of runs (steps, events, signals, approvals) show only for runs the user may view.
+
+    ``AGENTFLOW["RUN_VIEW_RULE"]`` applies to lists and detail pages alike: a row of a run
+    the rule hides is not listed, and its page answers as if it did not exist.
+    """
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        rows = super().get_queryset(request)  # type: ignore[misc]
+        return rows.filter(run__in=permissions.visible_runs(request.user, Run.objects.all()))
 
 
 class ReadOnlyMixin:
@@ -100,13 +113,16 @@ class RunAdmin(RunConsoleMixin, ScheduleConsoleMixin, ReadOnlyMixin, admin.Model
     def get_urls(self) -> list[URLPattern]:
         return [*self.console_urls(), *self.schedule_urls(), *super().get_urls()]
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Run]:
+        return permissions.visible_runs(request.user, super().get_queryset(request))
+
     @admin.display(description="status", ordering="status")
     def status_column(self, run: Run) -> str:
         return status_badge(run.status, run.id)
 
 
 @admin.register(Step)
-class StepAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class StepAdmin(RunScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = (
         "run", "position", "index", "kind", "name", "status", "attempts",
         "input_tokens", "output_tokens", "cost",
@@ -117,7 +133,7 @@ class StepAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class EventAdmin(RunScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("run", "seq", "type", "created_at")
     list_filter = ("type",)
     search_fields = ("=run__id", "type")
@@ -125,7 +141,7 @@ class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Signal)
-class SignalAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class SignalAdmin(RunScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
     """Signals sent to runs; ``consumed_position`` is the wait that took each one."""
 
     list_display = ("run", "name", "created_at", "consumed_position")
@@ -272,7 +288,7 @@ def _cell(spent: Any, limit: Any) -> tuple[Any, Any, int | None]:
 
 
 @admin.register(Approval)
-class ApprovalAdmin(ApprovalQueueMixin, ReadOnlyMixin, admin.ModelAdmin):
+class ApprovalAdmin(ApprovalQueueMixin, RunScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
     """Pending questions and the audit of every decision (who, when, data, comment).
 
     Nothing here is editable or deletable: a deleted pending approval would leave its run

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_safe
 from agentflow import permissions
 from agentflow.console.approval_form import review_form
 from agentflow.console.csp import csp
-from agentflow.models import Approval
+from agentflow.models import Approval, Run
 
 PER_PAGE = 50
 # Stands for the run id in the run page URL handed to the page's script.
@@ -49,7 +49,10 @@ class ApprovalQueueMixin:
         if not self.has_view_permission(request):
             raise PermissionDenied
         pending = (
-            Approval.objects.filter(status=Approval.Status.PENDING)
+            Approval.objects.filter(
+                status=Approval.Status.PENDING,
+                run__in=permissions.visible_runs(request.user, Run.objects.all()),
+            )
             .select_related("run")
             .order_by("created_at", "id")
         )
@@ -59,12 +62,8 @@ class ApprovalQueueMixin:
             "opts": self.model._meta,
             "title": "Pending approvals",
             "page": page,
-            # A site's run rule may hide some runs; their questions are not shown here.
-            "forms": [
-                review_form(a)
-                for a in page.object_list
-                if permissions.may_view(request.user, a.run)
-            ],
+            # A site's run rule may hide some runs; their questions are not listed here.
+            "forms": [review_form(a) for a in page.object_list],
             "may_decide": request.user.has_perm(permissions.DECIDE),
             "live": {
                 "socket": "/ws/agentflow/runs/",

@@ -1,0 +1,98 @@
+"""``AGENTFLOW["RUN_VIEW_RULE"]`` on every admin page: lists, detail pages, the queue.
+
+A red-team probe found the run page answering 403 under an owner-only rule while the runs
+list, step, event and approval lists and their detail pages showed another owner's runs,
+tool output, events and approvals. Each page is asked here as two staff owners, under a
+rule with a SQL form (``queryset``) and under one without (asked run by run).
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+from django.urls import reverse
+
+from agentflow.models import Approval, Event, Run, Signal, Step
+
+pytestmark = pytest.mark.django_db
+
+SECRET = "alice-only tool output"
+
+
+def owner_only(user, run) -> bool:
+    return user.is_superuser or run.owner_id == user.pk
+
+
+def owner_only_queryset(user, runs):
+    return runs if user.is_superuser else runs.filter(owner=user)
+
+
+def owner_only_in_sql(user, run) -> bool:
+    return owner_only(user, run)
+
+
+owner_only_in_sql.queryset = owner_only_queryset
+
+
+def staff(username: str) -> tuple[User, Client]:
+    user = User.objects.create_user(username, password="pw", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="agentflow",
+            codename__in=["view_run", "view_step", "view_event", "view_approval", "view_signal"],
+        )
+    )
+    client = Client()
+    client.force_login(user)
+    return user, client
+
+
+def owned_run(owner: User, text: str) -> dict:
+    run = Run.objects.create(agent="tests.mixed", agent_version="1", status="waiting", owner=owner)
+    step = Step.objects.create(
+        run=run, position=0, kind="call", name="tests.record_effect", status="succeeded",
+        args={"tag": text}, output=text,
+    )  # fmt: skip
+    event = Event.objects.create(run=run, seq=1, type="step.completed", data={"out": text})
+    approval = Approval.objects.create(run=run, position=1, title=f"Pay {text}?", request={})
+    signal = Signal.objects.create(run=run, name=f"go {text}")
+    return {"run": run, "step": step, "event": event, "approval": approval, "signal": signal}
+
+
+@pytest.mark.parametrize(
+    "rule", ["tests.test_view_rule.owner_only_in_sql", "tests.test_view_rule.owner_only"]
+)
+def test_every_admin_page_obeys_the_view_rule(settings, rule):
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "RUN_VIEW_RULE": rule}
+    alice, alice_client = staff("alice")
+    bob, bob_client = staff("bob")
+    hers = owned_run(alice, SECRET)
+    his = owned_run(bob, "bob's own output")
+
+    for model in ("run", "step", "event", "approval", "signal"):
+        listing = reverse(f"admin:agentflow_{model}_changelist")
+        assert SECRET not in bob_client.get(listing).content.decode(), model
+        assert str(hers["run"].id) not in bob_client.get(listing).content.decode(), model
+        mine = alice_client.get(listing).content.decode()
+        assert str(hers["run"].id) in mine and str(his["run"].id) not in mine, model
+        # Detail pages of another owner's rows answer as if the row did not exist.
+        detail = bob_client.get(reverse(f"admin:agentflow_{model}_change", args=[hers[model].pk]))
+        assert detail.status_code in (302, 403, 404), (model, detail.status_code)
+        assert SECRET not in detail.content.decode()
+        own = bob_client.get(reverse(f"admin:agentflow_{model}_change", args=[his[model].pk]))
+        assert own.status_code == 200, (model, own.status_code)
+
+    queue = bob_client.get(reverse("admin:agentflow_approval_queue")).content.decode()
+    assert f'data-approval="{his["approval"].id}"' in queue
+    assert f'data-approval="{hers["approval"].id}"' not in queue and SECRET not in queue
+
+
+def test_the_default_rule_shows_staff_every_run_and_others_none():
+    alice, alice_client = staff("alice")
+    run_id = str(owned_run(User.objects.create_user("carol"), SECRET)["run"].id)
+    listing = reverse("admin:agentflow_step_changelist")
+    assert run_id in alice_client.get(listing).content.decode()
+    alice.is_staff = False  # the default rule admits staff only
+    alice.save()
+    assert run_id not in alice_client.get(listing).content.decode()
