@@ -83,6 +83,21 @@ def test_every_admin_page_obeys_the_view_rule(settings, rule):
         own = bob_client.get(reverse(f"admin:agentflow_{model}_change", args=[his[model].pk]))
         assert own.status_code == 200, (model, own.status_code)
 
+    # The console's own pages of her run: the run page, its children, compare.
+    her_run = hers["run"]
+    for url in (
+        reverse("admin:agentflow_run_change", args=[her_run.id]),
+        reverse("admin:agentflow_run_children", args=[her_run.id, 0]),
+        reverse("admin:agentflow_run_compare") + f"?a={his['run'].id}&b={her_run.id}",
+        reverse("admin:agentflow_run_compare") + f"?a={her_run.id}&b={his['run'].id}",
+    ):
+        page = bob_client.get(url)
+        assert page.status_code == 403 and SECRET not in page.content.decode(), url
+    assert (
+        alice_client.get(reverse("admin:agentflow_run_change", args=[her_run.id])).status_code
+        == 200
+    )
+
     queue = bob_client.get(reverse("admin:agentflow_approval_queue")).content.decode()
     assert f'data-approval="{his["approval"].id}"' in queue
     assert f'data-approval="{hers["approval"].id}"' not in queue and SECRET not in queue
