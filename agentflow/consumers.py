@@ -13,11 +13,16 @@ committed every seq below it has too.
 
 Frames are paced by ``Pacer``: at most one per ``FRAME_INTERVAL`` (about 20 a second), and
 whatever piled up in between goes out as one ``batch`` frame, so nothing is dropped.
+
+A channel-layer failure (Redis restarted, a connection reset) does not close a socket: its
+receive rejoins the group (``agentflow.layer_receive``), then a run socket reads what was
+committed meanwhile from the table, after the last seq it queued.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +32,12 @@ from uuid import UUID
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from agentflow import permissions
+from agentflow import permissions, socket_access
 from agentflow.events import ALL_RUNS_GROUP, run_group
+from agentflow.layer_receive import Message, RejoiningReceive
 from agentflow.models import Approval, Event, Run
+
+logger = logging.getLogger(__name__)
 
 Frame = dict[str, Any]
 
@@ -37,6 +45,9 @@ Frame = dict[str, Any]
 FRAME_INTERVAL = 0.05
 # A batch frame carries at most this many events; a longer backlog takes several frames.
 FRAME_EVENTS = 500
+# The close code of a socket whose user lost access (logged out, deactivated, permission
+# removed): 4403, in the range the WebSocket protocol leaves to applications.
+ACCESS_ENDED = 4403
 # Runs a list socket remembers (oldest forgotten first).
 RUN_CACHE_SIZE = 10_000
 # The status a run has after each of its events; other run.* events are read from the row.
@@ -159,6 +170,23 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
 
     group: str | None = None
     pacer: Pacer | None = None
+    access_watch: asyncio.Task[None] | None = None
+
+    @property
+    def channel_receive(self) -> Callable[[], Awaitable[Message]]:
+        """What channels' dispatch loop awaits: the layer's receive, rejoining when it fails."""
+        return self._channel_receive
+
+    @channel_receive.setter
+    def channel_receive(self, receive: Callable[[], Awaitable[Message]]) -> None:
+        # channels' __call__ sets the layer's own receive here; an error from it would end
+        # the consumer (a 1011 close, and no disconnect to leave the group).
+        self._channel_receive = RejoiningReceive(
+            receive, self.channel_layer, self.channel_name, self._groups
+        )
+
+    def _groups(self) -> list[str]:
+        return [self.group] if self.group is not None else []
 
     async def stream_group(self, group: str, frame: Any) -> None:
         """Subscribe to ``group`` before accepting, so nothing published meanwhile is missed."""
@@ -166,12 +194,41 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         self.group = group
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        self.access_watch = asyncio.create_task(self._watch_access())
+
+    async def _watch_access(self) -> None:
+        """Close the socket (code ``ACCESS_ENDED``) once its user may no longer see it."""
+        while True:
+            await asyncio.sleep(socket_access.RECHECK_SECONDS)
+            user = await database_sync_to_async(socket_access.current_user)(self.scope)
+            if not await self.still_allowed(user):
+                await self.close(code=ACCESS_ENDED)
+                return
+            self.scope["user"] = user  # later checks see the fresh permissions
+
+    async def still_allowed(self, user: Any) -> bool:
+        """Whether ``user`` may still see what this socket streams."""
+        raise NotImplementedError
 
     async def disconnect(self, code: int) -> None:
+        if self.access_watch is not None:
+            self.access_watch.cancel()
         if self.pacer is not None:
             self.pacer.stop()
+        group, self.group = self.group, None  # a rejoin under way must not add it back
+        if group is not None:
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception as exc:  # the layer is down; a restarted Redis forgot it anyway
+                logger.warning("leaving %s failed for %s: %s", group, self.channel_name, exc)
+
+    async def agentflow_rejoined(self, message: Message) -> None:
+        """The layer failed and the group was joined again: catch up on what was missed."""
         if self.group is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.catch_up()
+
+    async def catch_up(self) -> None:
+        """Nothing by default: a list socket streams changes from now on."""
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """The socket only streams; whatever a client sends is ignored, never decoded."""
@@ -189,6 +246,13 @@ class RunEventsConsumer(StreamConsumer):
         self.run_id, self.last = run_id, after
         await self.stream_group(run_group(run_id), run_frame)
         self._queue(await _events(run_id, after))
+
+    async def still_allowed(self, user: Any) -> bool:
+        return await _may_view(user, self.run_id)
+
+    async def catch_up(self) -> None:
+        """Events committed while the layer was failing: read after the last seq queued."""
+        self._queue(await _events(self.run_id, self.last))
 
     async def agentflow_events(self, message: dict[str, Any]) -> None:
         """A publisher's batch of this run's committed events."""
@@ -221,6 +285,7 @@ class ListedRun:
     visible: bool
     agent: str
     status_seq: int = 0
+    checked: int = 0  # the socket's access check the verdict belongs to
 
 
 class RunListConsumer(StreamConsumer):
@@ -235,7 +300,12 @@ class RunListConsumer(StreamConsumer):
             await self.close()
             return
         self.runs: dict[str, ListedRun] = {}
+        self.checks = 0
         await self.stream_group(ALL_RUNS_GROUP, list_frame)
+
+    async def still_allowed(self, user: Any) -> bool:
+        self.checks += 1  # each run's verdict is asked again when it next shows
+        return await _may_list(user)
 
     async def agentflow_batch(self, message: dict[str, Any]) -> None:
         """A publisher's batch (several runs' events), translated for list views."""
@@ -283,14 +353,18 @@ class RunListConsumer(StreamConsumer):
         return frames
 
     def _run(self, run_id: str) -> ListedRun | None:
-        if run_id not in self.runs:
+        listed = self.runs.get(run_id)
+        if listed is None or listed.checked != self.checks:
             run = Run.objects.filter(id=run_id).first()
             if run is None:
                 return None
-            if len(self.runs) >= RUN_CACHE_SIZE:
-                del self.runs[next(iter(self.runs))]
-            self.runs[run_id] = ListedRun(permissions.may_view(self.scope["user"], run), run.agent)
-        return self.runs[run_id]
+            if listed is None:
+                if len(self.runs) >= RUN_CACHE_SIZE:
+                    del self.runs[next(iter(self.runs))]
+                listed = self.runs[run_id] = ListedRun(False, run.agent)
+            listed.visible = permissions.may_view(self.scope["user"], run)
+            listed.checked = self.checks
+        return listed
 
 
 def _listed(event: Frame) -> bool:

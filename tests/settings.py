@@ -59,6 +59,14 @@ AGENTFLOW = {
     },
     "PRICES": {"gpt-test": {"input": "2.00", "output": "8.00"}},
 }
+# A test that restarts the channel layer's Redis gives the layer (only) a server of its own.
+if os.environ.get("AGENTFLOW_TEST_LAYER_REDIS_URL"):
+    CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["address"] = os.environ[  # noqa: F405
+        "AGENTFLOW_TEST_LAYER_REDIS_URL"
+    ]
 # Beat in tests keeps its schedule in a file: the database is flushed between tests.
 CELERY_BEAT_SCHEDULER = "celery.beat:PersistentScheduler"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# pytest turns DEBUG off and nothing ran collectstatic: WhiteNoise finds the static files in
+# the apps, as in development, instead of warning that STATIC_ROOT does not exist.
+WHITENOISE_USE_FINDERS = WHITENOISE_AUTOREFRESH = True
