@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d
 LATEST := .venv-latest
 comma  := ,
 
-.PHONY: demo test test-latest lock bench lint services browser compose clean
+.PHONY: demo test test-latest lock bench lint services browser compose faketime clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	bash scripts/bootstrap.sh "$(PYTHON)"
@@ -32,10 +32,13 @@ browser:  ## install Debian's Chromium for the browser tests if it is missing
 compose:  ## install a Compose that validates docker-compose.yml if there is none
 	bash scripts/compose.sh
 
-test: $(STAMP) services browser compose  ## the whole suite: real workers, PostgreSQL, Redis, RabbitMQ, Chromium
+faketime:  ## install libfaketime for the clock-skew tests if it is missing
+	bash scripts/faketime.sh
+
+test: $(STAMP) services browser compose faketime  ## the whole suite: real workers, PostgreSQL, Redis, RabbitMQ, Chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-latest: services browser compose  ## the whole suite on the newest versions pyproject.toml allows
+test-latest: services browser compose faketime  ## the whole suite on the newest versions pyproject.toml allows
 	bash scripts/bootstrap.sh "$(PYTHON)"
 	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet --upgrade pip

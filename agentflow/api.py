@@ -13,7 +13,6 @@ from uuid import UUID
 
 from django.db import transaction
 from django.db.models import F
-from django.utils import timezone
 
 from agentflow import permissions, registry, tracing
 from agentflow.definitions import AgentDefinition
@@ -27,7 +26,7 @@ from agentflow.exceptions import ApprovalNotFound, InvalidState, RunNotFound
 from agentflow.gates import budgets
 from agentflow.gates.redaction import redact_text
 from agentflow.gates.sealing import protect
-from agentflow.models import Approval, Run, Signal, Step
+from agentflow.models import Approval, Run, Signal, Step, clock
 
 RunRef = Run | UUID | str
 
@@ -167,7 +166,7 @@ def signal(run: RunRef, name: str, data: Any = None) -> None:
         Signal.objects.create(
             run_id=run_id, name=redact_text(name), data=loads(stored), sealed_data=sealed
         )
-        Run.objects.filter(id=run_id).update(wake_seq=F("wake_seq") + 1, wake_at=timezone.now())
+        Run.objects.filter(id=run_id).update(wake_seq=F("wake_seq") + 1, wake_at=clock.now())
         store.append_event(run_id, "signal.received", {"name": name})
         dispatcher().advance(run_id)
 
@@ -175,7 +174,7 @@ def signal(run: RunRef, name: str, data: Any = None) -> None:
 def cancel(run: RunRef, *, by: Any = None) -> Run:
     """Mark the run cancelled; no new step starts, and a worker mid-step stops at its next write."""
     run_id = _run_id(run)
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         cancelled = Run.objects.filter(
             id=run_id, status__in=(*Run.ACTIVE, Run.Status.PAUSED)

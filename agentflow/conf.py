@@ -23,7 +23,7 @@ DEFAULT_REDACT: tuple[str, ...] = (
     r"\bgh[pousr]_[A-Za-z0-9]{30,}",
     r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",
     r"\bAIza[0-9A-Za-z_\-]{35}",
-    r"\b(?i:bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*",
+    r"\b(?i:bearer)[\s\x0b\p{Z}]+[A-Za-z0-9\-._~+/]{8,}=*",  # RE2's \s is ASCII
     r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}",
 )
 
@@ -78,6 +78,7 @@ DEFAULTS: dict[str, Any] = {
     "PUBLISHER": "agentflow.events.ChannelLayerPublisher",
     # Regular expressions redacted from everything stored or published, besides the
     # patterns of Policy rows. Extend rather than replace: [*DEFAULT_REDACT, r"..."].
+    # RE2 syntax (linear time): no lookaround or backreferences; check E006 says why.
     "REDACT": list(DEFAULT_REDACT),
     # When True, a tool runs only if an enabled Policy allows it.
     "DENY_BY_DEFAULT": False,

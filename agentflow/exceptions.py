@@ -18,7 +18,8 @@
     │   └── ApprovalNotFound      no approval has that id
     ├── InvalidState              an operation does not apply to the run in its current status
     │   └── RunNotFound
-    └── PayloadError              a value cannot be stored (not JSON, too large or too deep)
+    ├── PayloadError              a value cannot be stored (not JSON, too large or too deep)
+    └── RedactionUnavailable      a redaction pattern cannot be compiled: nothing is stored
 
 The runtime's own control flow (``Suspend``, ``LeaseLost``) lives in
 ``agentflow.engine.interrupts`` and derives from ``BaseException``, so user code that
@@ -128,3 +129,11 @@ class ApprovalNotFound(InvalidInput):
 
 class PayloadError(AgentflowError):
     """A value cannot be stored: not JSON, too large, too deep, or holding NUL or a surrogate."""
+
+
+class RedactionUnavailable(AgentflowError):
+    """A redaction pattern cannot be compiled, so nothing can be made safe to store or publish.
+
+    The engine treats it like a database outage: the run is retried later and nothing is
+    failed or written. The system check and the Policy form refuse such patterns first.
+    """

@@ -3,7 +3,9 @@
 A run is pruned once it finished (succeeded, failed or cancelled) before the cut-off and no
 fork still names it as its parent (the fork's history points at it). Each batch of runs
 goes in its own short transaction, children first, so no lock is held for long and a
-prune stopped half-way leaves whole runs behind, never half a run.
+prune stopped half-way leaves whole runs behind, never half a run. The batch is checked
+again in that transaction, under a lock on its run rows, so a run retried or forked after
+it was picked is kept.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from uuid import UUID
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet
-from django.utils import timezone
 
 from agentflow.exceptions import InvalidInput
-from agentflow.models import Approval, Budget, Event, Run, Signal, Step
+from agentflow.models import Approval, Budget, Event, Run, Signal, Step, clock
 
 FINISHED = (Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.CANCELLED)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -66,7 +68,7 @@ def prune(
     progress: Callable[[Pruned], None] | None = None,
 ) -> Pruned:
     """Delete runs that finished more than ``older_than`` ago, ``batch`` runs at a time."""
-    before = timezone.now() - older_than
+    before = clock.now() - older_than
     old = Run.objects.filter(status__in=FINISHED, finished_at__lt=before)
     report = Pruned(kept_for_forks=old.count() - prunable(before).count())
     if dry_run:
@@ -77,10 +79,20 @@ def prune(
         report.approvals = Approval.objects.filter(run_id__in=ids).count()
         return report
     while True:
-        ids = list(prunable(before).order_by("finished_at").values_list("id", flat=True)[:batch])
-        if not ids:
+        picked = _pick(before, batch)
+        if not picked:
             return report
         with transaction.atomic():
+            # Checked again under a row lock: a run retried or forked since the pick is no
+            # longer prunable and stays, with what it recorded since. A retry that comes
+            # after this waits for the lock, then finds no run.
+            ids = list(
+                prunable(before)
+                .filter(id__in=picked)
+                .order_by("id")  # one lock order for concurrent prunes
+                .select_for_update()
+                .values_list("id", flat=True)
+            )
             report.approvals += _delete(Approval.objects.filter(run_id__in=ids))
             report.events += _delete(Event.objects.filter(run_id__in=ids))
             _delete(Signal.objects.filter(run_id__in=ids))
@@ -89,6 +101,11 @@ def prune(
             report.runs += _delete(Run.objects.filter(id__in=ids))
         if progress is not None:
             progress(report)
+
+
+def _pick(before: datetime, batch: int) -> list[UUID]:
+    """The next batch of prunable run ids, oldest first (checked again before deleting)."""
+    return list(prunable(before).order_by("finished_at").values_list("id", flat=True)[:batch])
 
 
 def _delete(rows: QuerySet) -> int:

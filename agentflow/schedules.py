@@ -36,8 +36,8 @@ from django_celery_beat.models import (
 
 from agentflow import api, conf, registry
 from agentflow.definitions import AgentDefinition
-from agentflow.engine.serialize import dumps, loads
-from agentflow.exceptions import InvalidInput
+from agentflow.engine.serialize import check_text, dumps, loads, shortened
+from agentflow.exceptions import InvalidInput, PayloadError
 from agentflow.gates.budgets import run_budget
 from agentflow.gates.sealing import protect, reveal
 from agentflow.models import Run
@@ -45,6 +45,8 @@ from agentflow.models import Run
 TASK = "agentflow.start_scheduled"
 FIRE_TIME_HEADER = "agentflow_fire_time"
 CRONTAB_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+# The longest interval: django-celery-beat keeps ``every`` in a 32-bit integer column.
+MAX_EVERY = 2**31 - 1
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +72,10 @@ def schedule(
     stored, sealed = protect(dumps(value, what=f"input of agent {definition.name}"))
     definition.validate_input(value)
     run_budget(definition.name, budget)
+    # Every argument is checked before anything is written: a refusal leaves no row behind.
     when = _when(definition.name, every, crontab)
-    name = name or _default_name(definition.name, every, crontab)
+    name = _name(definition.name, name, every, crontab)
+    owner_id = _owner(definition.name, owner)
     if PeriodicTask.objects.filter(name=name).exists():
         raise InvalidInput(
             f"A schedule named '{name}' already exists; pass another name, or change or delete "
@@ -81,13 +85,18 @@ def schedule(
         "agent": definition.name,
         "input": loads(stored),
         "sealed_input": sealed,
-        "owner": None if owner is None else owner.pk,
+        "owner": owner_id,
         "budget": budget,
     }
     try:
         with transaction.atomic():
             task = PeriodicTask.objects.create(
-                name=name, task=TASK, enabled=enabled, kwargs="{}", queue=tick_queue(), **when
+                name=name,
+                task=TASK,
+                enabled=enabled,
+                kwargs="{}",
+                queue=tick_queue(),
+                **_timing(when),
             )
             # The task finds its schedule by id: that is half of each run's key.
             task.kwargs = json.dumps({"schedule": task.id, **kwargs})
@@ -141,40 +150,100 @@ def sync_queues_at_beat_start(sender: Any = None, **kwargs: Any) -> None:
     logger.info("Moved %d agentflow schedule(s) to queue %r.", changed, wanted)
 
 
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut short for a message (an integer too long to print, described)."""
+    try:
+        text = repr(value)
+    except ValueError:  # past sys.get_int_max_str_digits()
+        text = f"<an integer of {value.bit_length():,} bits>"
+    return shortened(text)
+
+
 def _when(agent: str, every: Any, crontab: Any) -> dict[str, Any]:
-    """The ``interval`` or ``crontab`` of the PeriodicTask; InvalidInput naming the problem."""
+    """``{"every": seconds}`` or the crontab's fields; InvalidInput naming the problem."""
     if (every is None) == (crontab is None):
         raise InvalidInput(
             f"Schedule of agent '{agent}' needs exactly one of every= (seconds) or crontab= "
             f"(a 5-field string); got {'both' if every is not None else 'neither'}."
         )
     if every is not None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        if isinstance(every, bool) or not isinstance(every, int) or not 1 <= every <= MAX_EVERY:
             raise InvalidInput(
-                f"Schedule of agent '{agent}': every={every!r} must be a whole number of "
-                "seconds, at least 1."
+                f"Schedule of agent '{agent}': every={_shown(every)} must be a whole number of "
+                f"seconds, at least 1 and at most {MAX_EVERY:,} (about 68 years)."
             )
-        interval, _ = IntervalSchedule.objects.get_or_create(
-            every=every, period=IntervalSchedule.SECONDS
-        )
-        return {"interval": interval}
+        return {"every": every}
     fields = crontab.split() if isinstance(crontab, str) else []
     if len(fields) != len(CRONTAB_FIELDS):
         raise InvalidInput(
-            f"Schedule of agent '{agent}': crontab={crontab!r} must have 5 fields, "
+            f"Schedule of agent '{agent}': crontab={_shown(crontab)} must have 5 fields, "
             "'minute hour day-of-month month day-of-week', e.g. '0 9 * * 1-5'."
         )
     values = dict(zip(CRONTAB_FIELDS, fields, strict=True))
+    for field, text in values.items():
+        longest = CrontabSchedule._meta.get_field(field).max_length
+        if len(text) > longest:
+            raise InvalidInput(
+                f"Schedule of agent '{agent}': the {field} field of crontab={_shown(crontab)} "
+                f"is {len(text):,} characters long; it holds at most {longest}. Use ranges "
+                "and steps (1-5, */15) instead of long lists."
+            )
     from celery.schedules import crontab as celery_crontab
 
     try:
         celery_crontab(**values)
     except ValueError as exc:
         raise InvalidInput(
-            f"Schedule of agent '{agent}': crontab={crontab!r} is not valid: {exc}."
+            f"Schedule of agent '{agent}': crontab={_shown(crontab)} is not valid: "
+            f"{shortened(str(exc))}."
         ) from None
-    cron, _ = CrontabSchedule.objects.get_or_create(**values, timezone=settings.TIME_ZONE)
+    return values
+
+
+def _timing(when: dict[str, Any]) -> dict[str, Any]:
+    """The PeriodicTask's ``interval`` or ``crontab`` row for checked ``_when`` values."""
+    if "every" in when:
+        interval, _ = IntervalSchedule.objects.get_or_create(
+            every=when["every"], period=IntervalSchedule.SECONDS
+        )
+        return {"interval": interval}
+    cron, _ = CrontabSchedule.objects.get_or_create(**when, timezone=settings.TIME_ZONE)
     return {"crontab": cron}
+
+
+def _name(agent: str, name: Any, every: int | None, crontab: str | None) -> str:
+    """The schedule's name (given, or made); InvalidInput if it cannot be stored."""
+    longest = PeriodicTask._meta.get_field("name").max_length
+    if name is None or name == "":
+        made = _default_name(agent, every, crontab)
+        if len(made) > longest:
+            raise InvalidInput(
+                f"Schedule of agent '{agent}': the name made from the agent and its timing, "
+                f"{_shown(made)}, is {len(made):,} characters long, over the limit of "
+                f"{longest}; pass a shorter name=."
+            )
+        return made
+    try:
+        check_text(
+            name, what=f"Schedule of agent '{agent}': name={_shown(name)}", max_chars=longest
+        )
+    except PayloadError as exc:
+        raise InvalidInput(str(exc)) from None
+    return name
+
+
+def _owner(agent: str, owner: Any) -> int | None:
+    """The owner's primary key; InvalidInput unless ``owner`` is None or a saved user."""
+    if owner is None:
+        return None
+    user_model = get_user_model()
+    if not isinstance(owner, user_model) or owner.pk is None:
+        raise InvalidInput(
+            f"Schedule of agent '{agent}': owner={_shown(owner)} must be a saved "
+            f"{user_model._meta.label} or None; look the user up first, e.g. "
+            f"get_user_model().objects.get({user_model.USERNAME_FIELD}=...)."
+        )
+    return owner.pk
 
 
 def _default_name(agent: str, every: int | None, crontab: str | None) -> str:

@@ -72,6 +72,7 @@ def options() -> argparse.Namespace:
     add("--llm-calls", type=int, default=100, help="ctx.llm calls timed against bare ones")
     add("--llm-deltas", type=int, default=100, help="content deltas per streamed reply")
     add("--llm-delay-ms", type=float, default=1.0, help="milliseconds between deltas")
+    add("--redactions", type=int, default=20, help="times each 1 MB payload is redacted")
     return parser.parse_args()
 
 
@@ -102,6 +103,8 @@ def run_all(o: argparse.Namespace, early: int, late: int) -> dict[str, float]:
     r |= measure("bench.run_page", o.run_page, 5)
     print("model calls against a local OpenAI-compatible server, in-process")
     r |= measure("bench.llm_overhead", o.llm_calls, o.llm_deltas, o.llm_delay_ms)
+    print("redaction of 1 MB payloads with the default patterns, in-process")
+    r |= measure("bench.redaction", o.redactions)
     return r
 
 
@@ -122,6 +125,8 @@ def print_measurements(r: dict[str, float], o: argparse.Namespace, early: int, l
         ("raw Celery chain of 3 no-ops via Celery worker", r["raw_chain_per_s"], "runs/s"),
         ("bare openai streamed call (local server)", r["bare_llm_ms"], "ms"),
         ("agentflow ctx.llm, same stream", r["agentflow_llm_ms"], "ms"),
+        ("redact 1 MB: 7-char secrets (capped)", r["redaction_dense_1mb_ms"], "ms"),
+        ("redact 1 MB: 200,000 short strings", r["redaction_short_strings_1mb_ms"], "ms"),
     ]
     for n in o.fan_out:
         rows.append((f"raw Celery chord of {n:,} no-ops + callback", r[f"raw_chord_{n}_s"], "s"))
@@ -192,6 +197,9 @@ def print_goals(r: dict[str, float], o: argparse.Namespace, early: int, late: in
     failed |= verdict == "MISSED"
     name, goal = "ctx.llm overhead over a bare openai call (ms)", f"<= {allowed:.1f}"
     print(f"{name:<50}{overhead:>8.2f}{goal:>9}  {verdict}")
+    # Runs of [A-Za-z0-9] with near-miss '@'s and hex: quadratic for a backtracking engine.
+    name = "redact 1 MB of near-miss runs and hex (ms)"
+    failed |= not goal_row(name, r["redaction_worst_1mb_ms"], "<= 20")
     return not failed
 
 

@@ -14,6 +14,7 @@ import pytest
 import agentflow
 from agentflow import tool
 from agentflow.models import Run, Step
+from tests.faults import FAULT, MARK
 from tests.support import wait_until
 from tests.testapp.models import LedgerEntry
 
@@ -55,6 +56,27 @@ def test_a_worker_killed_inside_an_atomic_tool_leaves_no_write_and_the_retry_wri
     assert LedgerEntry.objects.filter(invoice="inv-1").count() == 1  # ... its write landed once
     step = Step.objects.get(run=run, position=0)
     assert (step.status, step.attempts, step.output) == (Step.Status.SUCCEEDED, 2, "inv-1")
+
+
+def test_a_worker_killed_between_an_atomic_tools_body_and_its_record_leaves_no_write(
+    workers, marks
+):
+    """The crash window after the body returned, while its record is written: the body's
+    writes must still be uncommitted there (a record written after the tool's own
+    transaction committed would leave a write behind and the retry would write again)."""
+    plain = {"AGENTFLOW_TEST_MARKS": str(marks)}
+    doomed = workers(
+        "doomed", concurrency=1, env={**plain, FAULT: "before_record", MARK: str(marks / "x")}
+    )
+    run = agentflow.start("tests.pay_once", {"invoice": "inv-7", "atomic": True})
+    wait_until(lambda: not doomed.alive(), timeout=60, what="the worker to die at the record")
+    assert bodies(marks) == ["inv-7"]
+    assert not LedgerEntry.objects.filter(invoice="inv-7").exists()  # rolled back with it
+    workers("survivor", concurrency=1, env=plain)
+    run = agentflow.wait(run, timeout=60)
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    assert bodies(marks) == ["inv-7", "inv-7"]
+    assert LedgerEntry.objects.filter(invoice="inv-7").count() == 1
 
 
 def test_the_same_tool_without_atomic_and_without_a_key_writes_twice(workers, marks):

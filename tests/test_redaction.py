@@ -6,18 +6,33 @@ import json
 
 import pytest
 from django.apps import apps
+from django.contrib.auth.models import Permission, User
 from django.db import connection
 
 import agentflow
+from agentflow.conf import DEFAULT_REDACT
 from agentflow.events import ALL_RUNS_GROUP
+from agentflow.exceptions import RedactionUnavailable
 from agentflow.gates import redaction, sealing
-from agentflow.models import Event, Run, Step
-from tests.support import GroupListener, wait_until
+from agentflow.models import Approval, Event, Run, Step
+from tests.support import GroupListener, assert_form_refuses, wait_until
 from tests.testapp.models import Execution
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SECRET = "sk-live-4f9a8b7c6d5e4f3a2b1c"
+
+
+@pytest.fixture(autouse=True)
+def fresh_patterns():
+    """Policy rows of an earlier test are gone: so must be the patterns cached from them."""
+    from agentflow.gates import policy
+
+    policy.clear_cache()
+    redaction.clear_cache()
+    yield
+    policy.clear_cache()
+    redaction.clear_cache()
 
 
 def full_scan() -> dict[str, int]:
@@ -101,3 +116,178 @@ def test_sealed_values_open_after_a_key_rotation_with_a_fallback(settings):
     settings.SECRET_KEY_FALLBACKS = []
     with pytest.raises(agentflow.AgentflowError, match="SECRET_KEY_FALLBACKS"):
         sealing.unseal(token)
+
+
+# -- linear time, whatever the patterns (issue 20) ----------------------------------------
+
+
+def reviewer() -> User:
+    user = User.objects.create_user("reviewer", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="decide_approval"))
+    return User.objects.get(id=user.id)  # fresh: the permission cache is per instance
+
+
+def test_patterns_are_matched_by_re2_and_backtracking_syntax_is_refused(settings):
+    # RE2's time is linear in the text whatever the pattern; Python's re backtracks (an
+    # 80,000-letter run took 6.6 s with the default email pattern). bench.redaction times it.
+    assert type(redaction._pattern().regex).__module__ == "re2"
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "REDACT": [*DEFAULT_REDACT, r"secret(?=\d)"]}
+    with pytest.raises(RedactionUnavailable, match=r"line 8 of AGENTFLOW\['REDACT'\]"):
+        redaction.redact_text("secret1")
+
+
+def test_re2_keeps_the_meaning_of_the_default_patterns():
+    text = (
+        "a BEARER abc.def-123456, bearer\u00a0abcdefgh1, x-sk-live-4f9a8b7c6d5e4f3a2b1c, "
+        "xsk-live-4f9a8b7c6d5e4f3a2b1c, ann.lee+x@mail.example.org, AKIAABCDEFGHIJKLMNOP"
+    )
+    assert redaction.redact_text(text) == (
+        "a [redacted], [redacted], x-[redacted], xsk-live-4f9a8b7c6d5e4f3a2b1c, [redacted], "
+        "[redacted]"
+    )
+
+
+@pytest.mark.parametrize(
+    "lines",
+    ["ab.c\n\\bq\nq\\b\n\\Bzz\\B", "ab.c\n^head\ntail$\n\\Bzz\\B"],
+    ids=["joined", "anchored"],
+)
+def test_one_scan_of_a_value_finds_what_a_scan_of_each_string_finds(lines):
+    """A value's strings are joined for one scan (string by string where a pattern tests
+    the edges of the text): a match may not run from one string into the next, or hide one."""
+    from agentflow.models import Policy
+
+    Policy.objects.create(name="odd", redact=lines)
+    value = {
+        "ab": ["c", "xabxc", "q", "aq", "qa", "head1", "1head", "tail", "tails"],
+        "xzzx": "zz",
+        "n": [1, None, True, "ann@example.org"],
+    }
+    each = [redaction.redact_text(text) for text in _strings(value)]
+    assert _strings(redaction.redact(value)) == each
+    assert each[:3] == ["ab", "c", "x[redacted]"]  # 'ab' + 'c' joined would match ab.c
+    assert "x[redacted]x" in each and "zz" in each and "[redacted]" in each
+
+
+def _strings(value: object) -> list[str]:
+    found: list[str] = []
+    redaction._collect(value, found)
+    return found
+
+
+def test_json_is_redacted_string_by_string_not_as_encoded_text():
+    """The text of JSON escapes strings and puts quotes around them: patterns see values."""
+    from agentflow.models import Policy
+
+    Policy.objects.create(name="ids", redact="^ACME-\\d+$\ngeheim-ß")
+    text = json.dumps({"id": "ACME-123", "note": "ein geheim-ß wort"})  # ensure_ascii: \u00df
+    assert json.loads(redaction.redact_json(text)) == {
+        "id": "[redacted]",
+        "note": "ein [redacted] wort",
+    }
+
+
+def test_matches_past_the_limit_replace_the_rest_of_the_value_whole(monkeypatch):
+    """Each match costs a little: a value's cost is capped at MAX_MATCHES of them."""
+    monkeypatch.setattr(redaction, "MAX_MATCHES", 3)
+    value = ["a@b.cc x", "c@d.ee y e@f.gg z g@h.ii tail", "clean", {"k": "v"}]
+    assert redaction.redact(value) == [
+        "[redacted] x",
+        "[redacted] y [redacted] z [redacted]",
+        "[redacted]",
+        {"[redacted]": "[redacted]"},
+    ]
+    assert redaction.redact_text("a@b.cc " * 5) == "[redacted] " * 3 + "[redacted]"
+
+
+def test_a_pattern_re2_cannot_compile_stores_nothing_and_the_run_waits(recording_dispatcher):
+    """Redaction fails closed: no value is stored unredacted, and nothing fails for good."""
+    from agentflow.engine import executor
+    from agentflow.models import Policy
+
+    run = agentflow.start("tests.three_steps")
+    # Saved without the form's validation, as rows written before RE2 were.
+    policy = Policy.objects.create(name="legacy", redact=r"secret(?=\d)")
+    assert executor.advance(run.id, worker="t") == "store-unavailable"
+    assert recording_dispatcher[-1][0] == run.id  # tried again in a lease's time
+    run.refresh_from_db()
+    assert run.status == Run.Status.PENDING and not run.error and run.event_seq == 1
+    assert not Step.objects.filter(run=run).exists()
+    with pytest.raises(RedactionUnavailable, match="Policy 'legacy'"):
+        agentflow.start("tests.three_steps")
+
+    policy.delete()
+    assert executor.advance(run.id, worker="t") == "succeeded"
+
+
+def test_the_policy_form_names_a_pattern_re2_refuses_and_why(admin_client):
+    from agentflow.models import Policy
+
+    data = {"name": "p", "enabled": "on", "tool": "", "agent": "", "effect": ""}
+    for pattern, why in [
+        ("ok\nsecret(?=\\d)", "line 2: 'secret(?=\\\\d)' is not a pattern RE2 can match"),
+        ("(?<=key=)\\w+", "no lookbehind"),
+        ("(a)\\1", "no backreferences"),
+        ("ACME-\\d{,6}", "write {0,3}"),
+    ]:
+        assert_form_refuses(
+            admin_client, "/admin/agentflow/policy/add/", {**data, "redact": pattern}, "redact", why
+        )
+    assert not Policy.objects.exists()
+
+
+def test_the_system_check_names_a_settings_pattern_re2_refuses(settings):
+    from agentflow.checks import check_redact
+
+    assert check_redact() == []
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "REDACT": [*DEFAULT_REDACT, r"(?<!x)key-\d+"]}
+    (error,) = check_redact()
+    assert error.id == "agentflow.E006"
+    assert "AGENTFLOW['REDACT'] line 8" in error.msg and "no lookbehind" in error.msg
+    assert "workers store and publish nothing" in error.msg and "RE2" in error.hint
+
+
+def test_an_advance_never_redacts_recorded_history_again(recording_dispatcher, monkeypatch):
+    """Names, titles and a reviewer's comment were redacted when recorded: not on replay."""
+    from agentflow.engine import executor
+
+    run = agentflow.start("tests.secret_titles", {"token": SECRET})
+    assert executor.advance(run.id, worker="t") == "waiting"
+    approval = Approval.objects.get(run=run)
+    comment = "looks right, mail ann@example.org " + "x" * 9000
+    agentflow.approve(approval.id, by=reviewer(), comment=comment)
+
+    scanned: list[str] = []  # every text a redaction pattern is matched against
+
+    class Recording:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> object:
+            found = getattr(self.inner, name)
+            if hasattr(found, "finditer"):
+                return Recording(found)
+            if not callable(found):
+                return found
+
+            def call(*args: object, **kwargs: object) -> object:
+                scanned.extend(a for a in args if isinstance(a, str))
+                return found(*args, **kwargs)
+
+            return call
+
+    real = redaction._pattern
+    monkeypatch.setattr(redaction, "_pattern", lambda: Recording(real()))
+    assert executor.advance(run.id, worker="t2") == "succeeded"
+
+    assert any(f"done-{SECRET}" in text for text in scanned)  # new records are redacted
+    for recorded in (f"note-{SECRET}", f"Approve {SECRET}?", "looks right"):
+        assert not [text for text in scanned if recorded in text], f"{recorded!r} scanned again"
+    # ... and stored redacted all the same.
+    decided = Step.objects.get(run=run, position=1)
+    assert decided.output["comment"] == "looks right, mail [redacted] " + "x" * 9000
+    assert decided.output["by"] == "reviewer" and decided.output["approved"] is True
+    assert decided.name == "Approve [redacted]?"
+    assert Step.objects.get(run=run, position=2).name == "done-[redacted]"
+    assert full_scan() == dict.fromkeys(full_scan(), 0)
+    assert "ann@example.org" not in json.dumps(list(Step.objects.values_list("output")))

@@ -89,3 +89,36 @@ def test_with_retention_set_beat_prunes_daily(settings, recording_dispatcher):
     assert prune_task().startswith("1 runs, 3 steps")
     assert list(Run.objects.values_list("id", flat=True)) == [recent.id]
     assert not Run.objects.filter(id=old.id).exists()
+
+
+def test_a_run_retried_or_forked_between_pick_and_delete_is_kept_whole(
+    recording_dispatcher, monkeypatch
+):
+    failed = finished_run(40, status=Run.Status.FAILED, error={"message": "the API was down"})
+    parent = finished_run(40)
+    doomed = finished_run(40)
+    pick = retention._pick
+    forks = []
+
+    def pick_then_act(before, batch):
+        """The prune's pick, then what an operator does before its delete."""
+        ids = pick(before, batch)
+        if failed.id in ids:
+            assert {failed.id, parent.id, doomed.id} <= set(ids)
+            agentflow.resume(failed, by="operator")  # a retry: the run goes on
+            forks.append(agentflow.fork(parent, at=1))
+        return ids
+
+    monkeypatch.setattr(retention, "_pick", pick_then_act)
+    report = retention.prune(timedelta(days=30))
+
+    assert forks and report.runs == 1 and report.steps == 3
+    assert not Run.objects.filter(id=doomed.id).exists()
+    retried = Run.objects.get(id=failed.id)
+    assert retried.status == Run.Status.WAITING and retried.finished_at is None
+    assert Event.objects.filter(run=retried, type="run.resumed").exists()  # its new event
+    assert Step.objects.filter(run=retried).count() == 3
+    assert Budget.objects.filter(run=retried).exists()
+    assert Run.objects.get(id=forks[0].id).parent_id == parent.id  # the fork keeps its history
+    assert Step.objects.filter(run=parent).count() == 3
+    assert executor.advance(retried.id, worker="t") == "succeeded"  # and it runs to the end

@@ -12,10 +12,10 @@ import re
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 import agentflow
 from agentflow import schedules
@@ -66,13 +66,33 @@ def test_schedule_writes_a_periodic_task_that_starts_the_agent(django_user_model
         ({"crontab": "61 * * * *"}, "crontab='61 \\* \\* \\* \\*' is not valid"),
         ({"every": 5, "input": {"nope": 1}}, "Input for agent 'tests.tt_scheduled'"),
         ({"every": 5, "budget": {"max_money": 1}}, "unknown limit"),
+        # What a red-team probe sent (issue 20): each named, with what is allowed.
+        ({"every": 2**31}, "every=2147483648 must be .* at most 2,147,483,647"),
+        ({"every": 99_999_999_999}, "every=99999999999 must be .* at most 2,147,483,647"),
+        ({"every": 10**5_000}, "every=<an integer of 16,610 bits> must be a whole number"),
+        ({"every": 5, "name": "a\x00b"}, r"name='a\\x00b' holds a NUL character"),
+        ({"every": 5, "name": "n" * 201}, "name='nnn.* is 201 characters long, over .* of 200"),
+        (
+            {"crontab": "* * * * " + "1," * 5_000 + "1"},
+            r"the day_of_week field of crontab='\* \* \* \* 1,1.*\(9811 more\) is 10,001 "
+            "characters long; it holds at most 64",
+        ),
+        (
+            {"crontab": ",".join(map(str, range(60))) + " * * * *"},
+            "the name made from the agent and its timing, .* is 201 characters long, over the "
+            "limit of 200; pass a shorter name=",
+        ),
+        ({"every": 5, "owner": "admin"}, "owner='admin' must be a saved auth.User or None"),
     ],
 )
 def test_schedule_refuses_what_cannot_run(arguments, problem):
+    rows = (IntervalSchedule.objects.count(), CrontabSchedule.objects.count())
     arguments = {"input": {"label": "x"}, **arguments}
-    with pytest.raises(agentflow.InvalidInput, match=problem):
+    with pytest.raises(agentflow.InvalidInput, match=problem) as refused:
         agentflow.schedule("tests.tt_scheduled", arguments.pop("input"), **arguments)
+    assert len(str(refused.value)) < 1_000  # a bad value is shown cut short
     assert not PeriodicTask.objects.filter(task=schedules.TASK).exists()
+    assert (IntervalSchedule.objects.count(), CrontabSchedule.objects.count()) == rows
 
 
 @pytest.mark.django_db
@@ -99,6 +119,24 @@ def test_the_fire_time_is_the_publish_time_floored_to_the_tick():
     assert fired(cron, "2026-01-01T12:05:07+00:00") == "2026-01-01T12:05:00+00:00"
     key = schedules.idempotency_key(minutely, datetime(2026, 1, 1, 12, tzinfo=UTC))
     assert key == f"schedule:{minutely.id}:2026-01-01T12:00:00+00:00"
+
+
+@pytest.mark.django_db
+def test_a_doubled_tick_starts_one_run_through_agentflows_key(recording_dispatcher):
+    task = agentflow.schedule("tests.tt_scheduled", {"label": "x"}, every=60)
+    kwargs = {k: v for k, v in json.loads(task.kwargs).items() if k != "schedule"}
+
+    def tick(stamp: str) -> Run:
+        return schedules.start_tick(task.id, stamped=stamp, **kwargs)
+
+    # Two beats (or a restarted one) sent the 12:00 tick at different instants; then 12:01.
+    first, again = tick("2026-01-01T12:00:00.2+00:00"), tick("2026-01-01T12:00:59.9+00:00")
+    later = tick("2026-01-01T12:01:00.1+00:00")
+
+    assert first.id == again.id != later.id
+    assert [run.id for run in schedules.runs_of(task)] == [later.id, first.id]
+    assert first.idempotency_key == f"schedule:{task.id}:2026-01-01T12:00:00+00:00"
+    assert len(recording_dispatcher) == 2  # one wake-up per run: the repeat sent none
 
 
 @pytest.mark.django_db
@@ -204,10 +242,15 @@ def test_a_schedule_starts_runs_on_a_real_beat(workers, database_beat, tmp_path)
     assert beat.poll() is None, (tmp_path / "beat.log").read_text()[-3000:]
 
     keys = [run.idempotency_key for run in runs]
-    assert len(set(keys)) == len(keys)
     assert all(key.startswith(f"schedule:{task.id}:") for key in keys)
     fired = [datetime.fromisoformat(key.split(":", 2)[2]) for key in keys]
     assert fired == sorted(fired, reverse=True)  # newest first
+    # Each run is keyed by the tick beat published it in: the stamp floored to the 1s tick,
+    # at or just before the run was made (a key of the raw stamp, or of a later clock, would
+    # not dedupe a doubled tick; the unique constraint alone cannot show that).
+    for run, at in zip(runs, fired, strict=True):
+        assert at.microsecond == 0, run.idempotency_key
+        assert at <= run.created_at < at + timedelta(seconds=30), (at, run.created_at)
     for run in runs:
         assert agentflow.wait(run, timeout=60).output == "a-beat"
 

@@ -6,6 +6,7 @@ import pytest
 
 import agentflow
 from agentflow.models import Run, Step
+from tests.faults import FAULT, MARK
 from tests.support import wait_until
 from tests.testapp.models import Execution
 
@@ -41,3 +42,23 @@ def test_calls_and_fan_out_children_of_a_queued_tool_run_on_that_queue_only(work
     )
     report = agentflow.replay(run)
     assert report.ok, report.mismatches
+
+
+def test_a_routed_call_whose_worker_died_before_the_join_and_redis_was_flushed_is_joined(
+    workers, redis_client, tmp_path
+):
+    """The child committed, its worker died before it joined, and Redis lost the chord:
+    the reconciler joins the one-child fan-out of kind "call" from the database."""
+    workers("main", queues="celery")
+    fault = {FAULT: "before_join", MARK: str(tmp_path / "died")}
+    side = workers("side", queues="side", env={"AGENTFLOW_TEST_WORKER_NAME": "side", **fault})
+    run = agentflow.start("tests.side_queue", {"n": 0})
+    wait_until(lambda: not side.alive(), timeout=60, what="the side worker to die at its join")
+    child = Step.objects.get(run=run, position=0, index=0)
+    assert child.status == Step.Status.SUCCEEDED  # recorded before the worker died
+    assert Step.objects.get(run=run, position=0, index__isnull=True).status == "waiting"
+    redis_client.flushdb()  # the chord body and the unacked message are gone too
+    run = agentflow.wait(run, timeout=60)
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    assert run.output == {"one": {"i": -1, "worker": "side"}, "many": []}
+    assert Execution.objects.filter(key="side:side").count() == 1

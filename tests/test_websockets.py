@@ -139,6 +139,10 @@ def test_refused_sockets_receive_no_frame(settings):
         await refused(socket(f"ws/agentflow/runs/{run.id}/", admin, foreign), "foreign Origin")
         await refused(socket("ws/agentflow/runs/", admin, foreign), "list: foreign Origin")
         await refused(socket("ws/agentflow/runs/not-a-uuid/", admin), "malformed run id")
+        # No route for these once decoded: refused at the handshake, not failed with a 500.
+        await refused(socket("ws/agentflow/runs/..%2f..%2fetc/", admin), "a path, not an id")
+        await refused(socket(f"ws/agentflow/runs/{run.id}/more/", admin), "a longer path")
+        await refused(socket("ws/agentflow/nothing-here/", admin), "another path of ours")
         await refused(socket(f"ws/agentflow/runs/{run.id.hex[::-1]}/", admin), "unknown run")
         await refused(socket(f"ws/agentflow/runs/{run.id}/?after=-1", admin), "bad after")
         await refused(socket(f"ws/agentflow/runs/{run.id}/?after=x", admin), "bad after")

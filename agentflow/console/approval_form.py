@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentflow.engine.approvals import MAX_COMMENT_CHARS
 from agentflow.models import Approval
 
 SIMPLE = {"string": "string", "number": "number", "integer": "integer", "boolean": "boolean"}
@@ -45,6 +46,8 @@ class ReviewForm:
     approval: Approval
     initial: Any
     fields: list[Field]
+
+    max_comment = MAX_COMMENT_CHARS  # the textarea's maxlength: the decide view's own limit
 
     @property
     def whole_json(self) -> str:

@@ -7,6 +7,7 @@ operator, so the run's events say who acted; each action is also a ``LogEntry``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -24,6 +25,7 @@ from agentflow import permissions
 from agentflow.console import timeline
 from agentflow.console.approval_form import review_form
 from agentflow.console.csp import csp
+from agentflow.engine.serialize import shortened
 from agentflow.exceptions import AgentflowError
 from agentflow.models import Run, Step
 
@@ -33,6 +35,8 @@ FORK = "agentflow.fork_run"
 # The children filter: "running" stands for every status of a child not yet finished
 # nor waiting (pending, scheduled, running).
 CHILD_STATUSES = (Step.Status.SUCCEEDED, "running", Step.Status.WAITING, Step.Status.FAILED)
+# A fork position as the form sends it: ASCII digits, few enough for any run.
+POSITION = re.compile(r"[0-9]{1,18}")
 
 
 class RunConsoleMixin:
@@ -215,9 +219,12 @@ class RunConsoleMixin:
 
         def fork(run: Run) -> tuple[Run, str]:
             text = request.POST.get("position", "").strip()
-            if not text.isdigit():
+            # ASCII digits only: str.isdigit() takes '²', which int() refuses, and more
+            # digits than any run has positions could exceed what int() converts.
+            if POSITION.fullmatch(text) is None:
                 raise agentflow.InvalidInput(
-                    f"Fork from which position? Give a whole number, not {text!r}."
+                    "Fork from which position? Give a whole number from 0 to the run's number "
+                    f"of recorded positions, not {shortened(repr(text))}."
                 )
             new = agentflow.fork(run, at=int(text), by=request.user)
             self.log_addition(request, new, f"Forked from run {run.id} at position {text}.")

@@ -16,7 +16,6 @@ from uuid import UUID
 
 from django.db import transaction
 from django.db.models import F
-from django.utils import timezone
 from pydantic import BaseModel
 
 from agentflow import registry
@@ -27,9 +26,12 @@ from agentflow.engine.serialize import args_hash, check_text, dumps, error_recor
 from agentflow.exceptions import AlreadyDecided, ApprovalNotFound, InvalidInput, PolicyDenied
 from agentflow.gates.redaction import redact, redact_text
 from agentflow.gates.sealing import protect, reveal
-from agentflow.models import Approval, Run, Step, validation
+from agentflow.models import Approval, Run, Step, clock, validation
 
 BATCH = 500
+# The longest comment a decision takes. It is kept in the decision's event and step output,
+# which must fit in AGENTFLOW["MAX_PAYLOAD_BYTES"] with the data.
+MAX_COMMENT_CHARS = 10_000
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,27 @@ def decision_output(approval: Approval, requested: Any) -> dict[str, Any]:
         "data": requested if data is None else data,
         "comment": approval.comment,
         "by": None if approval.decided_by_id is None else who(approval),
+    }
+
+
+def stored_decision(approval: Approval, decision: dict[str, Any]) -> dict[str, Any]:
+    """``decision`` as stored, from what was redacted when it was recorded.
+
+    The comment and the reviewer's data were redacted when the decision was recorded, and
+    the agent's data when the approval was asked for; only the status and the reviewer's
+    name are redacted here. A long comment is not scanned again as the step completes.
+    """
+    if approval.data is not None:
+        data = approval.data
+    elif "data" in approval.request:
+        data = approval.request["data"]
+    else:  # not kept with the approval: redacted now
+        data = redact(decision["data"])
+    return {
+        **redact({"status": decision["status"], "by": decision["by"]}),
+        "approved": decision["approved"],
+        "data": data,
+        "comment": approval.comment,
     }
 
 
@@ -178,7 +201,11 @@ def decide(
     data: Any = None,
     comment: str = "",
 ) -> Approval:
-    """Record the decision once and wake what waits on it; ``AlreadyDecided`` otherwise."""
+    """Record the decision once and wake what waits on it; ``AlreadyDecided`` otherwise.
+
+    ``InvalidInput`` (nothing decided) for data that fails the schema or a comment over
+    MAX_COMMENT_CHARS.
+    """
     approval = Approval.objects.filter(id=approval_id).first()
     if approval is None:
         raise ApprovalNotFound(f"There is no approval {approval_id}.")
@@ -187,9 +214,15 @@ def decide(
     # Encoded before it is validated: a schema check recurses as deep as the data goes.
     data_json = None if data is None else dumps(data, what=f"data for {where}", sort_keys=True)
     check_text(comment or "", what=f"comment on {where}")
+    if len(comment or "") > MAX_COMMENT_CHARS:
+        raise InvalidInput(
+            f"The comment on {where} of run {approval.run_id} is {len(comment):,} characters "
+            f"long, over the limit of {MAX_COMMENT_CHARS:,}. Shorten it (keep long notes "
+            "elsewhere and link them). Nothing was decided."
+        )
     data = check_data(approval, data)
     stored, sealed = protect(data_json)
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         approval = Approval.objects.select_for_update().get(id=approval_id)
         if approval.status != Approval.Status.PENDING:

@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from django.utils import timezone
-
 from agentflow import registry, tracing
 from agentflow.definitions import ToolDefinition
 from agentflow.engine import leases, sql
@@ -28,6 +26,7 @@ from agentflow.engine.timeouts import call_with_timeout
 from agentflow.exceptions import PayloadError, UnknownTool
 from agentflow.gates import admission, budgets
 from agentflow.gates.limits import limits_for
+from agentflow.models import clock
 
 
 class Outcome(Protocol):
@@ -196,7 +195,7 @@ class Attempt:
                 asked = getattr(exc, "retry_after", None)  # a server's Retry-After
                 if asked is not None:
                     wait = max(wait, timedelta(seconds=min(asked, tool.retry_backoff_max)))
-                wake_at = timezone.now() + wait
+                wake_at = clock.now() + wait
                 return self.outcome.retrying(self.attempt, exc, wake_at)
             return self.outcome.failed(self.attempt, exc, self._error(self.attempt, exc))
         return self.outcome.committed(self.outcome.succeeded(self.attempt, output_json))

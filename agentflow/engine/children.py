@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db.models import Q
-from django.utils import timezone
 
 from agentflow import conf, registry
 from agentflow.engine import fanout, pausing, sql, store
@@ -28,7 +27,7 @@ from agentflow.exceptions import BudgetExceeded, ToolArgumentError, UnknownTool
 from agentflow.gates import admission, budgets
 from agentflow.gates.redaction import redact
 from agentflow.gates.sealing import reveal
-from agentflow.models import Run, Step
+from agentflow.models import Run, Step, clock
 
 logger = logging.getLogger("agentflow.children")
 CLAIMABLE = (Step.Status.PENDING, Step.Status.SCHEDULED)
@@ -47,7 +46,7 @@ class Claim:
         return bool(
             Step.objects.filter(
                 id=self.step_id, status=Step.Status.RUNNING, attempts=self.attempt
-            ).update(heartbeat_at=timezone.now())
+            ).update(heartbeat_at=clock.now())
         )
 
     def __repr__(self) -> str:
@@ -81,7 +80,7 @@ class Claimed:
 
 
 def _claim(step_id: int) -> Claimed | None:
-    now = timezone.now()
+    now = clock.now()
     row = store.claim_child(step_id, now, now + timedelta(seconds=admission.NOW_ENOUGH))
     if row is None:
         return None
@@ -189,7 +188,7 @@ class ChildOutcome:
             heartbeat_at=None,
             wake_at=eta,
             rate_slot=gate.booked,
-            dispatched_at=timezone.now(),
+            dispatched_at=clock.now(),
         )
         dispatcher().run_child(step.id, eta=eta, queue=step.queue)
         return "deferred"
@@ -202,7 +201,7 @@ class ChildOutcome:
             error=redact(error_record(exc)),
             heartbeat_at=None,
             rate_slot=None,
-            dispatched_at=timezone.now(),
+            dispatched_at=clock.now(),
         )
         dispatcher().run_child(step.id, eta=wake_at, queue=step.queue)
         return "retrying"
@@ -294,12 +293,12 @@ def _reserve_or_hold(
 def _not_claimed(step_id: int) -> str:
     """Not claimable: finished, claimed elsewhere, its run inactive, or not due yet."""
     early = Step.objects.filter(
-        id=step_id, status__in=CLAIMABLE, wake_at__gt=timezone.now(), run__status__in=Run.ACTIVE
+        id=step_id, status__in=CLAIMABLE, wake_at__gt=clock.now(), run__status__in=Run.ACTIVE
     ).first()
     if early is None:
         return "skipped"
     # A wake-up came before the child is due: ask for it again at its time.
-    Step.objects.filter(id=early.id, status__in=CLAIMABLE).update(dispatched_at=timezone.now())
+    Step.objects.filter(id=early.id, status__in=CLAIMABLE).update(dispatched_at=clock.now())
     dispatcher().run_child(early.id, eta=early.wake_at, queue=queue_of(early.name))
     return "deferred"
 

@@ -12,7 +12,6 @@ from datetime import timedelta
 from uuid import UUID
 
 from django.db import close_old_connections
-from django.utils import timezone
 
 from agentflow import conf, registry, tracing
 from agentflow.engine import leases, logs, pausing, run_rows, store
@@ -21,8 +20,8 @@ from agentflow.engine.history import histories
 from agentflow.engine.interrupts import LeaseLost, Pause, StoreUnavailable, Suspend
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import dumps, error_record
-from agentflow.exceptions import UnknownAgent
-from agentflow.models import Run
+from agentflow.exceptions import RedactionUnavailable, UnknownAgent
+from agentflow.models import Run, clock
 
 logger = logging.getLogger("agentflow.executor")
 
@@ -36,7 +35,10 @@ def advance(run_id: UUID, *, worker: str) -> str:
 
 
 def _advance(run_id: UUID, worker: str, span: object) -> str:
-    lease = leases.acquire(run_id, worker)
+    try:
+        lease = leases.acquire(run_id, worker)
+    except RedactionUnavailable as exc:  # its event could not be made safe: nothing written
+        return _retry_later(run_id, exc)
     if lease is None:
         return "skipped"
     if isinstance(lease, leases.Busy):
@@ -50,14 +52,18 @@ def _advance(run_id: UUID, worker: str, span: object) -> str:
         except LeaseLost as exc:
             logger.info("stopped advancing run %s: %s", run_id, exc, extra=logs.about(run_id))
             return "lease-lost"
-        except StoreUnavailable as exc:
-            # Nothing is failed: come back once this lease, which the database still
-            # shows as held, has run out.
-            logger.warning("could not advance run %s: %s", run_id, exc, extra=logs.about(run_id))
-            close_old_connections()
-            expires = timezone.now() + leases.lease_duration()
-            dispatcher().advance(run_id, eta=leases.retry_after(expires))
-            return "store-unavailable"
+        except (StoreUnavailable, RedactionUnavailable) as exc:
+            return _retry_later(run_id, exc)
+
+
+def _retry_later(run_id: UUID, exc: BaseException) -> str:
+    """Fail nothing: come back once this lease, which the database still shows as held,
+    has run out (the database is back, or the redaction pattern is fixed, by then)."""
+    logger.warning("could not advance run %s: %s", run_id, exc, extra=logs.about(run_id))
+    close_old_connections()
+    expires = clock.now() + leases.lease_duration()
+    dispatcher().advance(run_id, eta=leases.retry_after(expires))
+    return "store-unavailable"
 
 
 def _drive(lease: leases.Lease) -> str:
@@ -65,7 +71,7 @@ def _drive(lease: leases.Lease) -> str:
     try:
         definition = registry.get_agent(run.agent, run.agent_version)
     except UnknownAgent as exc:
-        retry_at = timezone.now() + timedelta(seconds=conf.setting("VERSION_RETRY_SECONDS"))
+        retry_at = clock.now() + timedelta(seconds=conf.setting("VERSION_RETRY_SECONDS"))
         logger.warning("run %s waits: %s", run.id, exc, extra=logs.about(run.id))
         leases.release_waiting(lease, reason=str(exc), wake_at=retry_at)
         return "version-missing"
@@ -115,6 +121,6 @@ def _schedule(run_id: UUID, suspend: Suspend) -> None:
     """Send the fast-path wake-up for a timer; the reconciler covers longer ones."""
     if suspend.wake_at is None:
         return
-    ahead = (suspend.wake_at - timezone.now()).total_seconds()
+    ahead = (suspend.wake_at - clock.now()).total_seconds()
     if ahead <= conf.setting("MAX_COUNTDOWN_SECONDS"):
         dispatcher().advance(run_id, eta=suspend.wake_at)

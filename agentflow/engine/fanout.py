@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from django.db.models import F
-from django.utils import timezone
 
 from agentflow.definitions import ToolDefinition
 from agentflow.engine import sql, store
@@ -27,7 +26,7 @@ from agentflow.gates import admission
 from agentflow.gates.limits import limits_for
 from agentflow.gates.redaction import redact_json
 from agentflow.gates.sealing import protect, reveal
-from agentflow.models import Run, Step
+from agentflow.models import Run, Step, clock
 
 if TYPE_CHECKING:
     from agentflow.engine.journal import Entry, Journal
@@ -55,7 +54,7 @@ def create(journal: Journal, entry: Entry, children: list[Child]) -> list[tuple[
     Returns (id, index, child) of the children that wait for an approval; the caller
     creates their approvals in the same transaction.
     """
-    now, run_id = timezone.now(), journal.run.id
+    now, run_id = clock.now(), journal.run.id
     with sql.atomic():
         journal.record(
             entry,
@@ -153,7 +152,7 @@ def results(run_id: UUID, position: int) -> list[tuple[str, Any, dict[str, Any] 
 
 def join(run_id: UUID, position: int) -> bool:
     """Close a complete fan-out and wake its run; True only for the one caller that did."""
-    now = timezone.now()
+    now = clock.now()
     with sql.atomic():
         closed = store.close_parent(run_id, position, now)
         if closed is None:

@@ -8,6 +8,8 @@ from datetime import datetime
 
 from django.db import DatabaseError, IntegrityError
 
+from agentflow.exceptions import RedactionUnavailable
+
 
 class Interrupt(BaseException):
     """Base of the runtime's control-flow exceptions (like DBOS's cancellation)."""
@@ -27,7 +29,8 @@ class LeaseLost(Interrupt):
 
 
 class StoreUnavailable(Interrupt):
-    """The database failed under the engine (not under user code): retry later, fail nothing.
+    """The database failed under the engine (not under user code), or a redaction pattern
+    cannot be compiled (nothing may be stored until it is fixed): retry later, fail nothing.
 
     Deriving from ``BaseException`` keeps a dropped connection from being mistaken for the
     agent's own failure; the lease expires and the reconciler advances the run again.
@@ -47,10 +50,13 @@ class Pause(Interrupt):
 
 @contextlib.contextmanager
 def unavailable_as_interrupt(doing: str = "recording a step") -> Iterator[None]:
-    """Turn database failures other than constraint violations into ``StoreUnavailable``."""
+    """Turn database failures other than constraint violations into ``StoreUnavailable``,
+    and so a redaction pattern that cannot compile (redaction fails closed)."""
     try:
         yield
     except IntegrityError:
         raise
     except DatabaseError as exc:
         raise StoreUnavailable(f"the database failed while {doing}: {exc}") from exc
+    except RedactionUnavailable as exc:
+        raise StoreUnavailable(f"nothing can be stored while {doing}: {exc}") from exc

@@ -54,8 +54,9 @@ class Entry:
         return self.record is not None and self.record.finished
 
     def event(self, type_: str, **extra: Any) -> Event:
-        """An event about this position's step."""
-        return type_, {"position": self.position, "kind": self.kind, "name": self.name, **extra}
+        """An event about this position's step, named as its record is (already redacted)."""
+        name = self.name if self.record is None else self.record.name
+        return type_, {"position": self.position, "kind": self.kind, "name": name, **extra}
 
 
 def copy_json(value: Any) -> Any:

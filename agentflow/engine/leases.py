@@ -21,13 +21,12 @@ from uuid import UUID
 
 from django.db import close_old_connections, connection
 from django.db.models import F
-from django.utils import timezone
 
 from agentflow import conf
 from agentflow.engine import logs, run_rows, sql, store
 from agentflow.engine.interrupts import LeaseLost
 from agentflow.gates import fleet
-from agentflow.models import Run
+from agentflow.models import Run, clock
 
 logger = logging.getLogger("agentflow.leases")
 
@@ -79,7 +78,7 @@ def acquire(run_id: UUID, owner: str) -> Lease | Busy | None:
     the run is finished or missing, or a put-off wake-up is already on its way.
     """
     owner = owner[:200]
-    now = timezone.now()
+    now = clock.now()
     taken = run_rows.take_lease(run_id, owner, now + lease_duration(), now)
     if taken is None:
         taken = _acquire_locked(run_id, owner, now)
@@ -152,7 +151,7 @@ def renew(lease: Lease) -> bool:
     return bool(
         Run.objects.filter(
             id=lease.fence.run_id, lease_token=lease.fence.token, status=Run.Status.RUNNING
-        ).update(lease_expires_at=timezone.now() + lease_duration())
+        ).update(lease_expires_at=clock.now() + lease_duration())
     )
 
 

@@ -11,14 +11,13 @@ from uuid import UUID
 
 from django.db import transaction
 from django.db.models import F
-from django.utils import timezone
 
 from agentflow.engine import store
 from agentflow.engine.attempts import queue_of
 from agentflow.engine.ports import dispatcher
 from agentflow.exceptions import InvalidState, RunNotFound
 from agentflow.gates.redaction import redact_text
-from agentflow.models import Run, Step
+from agentflow.models import Run, Step, clock
 
 CLAIMABLE = (Step.Status.PENDING, Step.Status.SCHEDULED)
 
@@ -59,7 +58,7 @@ def _paused(reason: str) -> dict:
 
 def resume(run_id: UUID, *, by: str | None = None) -> None:
     """Continue a paused run: wake it and send its unfinished fan-out children again."""
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         resumed = Run.objects.filter(id=run_id, status=Run.Status.PAUSED).update(
             status=Run.Status.WAITING,

@@ -17,13 +17,12 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from django.db.models import Exists, OuterRef, Q
-from django.utils import timezone
 
 from agentflow import conf
 from agentflow.engine import approvals, attempts, children, fanout, sql, store
 from agentflow.engine.ports import dispatcher
 from agentflow.gates import admission, fleet
-from agentflow.models import Run, Step
+from agentflow.models import Run, Step, clock
 
 BATCH = 1000
 FAN_OUT_KINDS = ("map", "parallel")
@@ -74,7 +73,7 @@ def fleet_lock() -> Iterator[bool]:
 
 def reconcile() -> dict[str, int]:
     """Wake every run that needs it; return how many were woken, by status."""
-    now = timezone.now()
+    now = clock.now()
     quiet = now - timedelta(seconds=conf.setting("LEASE_SECONDS"))
     due = Run.objects.needing_wakeup(now, pending_before=quiet).filter(
         Q(nudged_at__isnull=True) | Q(nudged_at__lt=quiet)
@@ -96,8 +95,14 @@ def reconcile() -> dict[str, int]:
         index__isnull=False,
         status__in=store.OPEN_STATUSES,
     )
+    any_child = Step.objects.filter(
+        run_id=OuterRef("run_id"), position=OuterRef("position"), index__isnull=False
+    )
     complete = (
-        Step.objects.filter(index__isnull=True, status=Step.Status.WAITING, kind__in=FAN_OUT_KINDS)
+        Step.objects.filter(index__isnull=True, status=Step.Status.WAITING)
+        # A routed ctx.call is a one-child fan-out of kind "call"; an inline call that
+        # waits (an approval, a slot) has no child and is not a fan-out at all.
+        .filter(Q(kind__in=FAN_OUT_KINDS) | Q(Exists(any_child), kind="call"))
         .exclude(Exists(open_child))
         .values_list("run_id", "position")[:BATCH]
     )

@@ -13,13 +13,12 @@ from uuid import UUID
 
 from django.db import transaction
 from django.db.models import F
-from django.utils import timezone
 
 from agentflow.engine import store
 from agentflow.engine.attempts import queue_of
 from agentflow.engine.ports import dispatcher
 from agentflow.exceptions import InvalidState, RunNotFound
-from agentflow.models import Approval, Run, Step
+from agentflow.models import Approval, Run, Step, clock
 
 FAN_OUTS = ("map", "parallel")
 
@@ -32,7 +31,7 @@ def retry(run_id: UUID, *, by: str | None = None) -> dict[str, Any] | None:
     fail (the agent raised by itself, diverged, or returned a value that cannot be
     stored), nothing is removed and the agent code simply runs again.
     """
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         run = Run.objects.select_for_update().filter(id=run_id).first()
         if run is None:

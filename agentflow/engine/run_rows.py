@@ -15,13 +15,12 @@ from uuid import UUID
 from django.db import IntegrityError
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
-from django.utils import timezone
 
 from agentflow.engine import sql, store
 from agentflow.engine.interrupts import LeaseLost
 from agentflow.engine.sql import EVENT, RUN, db_uuid, db_when
 from agentflow.gates.redaction import redact_json, redact_text
-from agentflow.models import Run
+from agentflow.models import Run, clock
 
 RUN_FIELDS = Run._meta.concrete_fields
 CREATED = "run.created"
@@ -67,7 +66,7 @@ def create(run: Run) -> bool:
         cursor.execute(
             f"WITH created AS ({insert} RETURNING id, event_seq), "
             f"evented AS ({_event_insert('created')}) SELECT id FROM created",
-            [*params, CREATED, data_json, db_when(timezone.now())],
+            [*params, CREATED, data_json, db_when(clock.now())],
         )
         created = cursor.fetchone() is not None
     if created:
@@ -170,7 +169,7 @@ def finish(
         "status": status,
         "output": redact_json(output_json),
         "error": store.record_json(error, "run error"),
-        "finished_at": db_when(timezone.now()),
+        "finished_at": db_when(clock.now()),
         "lease_expires_at": None,
         "lease_owner": "",
         "wait_reason": "",
@@ -197,7 +196,7 @@ def _transition(
             cursor.execute(
                 f"WITH moved AS ({update}), evented AS ({_event_insert('moved')}) "
                 "SELECT event_seq FROM moved",
-                [*params, type_, data_json, db_when(timezone.now())],
+                [*params, type_, data_json, db_when(clock.now())],
             )
             row = cursor.fetchone()
             if row is not None:

@@ -1,8 +1,9 @@
 """JSON encoding of everything a run stores, with the size limit and the args hash.
 
 Every value a run stores passes ``dumps``, so this is where values PostgreSQL or JSON
-cannot hold are refused (NUL characters, lone surrogates, NaN, nesting deeper than
-MAX_DEPTH), with the path to the offending part, before anything is written.
+cannot hold are refused (NUL characters, lone surrogates, NaN, integers too long to
+convert to text, nesting deeper than MAX_DEPTH), with the path to the offending part,
+before anything is written.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 import traceback
 from json.encoder import c_make_encoder, encode_basestring_ascii
 from typing import Any
@@ -31,6 +33,9 @@ MAX_DEPTH = 100
 # Surrogate code points are never valid text (a pair in a str is two lone halves).
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+# Integers below this many bits have fewer digits (about 600) than Python's smallest allowed
+# int-to-text limit (sys.get_int_max_str_digits(), at least 640): they always convert.
+_SHORT_INT_BITS = 2_000
 
 
 def dumps(value: Any, *, what: str, sort_keys: bool = False, limited: bool = True) -> str:
@@ -141,6 +146,11 @@ def parse(text: str, *, what: str) -> Any:
         value = json.loads(text, parse_constant=refuse)
     except json.JSONDecodeError as exc:
         raise PayloadError(f"{what} is not valid JSON: {exc.msg} at character {exc.pos}.") from None
+    except ValueError:  # a number past Python's int-to-text limit (sys.set_int_max_str_digits)
+        limit = sys.get_int_max_str_digits()
+        raise PayloadError(
+            _describe(what, "long", f"a number of more than {limit:,} digits", None)
+        ) from None
     except RecursionError:  # the parser recursed past the interpreter's limit
         raise PayloadError(_describe(what, "deep", "", None)) from None
     problem = _problem(value, 0)
@@ -168,6 +178,11 @@ def _bad_scalar(value: Any) -> tuple[str, str] | None:
         return _bad_char(value)
     if isinstance(value, float) and not math.isfinite(value):
         return "nan", "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, int) and value.bit_length() > _SHORT_INT_BITS:
+        try:
+            str(value)
+        except ValueError:
+            return "long", f"an integer of about {int(value.bit_length() * math.log10(2)):,} digits"
     return None
 
 
@@ -218,6 +233,12 @@ def _describe(what: str, kind: str, detail: str, path: list[str] | None) -> str:
         return (
             f"{what} holds a lone surrogate ({detail}){where}, which is not valid Unicode. "
             "Decode bytes with errors='replace' (not 'surrogateescape') or remove it."
+        )
+    if kind == "long":
+        return (
+            f"{what} holds {detail}{where}; numbers of at most "
+            f"{sys.get_int_max_str_digits():,} digits convert to and from text (Python's "
+            "sys.get_int_max_str_digits()). Send a longer number as a string."
         )
     if kind == "deep":
         return (

@@ -17,16 +17,15 @@ from typing import Any
 from uuid import UUID
 
 from django.db import IntegrityError
-from django.utils import timezone
 
 from agentflow.engine import sql
 from agentflow.engine.interrupts import LeaseLost, unavailable_as_interrupt
 from agentflow.engine.ports import publisher
 from agentflow.engine.serialize import dumps, loads, shortened
 from agentflow.engine.sql import EVENT, RUN, STEP, UNSET, Unset, db_uuid, db_when
-from agentflow.gates.redaction import redact_json, redact_text
+from agentflow.gates.redaction import REPLACEMENT, redact_json, redact_text
 from agentflow.gates.sealing import protect, reveal
-from agentflow.models import Run, Step
+from agentflow.models import Run, Step, clock
 
 FINISHED = (Step.Status.SUCCEEDED, Step.Status.FAILED)
 # A child waiting for its approval is open too: the fan-out is not complete without it.
@@ -101,13 +100,27 @@ def load_history(run_id: UUID, *, after: int = -1) -> dict[int, StepRecord]:
 def same_name(recorded: str, asked: str) -> bool:
     """Whether a step's stored name is the name the code asks for.
 
-    Names are stored redacted, so the recorded one matches the asked name or its redacted
-    form (the plain comparison also keeps rows written before names were redacted).
+    Names are stored redacted, so where the recorded one says ``[redacted]`` the asked one
+    must have something, and the same text around it. That is compared without redacting
+    the asked name again: replaying a history never pays for redaction. (The secret is not
+    stored, so it cannot be compared; the args hash covers the real arguments.)
     """
     if recorded == asked:
         return True
-    with unavailable_as_interrupt("reading policies"):  # redaction patterns may be re-read
-        return recorded == redact_text(asked)
+    parts = recorded.split(REPLACEMENT)
+    if len(parts) == 1:  # nothing was redacted: the names differ
+        return False
+    head, *middle, tail = parts
+    stop = len(asked) - len(tail)
+    if not (asked.startswith(head) and asked.endswith(tail)) or stop <= len(head):
+        return False
+    at = len(head)  # each [redacted] stood for at least one character: find the next part
+    for part in middle:  # after a gap; leftmost is enough, as every gap may be any length
+        found = asked.find(part, at + 1, stop - 1)
+        if found < 0:
+            return False
+        at = found + len(part)
+    return stop > at
 
 
 def recorded_args(step_id: int) -> str:
@@ -155,7 +168,7 @@ def insert_event(cursor: Any, run_id: UUID, seq: int, type_: str, data_json: str
     """Insert an event whose seq the caller took (SQLite's path of a fenced write)."""
     cursor.execute(
         f"INSERT INTO {EVENT} {EVENT_COLUMNS} VALUES (%s, %s, %s, %s, %s)",
-        [db_uuid(run_id), seq, type_, data_json, db_when(timezone.now())],
+        [db_uuid(run_id), seq, type_, data_json, db_when(clock.now())],
     )
     announce(run_id, seq, type_, data_json)
 
@@ -185,7 +198,7 @@ def _write(
                     f", evented AS (INSERT INTO {EVENT} {EVENT_COLUMNS} "
                     "SELECT %s, fence.event_seq, %s, %s, %s FROM fence, written)"
                 )
-                params += [db_uuid(fence.run_id), event[0], event_json, db_when(timezone.now())]
+                params += [db_uuid(fence.run_id), event[0], event_json, db_when(clock.now())]
             cursor.execute(
                 f"{statement} SELECT written.*, fence.event_seq FROM written, fence", params
             )
@@ -354,6 +367,7 @@ def update_step(
     *,
     status: str,
     output_json: str | Unset | None = UNSET,
+    redacted_json: str | None = None,
     error: dict[str, Any] | Unset | None = UNSET,
     attempts: int | Unset = UNSET,
     finished_at: datetime | Unset | None = UNSET,
@@ -365,14 +379,16 @@ def update_step(
     """Move a step to ``status`` (and write its event) if the lease still holds.
 
     Only the columns passed change; ``UNSET`` (the default) leaves one as it is, ``None``
-    clears it. ``usage`` is a model call's (input tokens, output tokens, cost). Returns
-    the stored output (None when ``output_json`` is not passed).
+    clears it. ``usage`` is a model call's (input tokens, output tokens, cost).
+    ``redacted_json``: the output's stored form, built from values redacted when they were
+    recorded (see ``gates.sealing.protect``). Returns the stored output (None when
+    ``output_json`` is not passed).
     """
     changes: dict[str, Any] = {"status": status}
     stored_output = sealed_output = None
     with unavailable_as_interrupt("redacting a step"):  # patterns may be re-read
         if output_json is not UNSET:
-            stored_output, sealed_output = protect(output_json)
+            stored_output, sealed_output = protect(output_json, redacted=redacted_json)
             changes |= {"output": stored_output, "sealed_output": sealed_output}
         if error is not UNSET:
             changes["error"] = record_json(error, f"error of step {step_id}")
@@ -413,7 +429,7 @@ def append_event(run_id: UUID, type_: str, data: dict[str, Any]) -> int:
                 f"WITH seq AS (UPDATE {RUN} SET event_seq = event_seq + 1 WHERE id = %s "
                 f"RETURNING id, event_seq) INSERT INTO {EVENT} {EVENT_COLUMNS} "
                 "SELECT id, event_seq, %s, %s, %s FROM seq RETURNING seq",
-                [db_uuid(run_id), type_, data_json, db_when(timezone.now())],
+                [db_uuid(run_id), type_, data_json, db_when(clock.now())],
             )
             seq = cursor.fetchone()[0]
             announce(run_id, seq, type_, data_json)
@@ -541,7 +557,7 @@ def finish_child(
         stored_output,
         sealed_output,
         record_json(error, "child error"),
-        db_when(timezone.now()),
+        db_when(clock.now()),
         step_id,
         attempt,
     ]

@@ -12,11 +12,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.utils import timezone
-
 from agentflow import conf
 from agentflow.gates.limits import Limits
 from agentflow.gates.stores import limit_store
+from agentflow.models import clock
 
 # A slot this close is waited for in place (a few milliseconds, less than a message round
 # trip); a call scheduled for a slot is woken EARLY before it so it starts on time.
@@ -44,7 +43,7 @@ class Admission:
     def wake_at(self) -> datetime:
         if self.booked is not None:
             return self.booked - timedelta(seconds=EARLY)
-        return timezone.now() + timedelta(seconds=self.delay)
+        return clock.now() + timedelta(seconds=self.delay)
 
 
 def admit(limits: Limits, *, member: str, booked: datetime | None, waiter: str) -> Admission:
@@ -59,7 +58,7 @@ def admit(limits: Limits, *, member: str, booked: datetime | None, waiter: str) 
     store = limit_store()
     guard = conf.setting("RATE_LIMIT_GUARD_SECONDS")
     if limits.rate:
-        late = None if booked is None else (timezone.now() - booked).total_seconds()
+        late = None if booked is None else (clock.now() - booked).total_seconds()
         if late is not None and late < 0:
             time.sleep(min(-late, NOW_ENOUGH))  # woken just before the slot: start on it
         elif late is None or late > guard / 2:
@@ -68,7 +67,7 @@ def admit(limits: Limits, *, member: str, booked: datetime | None, waiter: str) 
             if delay > NOW_ENOUGH:
                 return Admission(
                     delay=delay,
-                    booked=timezone.now() + timedelta(seconds=delay),
+                    booked=clock.now() + timedelta(seconds=delay),
                     reason=f"rate limit {count}/{period}s on {limits.key}: "
                     f"slot booked in {delay:.3f}s",
                 )
@@ -99,7 +98,7 @@ def book(limits: Limits, count: int) -> list[datetime]:
     calls, period = limits.rate
     interval = (period + conf.setting("RATE_LIMIT_GUARD_SECONDS")) / calls
     delay = limit_store().reserve(limits.key, interval, count, LEAD)
-    first = timezone.now() + timedelta(seconds=delay)
+    first = clock.now() + timedelta(seconds=delay)
     return [first + timedelta(seconds=interval * i) for i in range(count)]
 
 

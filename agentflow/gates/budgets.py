@@ -19,10 +19,10 @@ from uuid import UUID
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, Q
-from django.utils import timezone
 
 from agentflow import conf
 from agentflow.exceptions import BudgetExceeded, InvalidInput
+from agentflow.models import clock
 from agentflow.models.matching import matches
 
 if TYPE_CHECKING:
@@ -35,6 +35,16 @@ DIMENSIONS = {
     "output_tokens": "max_output_tokens",
     "tool_calls": "max_tool_calls",
     "steps": "max_steps",
+}
+# What each limit of ``start(budget=...)`` takes, for messages (the columns' ranges).
+_WHOLE = "a whole number from 0 to 9223372036854775807, or None for no limit"
+ALLOWED = {
+    "max_cost": "a number of US dollars from 0 to 99999999.999999 with at most 6 decimal "
+    "places, as a string like '1.50' or a number; or None for no limit",
+    "max_input_tokens": _WHOLE,
+    "max_output_tokens": _WHOLE,
+    "max_tool_calls": _WHOLE,
+    "max_steps": _WHOLE,
 }
 
 
@@ -156,7 +166,7 @@ def reserve(budgets: list[Any], run_id: UUID, usage: Usage, what: str) -> Reserv
 
     if not budgets or usage.empty:
         return Reservation()
-    now = timezone.now()
+    now = clock.now()
     held = []
     with transaction.atomic():
         # Limits are read fresh: an operator who just raised one is obeyed at once.
@@ -205,7 +215,7 @@ def settle(reservation: Reservation, actual: Usage) -> None:
         return
     BudgetSpend.objects.filter(id__in=reservation.spend_ids).update(
         **{name: F(name) + getattr(delta, name) for name in DIMENSIONS},
-        updated_at=timezone.now(),
+        updated_at=clock.now(),
     )
 
 
@@ -235,7 +245,23 @@ def run_budget(agent: str, limits: dict[str, Any] | None) -> Budget | None:
         budget.full_clean(exclude=["name", "run"])
     except ValidationError as exc:
         problems = "; ".join(
-            f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items()
+            f"{field}={_shown(limits.get(field))}: {_cut(' '.join(msgs))} ({ALLOWED[field]})"
+            if field in ALLOWED and field in limits
+            else f"{field}: {_cut(' '.join(msgs))}"
+            for field, msgs in exc.message_dict.items()
         )
         raise InvalidInput(f"budget for agent '{agent}' is invalid: {problems}") from None
     return budget
+
+
+def _shown(value: Any) -> str:
+    """A limit as given, cut short for a message."""
+    try:
+        return _cut(repr(value), 60)
+    except ValueError:  # an integer past sys.get_int_max_str_digits()
+        return f"<an integer of {value.bit_length():,} bits>"
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    """``text`` cut short (Django's messages may quote the whole value)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more)"

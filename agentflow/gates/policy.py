@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from django.utils import timezone
-
 from agentflow import conf
-from agentflow.models import conditions
+from agentflow.models import clock, conditions
 from agentflow.models.matching import matches
 
 if TYPE_CHECKING:
@@ -126,7 +124,7 @@ def run_guard(run: Any, position: int, now: datetime | None = None) -> str | Non
                 "max_steps or disable the policy, then resume the run."
             )
         started = run.started_at
-        now = now or timezone.now()
+        now = now or clock.now()
         if policy.max_duration and started and now - started > policy.max_duration:
             return (
                 f"Policy '{policy.name}' allows runs of {policy.max_duration} at most; run "

@@ -13,9 +13,13 @@ from agentflow.models.sealing import reveal, seal, unseal
 __all__ = ["protect", "reveal", "seal", "unseal"]
 
 
-def protect(text: str | None) -> tuple[str | None, str | None]:
-    """(what to store: the redacted JSON, the sealed real JSON if redaction changed it)."""
+def protect(text: str | None, *, redacted: str | None = None) -> tuple[str | None, str | None]:
+    """(what to store: the redacted JSON, the sealed real JSON if redaction changed it).
+
+    ``redacted``: the stored form, when the caller built it from parts that were redacted
+    as they were recorded; it is not redacted again.
+    """
     if text is None:
         return None, None
-    stored = redact_json(text)
+    stored = redact_json(text) if redacted is None else redacted
     return stored, (None if stored == text else seal(text))

@@ -5,9 +5,10 @@ Each function returns ``{field: message}``; the models raise them as a Validatio
 
 from __future__ import annotations
 
-import re
+from decimal import Decimal
 from typing import Any
 
+from agentflow.models import patterns
 from agentflow.models.conditions import ConditionError, validate
 from agentflow.models.matching import validate_glob
 
@@ -44,13 +45,9 @@ def policy_errors(policy: Any) -> dict[str, str]:
         except ConditionError as exc:
             errors["condition"] = f"{policy.condition!r} {exc}"
     for number, line in enumerate(policy.redact_patterns, 1):
-        try:
-            pattern = re.compile(f"(?:{line})")  # as it is combined with the others
-        except re.error as exc:
-            errors["redact"] = f"line {number} ({line!r}) is not a regular expression: {exc}"
-            break
-        if pattern.match(""):
-            errors["redact"] = f"line {number} ({line!r}) matches the empty string"
+        why = patterns.problem(line)  # RE2's syntax: what it refuses, and why
+        if why is not None:
+            errors["redact"] = f"line {number}: {why}"
             break
     rules = (
         policy.effect,
@@ -73,8 +70,10 @@ def budget_errors(budget: Any) -> dict[str, str]:
     _globs(budget, ("agent",), errors)
     for field in budget.LIMITS:
         value = getattr(budget, field)
-        if value is not None and value < 0:
-            errors[field] = f"must be zero or more, not {value}; leave blank for no limit"
+        # A value its field could not read (text like "NaN") stays as given, with its error.
+        if isinstance(value, int | float | Decimal) and value < 0:
+            shown = value if value > -(10**18) else "a larger negative number"  # prints short
+            errors[field] = f"must be zero or more, not {shown}; leave blank for no limit"
     if all(getattr(budget, field) is None for field in budget.LIMITS) and not errors:
         errors["max_cost"] = "the budget limits nothing: set a cost, token, tool-call or step limit"
     if budget.run_id is not None and budget.period not in ("run", "total"):

@@ -7,6 +7,7 @@ class TestappConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from tests import otel_worker
+        from tests import faults, otel_worker
 
         otel_worker.install_if_asked()
+        faults.install_if_asked()

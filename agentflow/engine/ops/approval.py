@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.utils import timezone
 from pydantic import BaseModel
 
 from agentflow.engine import approvals, sql
@@ -16,7 +15,7 @@ from agentflow.engine.journal import Journal
 from agentflow.engine.serialize import dumps, loads
 from agentflow.exceptions import InvalidInput
 from agentflow.gates.redaction import redact, redact_text
-from agentflow.models import Approval, Step, validation
+from agentflow.models import Approval, Step, clock, validation
 
 
 def approve(
@@ -58,7 +57,7 @@ def approve(
     if record is not None and record.status == Step.Status.SUCCEEDED:
         return Decision.from_output(journal.replayed(record), model)
     if record is None:
-        now = timezone.now()
+        now = clock.now()
         expires = None if timeout is None else now + timedelta(seconds=timeout)
         with unavailable_as_interrupt(), sql.atomic():
             step_id, _ = journal.record(
@@ -81,20 +80,21 @@ def approve(
         raise Suspend(approvals.waiting_reason(title, entry.position, expires), expires)
     approval = Approval.objects.select_related("decided_by").get(step_id=record.id)
     if approval.status == Approval.Status.PENDING:
-        if approval.expires_at is None or approval.expires_at > timezone.now():
+        if approval.expires_at is None or approval.expires_at > clock.now():
             reason = approvals.waiting_reason(title, entry.position, approval.expires_at)
             raise Suspend(reason, approval.expires_at)
         approval = approvals.expire(approval.id) or Approval.objects.get(id=approval.id)
-    output_json = dumps(
-        approvals.decision_output(approval, data),
-        what=f"decision of approval '{title}'",
-        sort_keys=True,
-    )
+    decision = approvals.decision_output(approval, data)
+    what = f"decision of approval '{title}'"
     output = journal.update(
         record.id,
         status=Step.Status.SUCCEEDED,
-        output_json=output_json,
-        finished_at=timezone.now(),
+        output_json=dumps(decision, what=what, sort_keys=True),
+        # Its comment and data were redacted when they were recorded: not scanned again.
+        redacted_json=dumps(
+            approvals.stored_decision(approval, decision), what=what, sort_keys=True
+        ),
+        finished_at=clock.now(),
         event=entry.event("step.completed", status=approval.status),
     )
     return Decision.from_output(output, model)

@@ -6,7 +6,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.db.models import Q
-from django.utils import timezone
 
 from agentflow.engine import sql
 from agentflow.engine.durations import check_seconds
@@ -15,7 +14,7 @@ from agentflow.engine.journal import Journal
 from agentflow.engine.serialize import check_text, dumps, error_record
 from agentflow.gates.redaction import redact_text
 from agentflow.gates.sealing import reveal
-from agentflow.models import Signal, Step
+from agentflow.models import Signal, Step, clock
 
 MAX_SIGNAL_NAME_CHARS = Signal._meta.get_field("name").max_length
 
@@ -44,7 +43,7 @@ def wait_for(journal: Journal, name: str, timeout: float | None) -> Any:
         check_seconds(timeout, lambda: f"ctx.wait_for({name!r}) timeout at run {journal.run.id}")
     args_json = dumps({"name": name, "timeout": timeout}, what="wait_for arguments", sort_keys=True)
     entry = journal.take("wait", name, args_json)
-    record, now = entry.record, timezone.now()
+    record, now = entry.record, clock.now()
     if entry.finished:
         return journal.replayed(record)
     timed_out: TimeoutError | None = None

@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django.utils import timezone
-
 from agentflow import tracing
 from agentflow.engine import store
 from agentflow.engine.journal import Journal
 from agentflow.engine.serialize import check_text, dumps, error_record
-from agentflow.models import Event, Step
+from agentflow.models import Event, Step, clock
 
 RESERVED_EVENT_PREFIXES = ("run.", "step.", "signal.")
 # Names agent code passes that are stored in text columns: Step.name, Event.type.
@@ -26,7 +24,7 @@ def step(journal: Journal, fn: Callable[..., Any], args: tuple, kwargs: dict[str
     entry = journal.take("step", name, args_json)
     if entry.record is not None:
         return journal.replayed(entry.record)
-    started = timezone.now()
+    started = clock.now()
     journal.step_position = entry.position
     where = {tracing.RUN_ID: str(journal.run.id), tracing.POSITION: entry.position}
     try:
@@ -39,7 +37,7 @@ def step(journal: Journal, fn: Callable[..., Any], args: tuple, kwargs: dict[str
             status=Step.Status.FAILED,
             error=error_record(exc),
             started_at=started,
-            finished_at=timezone.now(),
+            finished_at=clock.now(),
             event=entry.event("step.failed", error=str(exc)),
         )
         raise
@@ -50,7 +48,7 @@ def step(journal: Journal, fn: Callable[..., Any], args: tuple, kwargs: dict[str
         status=Step.Status.SUCCEEDED,
         output_json=output_json,
         started_at=started,
-        finished_at=timezone.now(),
+        finished_at=clock.now(),
         event=entry.event("step.completed"),
     )
     return output
@@ -68,7 +66,7 @@ def emit(journal: Journal, type_: str, data: Any) -> None:
     entry = journal.take("emit", type_, data_json)
     if entry.record is not None:
         return
-    now = timezone.now()
+    now = clock.now()
     journal.record(
         entry,
         status=Step.Status.SUCCEEDED,
@@ -83,7 +81,7 @@ def recorded_value(journal: Journal, kind: str, make: Callable[[], Any]) -> Any:
     entry = journal.take(kind, kind, "null")
     if entry.record is not None:
         return journal.replayed(entry.record)
-    now = timezone.now()
+    now = clock.now()
     _, output = journal.record(
         entry,
         status=Step.Status.SUCCEEDED,
@@ -106,6 +104,6 @@ def patched(journal: Journal, change_id: str) -> bool:
         return False  # replaying history that ended before this point
     entry = journal.take("patch", change_id, "null")
     if entry.record is None:
-        now = timezone.now()
+        now = clock.now()
         journal.record(entry, status=Step.Status.SUCCEEDED, started_at=now, finished_at=now)
     return True

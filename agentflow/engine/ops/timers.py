@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.utils import timezone
-
 from agentflow.engine.durations import check_seconds
 from agentflow.engine.interrupts import Suspend
 from agentflow.engine.journal import Journal
 from agentflow.engine.serialize import dumps
-from agentflow.models import Step
+from agentflow.models import Step, clock
 
 
 def sleep(journal: Journal, seconds: float) -> None:
@@ -32,7 +30,7 @@ def sleep(journal: Journal, seconds: float) -> None:
     record = entry.record
     if record is not None and record.status == Step.Status.SUCCEEDED:
         return
-    now = timezone.now()
+    now = clock.now()
     if record is None:
         wake_at = now + timedelta(seconds=seconds)
         done = seconds <= 0

@@ -9,8 +9,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.utils import timezone
-
 from agentflow import conf
 from agentflow.definitions import ToolDefinition
 from agentflow.engine import approvals, sql
@@ -22,7 +20,7 @@ from agentflow.engine.serialize import dumps, error_record
 from agentflow.exceptions import BudgetExceeded, PayloadError, PolicyDenied, ToolArgumentError
 from agentflow.gates import admission, policy
 from agentflow.gates.sealing import reveal
-from agentflow.models import Approval, Step
+from agentflow.models import Approval, Step, clock
 
 
 def routed(tool: ToolDefinition) -> bool:
@@ -87,7 +85,7 @@ class ToolCall:
 
     def _attempt(self, kwargs: dict[str, Any], *, usage: Any = None) -> Any:
         """Reserve the budget, record the step as running, and run one attempt."""
-        run, record, now = self.journal.run, self.record, timezone.now()
+        run, record, now = self.journal.run, self.record, clock.now()
         if record is not None and record.status == Step.Status.SCHEDULED and record.wake_at > now:
             raise Suspend(
                 f"tool {self.tool.name} waits until {record.wake_at.isoformat()}", record.wake_at
@@ -130,7 +128,7 @@ class ToolCall:
         """Record the call's step (new) or move it (existing) to ``status``; return its id."""
         if self.step_id is None:
             self.step_id, _ = self.journal.record(
-                self.entry, status=status, started_at=timezone.now(), event=event, **fields
+                self.entry, status=status, started_at=clock.now(), event=event, **fields
             )
         else:
             self.journal.update(
@@ -143,7 +141,7 @@ class ToolCall:
         fields = {
             "status": Step.Status.FAILED,
             "error": error_record(error),
-            "finished_at": timezone.now(),
+            "finished_at": clock.now(),
             "event": self.entry.event("step.failed", error=str(error)),
         }
         if self.step_id is None:
@@ -199,7 +197,7 @@ class ToolCall:
             output_json=output_json,
             error=None,
             rate_slot=None,
-            finished_at=timezone.now(),
+            finished_at=clock.now(),
             event=self.entry.event("step.completed", **details),
             **columns,
         )
@@ -207,14 +205,19 @@ class ToolCall:
     def committed(self, recorded: Any) -> Any:
         return recorded
 
-    def failed(self, attempts: int, exc: BaseException, error: Exception) -> Any:
+    def failed(
+        self, attempts: int, exc: BaseException, error: Exception, usage: Any = None
+    ) -> Any:
+        """Record the failure; ``usage`` as for ``succeeded`` (a model that answered)."""
+        columns = {} if usage is None else {"usage": usage}
         self.journal.update(
             self.step_id,
             status=Step.Status.FAILED,
             attempts=attempts,
             error=error_record(exc, message=str(error), tool=self.tool.name, attempts=attempts),
-            finished_at=timezone.now(),
+            finished_at=clock.now(),
             event=self.entry.event("step.failed", error=str(error)),
+            **columns,
         )
         raise error from exc
 
