@@ -10,10 +10,11 @@ with the redacted copy shown here.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from agentflow.engine.approvals import MAX_COMMENT_CHARS
+from agentflow.engine.approvals import MAX_COMMENT_CHARS, requested_data
+from agentflow.gates.redaction import REPLACEMENT
 from agentflow.models import Approval
 
 SIMPLE = {"string": "string", "number": "number", "integer": "integer", "boolean": "boolean"}
@@ -37,6 +38,7 @@ class Field:
     description: str = ""
     choices: list[Choice] = field(default_factory=list)
     checked: bool = False
+    redacted: bool = False  # it hides a secret: unchanged, the real value is kept
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,10 @@ class ReviewForm:
     def whole_json(self) -> str:
         return pretty(self.initial)
 
+    @property
+    def redacted(self) -> bool:
+        return holds_redacted(self.initial)
+
 
 def pretty(value: Any) -> str:
     """Readable JSON, never cut (the reviewer edits it); the template escapes it."""
@@ -61,8 +67,12 @@ def pretty(value: Any) -> str:
 
 def initial_data(approval: Approval) -> Any:
     """What the reviewer edits: a tool call's arguments, or the agent's data."""
-    request = approval.request if isinstance(approval.request, dict) else {}
-    return request.get("args") if approval.tool else request.get("data")
+    return requested_data(approval)
+
+
+def holds_redacted(value: Any) -> bool:
+    """Whether a shown value hides a secret: left unchanged, it keeps its real value."""
+    return REPLACEMENT in json.dumps(value, ensure_ascii=False, default=str)
 
 
 def review_form(approval: Approval) -> ReviewForm:
@@ -77,6 +87,10 @@ def review_form(approval: Approval) -> ReviewForm:
     fields = [
         _field(name, spec if isinstance(spec, dict) else {}, values, name in required)
         for name, spec in properties.items()
+    ]
+    fields = [
+        replace(one, redacted=True) if holds_redacted(values.get(one.name)) else one
+        for one in fields
     ]
     return ReviewForm(approval, initial, fields)
 

@@ -22,10 +22,11 @@ from agentflow import registry
 from agentflow.engine import fanout, store
 from agentflow.engine.attempts import queue_of
 from agentflow.engine.ports import dispatcher
+from agentflow.engine.redacted_edits import keep_real
 from agentflow.engine.serialize import args_hash, check_text, dumps, error_record, loads
 from agentflow.exceptions import AlreadyDecided, ApprovalNotFound, InvalidInput, PolicyDenied
 from agentflow.gates.redaction import redact, redact_text
-from agentflow.gates.sealing import protect, reveal
+from agentflow.gates.sealing import protect, reveal, unseal
 from agentflow.models import Approval, Run, Step, clock, validation
 
 BATCH = 500
@@ -118,6 +119,17 @@ def tool_request(tool: Any, args: dict[str, Any], reason: str, **extra: Any) -> 
     return {"tool": tool.name, "args": redact(args), "reason": reason, **extra}
 
 
+def requested_data(approval: Approval) -> Any:
+    """What the reviewer is shown to edit: a tool call's arguments, or the agent's data."""
+    request = approval.request if isinstance(approval.request, dict) else {}
+    return request.get("args") if approval.tool else request.get("data")
+
+
+def sealed_request(args_json: str) -> str | None:
+    """The real arguments or data, sealed, when redaction changed what the reviewer sees."""
+    return protect(args_json)[1]
+
+
 def request_for_call(
     run_id: UUID,
     step_id: int,
@@ -134,6 +146,7 @@ def request_for_call(
         position=position,
         title=redact_text(f"Run tool {tool.name}"),
         request=tool_request(tool, args, reason),
+        sealed_request=sealed_request(args_json),
         schema=tool.json_schema,
         tool=tool.name,
         binding=binding(tool.name, args_json),
@@ -157,6 +170,7 @@ def request_for_children(
                     f"Run tool {tool.name} (call {index} of the fan-out at position {position})"
                 ),
                 request=tool_request(tool, json.loads(child.args_json), child.approval or ""),
+                sealed_request=sealed_request(child.args_json),
                 schema=tool.json_schema,
                 tool=tool.name,
                 binding=binding(tool.name, child.args_json),
@@ -211,6 +225,9 @@ def decide(
         raise ApprovalNotFound(f"There is no approval {approval_id}.")
     data = data if outcome == Approval.Status.APPROVED else None
     where = f"approval {approval.id} ('{approval.title}')"
+    if data is not None and approval.sealed_request:
+        real = loads(unseal(approval.sealed_request))
+        data = keep_real(data, requested_data(approval), real, where)
     # Encoded before it is validated: a schema check recurses as deep as the data goes.
     data_json = None if data is None else dumps(data, what=f"data for {where}", sort_keys=True)
     check_text(comment or "", what=f"comment on {where}")

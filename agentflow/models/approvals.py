@@ -33,6 +33,9 @@ class Approval(models.Model):
     title = models.CharField(max_length=300)
     # What the reviewer sees: the agent's data, or the tool and its (redacted) arguments.
     request = models.JSONField(default=dict, blank=True)
+    # The real data or arguments where redaction changed what ``request`` shows, encrypted:
+    # a reviewer who edits one field keeps the real value of the redacted fields left alone.
+    sealed_request = models.TextField(null=True, blank=True, editable=False)
     # JSON Schema of the data the reviewer may fill in or edit.
     schema = models.JSONField(null=True, blank=True)
     # For a tool call: the tool and the hash of the arguments this approval is bound to.

@@ -902,3 +902,34 @@ def traced(ctx: RunContext, n: int) -> dict:
     effect = ctx.call(record_effect, tag="traced")
     amounts = ctx.map(transfer, [{"amount": str(i)} for i in range(n)]) if n else []
     return {"squared": squared, "effect": effect, "amounts": amounts}
+
+
+@tool(name="tests.wire", requires_approval=True)
+def wire(amount: int, memo: str, account: str) -> dict:
+    """A payment whose memo and account may hold secrets the reviewer sees redacted."""
+    executed(f"wire:{amount}:{memo}:{account}")
+    return {"amount": amount, "memo": memo, "account": account}
+
+
+@agent(name="tests.wirer")
+def wirer(ctx: RunContext, amount: int, memo: str, account: str) -> dict:
+    inline = ctx.call(wire, amount=amount, memo=memo, account=account)
+    mapped = ctx.map(wire, [{"amount": amount, "memo": memo, "account": account}])
+    return {"inline": inline, "mapped": mapped}
+
+
+@agent(name="tests.keyed_asker")
+def keyed_asker(ctx: RunContext, key: str) -> dict:
+    decision = ctx.approve(
+        "Raise the limit?",
+        data={"limit": 10, "key": key, "keys": [key, "plain"]},
+        schema={
+            "type": "object",
+            "properties": {
+                "limit": {"type": "integer"},
+                "key": {"type": "string"},
+                "keys": {"type": "array"},
+            },
+        },
+    )
+    return {"data": decision.data}

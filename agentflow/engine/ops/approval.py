@@ -14,7 +14,8 @@ from agentflow.engine.interrupts import Suspend, unavailable_as_interrupt
 from agentflow.engine.journal import Journal
 from agentflow.engine.serialize import dumps, loads
 from agentflow.exceptions import InvalidInput
-from agentflow.gates.redaction import redact, redact_text
+from agentflow.gates.redaction import redact_text
+from agentflow.gates.sealing import protect
 from agentflow.models import Approval, Step, clock, validation
 
 
@@ -59,6 +60,7 @@ def approve(
     if record is None:
         now = clock.now()
         expires = None if timeout is None else now + timedelta(seconds=timeout)
+        shown, sealed = protect(dumps(data, what="approval data"))
         with unavailable_as_interrupt(), sql.atomic():
             step_id, _ = journal.record(
                 entry,
@@ -72,7 +74,8 @@ def approve(
                 step_id=step_id,
                 position=entry.position,
                 title=redact_text(title),
-                request={"data": redact(loads(dumps(data, what="approval data")))},
+                request={"data": loads(shown)},
+                sealed_request=sealed,
                 schema=json_schema,
                 default=default,
                 expires_at=expires,
