@@ -14,19 +14,52 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef, QuerySet, Subquery
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.urls import URLPattern, reverse
 from django.utils.html import format_html
 
 from agentflow import permissions
 from agentflow.console.approvals import ApprovalQueueMixin
+from agentflow.console.csp import protect
 from agentflow.console.runs import RunConsoleMixin
 from agentflow.console.schedules import ScheduleConsoleMixin
 from agentflow.gates.budgets import DIMENSIONS
 from agentflow.models import Approval, Budget, BudgetSpend, Event, Policy, Run, Signal, Step
 
 SPEND_WINDOWS_SHOWN = 24
+
+
+class ConsolePolicyMixin:
+    """Every admin page of agentflow's models carries the console's Content-Security-Policy.
+
+    They show tool output and model text; the header keeps a rendering mistake from
+    becoming script execution on lists and forms too, not only on the console's own views.
+    """
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        return protect(super().changelist_view(request, extra_context))  # type: ignore[misc]
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: Any = None,
+        form_url: str = "",
+        extra_context: Any = None,
+    ) -> HttpResponse:
+        return protect(
+            super().changeform_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
+        )
+
+    def history_view(
+        self, request: HttpRequest, object_id: Any, extra_context: Any = None
+    ) -> HttpResponse:
+        return protect(super().history_view(request, object_id, extra_context))  # type: ignore[misc]
+
+    def delete_view(
+        self, request: HttpRequest, object_id: Any, extra_context: Any = None
+    ) -> HttpResponse:
+        return protect(super().delete_view(request, object_id, extra_context))  # type: ignore[misc]
 
 
 class RunScopedMixin:
@@ -87,7 +120,9 @@ class WaitingOnPersonFilter(admin.SimpleListFilter):
 
 
 @admin.register(Run)
-class RunAdmin(RunConsoleMixin, ScheduleConsoleMixin, ReadOnlyMixin, admin.ModelAdmin):
+class RunAdmin(
+    ConsolePolicyMixin, RunConsoleMixin, ScheduleConsoleMixin, ReadOnlyMixin, admin.ModelAdmin
+):
     list_display = (
         "id",
         "agent",
@@ -122,7 +157,7 @@ class RunAdmin(RunConsoleMixin, ScheduleConsoleMixin, ReadOnlyMixin, admin.Model
 
 
 @admin.register(Step)
-class StepAdmin(RunScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
+class StepAdmin(ConsolePolicyMixin, RunScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = (
         "run", "position", "index", "kind", "name", "status", "attempts",
         "input_tokens", "output_tokens", "cost",
@@ -133,7 +168,7 @@ class StepAdmin(RunScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(RunScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
+class EventAdmin(ConsolePolicyMixin, RunScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("run", "seq", "type", "created_at")
     list_filter = ("type",)
     search_fields = ("=run__id", "type")
@@ -141,7 +176,7 @@ class EventAdmin(RunScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Signal)
-class SignalAdmin(RunScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
+class SignalAdmin(ConsolePolicyMixin, RunScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
     """Signals sent to runs; ``consumed_position`` is the wait that took each one."""
 
     list_display = ("run", "name", "created_at", "consumed_position")
@@ -151,7 +186,7 @@ class SignalAdmin(RunScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Policy)
-class PolicyAdmin(admin.ModelAdmin):
+class PolicyAdmin(ConsolePolicyMixin, admin.ModelAdmin):
     """Limits take effect on every worker within AGENTFLOW['POLICY_CACHE_SECONDS']."""
 
     list_display = (
@@ -179,7 +214,7 @@ class PolicyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Budget)
-class BudgetAdmin(admin.ModelAdmin):
+class BudgetAdmin(ConsolePolicyMixin, admin.ModelAdmin):
     """Raising a limit takes effect at once; resume the runs it paused afterwards."""
 
     list_display = (
@@ -288,7 +323,9 @@ def _cell(spent: Any, limit: Any) -> tuple[Any, Any, int | None]:
 
 
 @admin.register(Approval)
-class ApprovalAdmin(ApprovalQueueMixin, RunScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
+class ApprovalAdmin(
+    ConsolePolicyMixin, ApprovalQueueMixin, RunScopedMixin, ReadOnlyMixin, admin.ModelAdmin
+):
     """Pending questions and the audit of every decision (who, when, data, comment).
 
     Nothing here is editable or deletable: a deleted pending approval would leave its run

@@ -149,6 +149,34 @@ def test_fan_out_children_are_paged_and_filtered(admin_client):
     )
 
 
+def test_every_admin_page_of_agentflow_sends_the_csp(admin_client):
+    """The red-team probe found 9 of 16 admin pages without the header."""
+    from agentflow.models import Policy, Signal
+
+    run = fan_out_run(2)
+    Approval.objects.create(run=run, position=1, title="Pay?", request={"x": SCRIPT})
+    Signal.objects.create(run=run, name="go")
+    Event.objects.create(run=run, seq=1, type="step.completed", data=HOSTILE)
+    Budget.objects.create(name="b", max_cost="1")
+    Policy.objects.create(name="p", tool="*", effect="allow")
+    urls = []
+    for model, row in (
+        ("run", None), ("step", Step.objects.first()), ("event", Event.objects.first()),
+        ("signal", Signal.objects.first()), ("approval", Approval.objects.first()),
+        ("budget", Budget.objects.first()), ("policy", Policy.objects.first()),
+    ):  # fmt: skip
+        urls.append(reverse(f"admin:agentflow_{model}_changelist"))
+        if row is not None:
+            urls.append(reverse(f"admin:agentflow_{model}_change", args=[row.pk]))
+            urls.append(reverse(f"admin:agentflow_{model}_history", args=[row.pk]))
+    urls += [reverse("admin:agentflow_budget_add"), reverse("admin:agentflow_policy_add")]
+    for url in urls:
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+        assert response["Content-Security-Policy"] == POLICY, url
+        assert inline_scripts(response.content.decode()) == [], url
+
+
 def test_console_pages_send_the_csp_and_hold_no_inline_script(admin_client):
     run = fan_out_run(3)
     fork = new_run(status=Run.Status.SUCCEEDED, parent=run)
