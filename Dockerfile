@@ -6,3 +6,6 @@ COPY pyproject.toml README.md ./
 COPY agentflow ./agentflow
 RUN pip install --no-cache-dir .
 COPY . .
+# The admin's and the console's static files, into STATIC_ROOT (var/static), where WhiteNoise
+# serves them from the web process: daphne serves none of its own.
+RUN python manage.py collectstatic --noinput

@@ -12,7 +12,13 @@ class AgentflowConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_delete, post_save
 
-        from agentflow import checks, conf, registry  # noqa: F401  (checks registers itself)
+        from agentflow import (  # noqa: F401  (the checks modules register themselves)
+            channel_checks,
+            checks,
+            conf,
+            registry,
+            site_checks,
+        )
         from agentflow.gates import budgets, policy, redaction
         from agentflow.models import Budget, Policy
 

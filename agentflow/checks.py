@@ -7,6 +7,7 @@ from typing import Any
 from django.core.checks import Error, Warning, register
 
 from agentflow import conf
+from agentflow.site_checks import workers_in_this_process
 
 POSITIVE = (
     "LEASE_SECONDS",
@@ -44,6 +45,39 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return messages
+
+
+@register("agentflow")
+def check_redact(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Redaction patterns must be RE2's: runs store nothing while one cannot compile."""
+    from agentflow.models import patterns
+
+    try:
+        lines = conf.setting("REDACT")
+    except Exception:  # an unreadable AGENTFLOW is reported by check_settings (E001)
+        return []
+    if not isinstance(lines, list | tuple):
+        return [
+            Error(
+                f"AGENTFLOW['REDACT'] must be a list of patterns, not {type(lines).__name__}.",
+                hint="Extend the defaults: [*agentflow.conf.DEFAULT_REDACT, r'...'].",
+                id="agentflow.E006",
+            )
+        ]
+    return [
+        Error(
+            f"AGENTFLOW['REDACT'] line {number}: {why}. While a pattern cannot be used, "
+            "workers store and publish nothing: every run waits, retried like a database "
+            "outage."
+            if patterns.unusable(line)
+            else f"AGENTFLOW['REDACT'] line {number}: {why}.",
+            hint="Redaction patterns are matched with RE2, in time linear in the text "
+            "(https://github.com/google/re2/wiki/Syntax); rewrite the pattern or remove it.",
+            id="agentflow.E006",
+        )
+        for number, line in enumerate(lines, 1)
+        if (why := patterns.problem(line)) is not None
+    ]
 
 
 @register("agentflow")
@@ -248,26 +282,31 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="agentflow.W006",
             )
         ]
+    if backend.endswith("InMemoryChannelLayer") and not workers_in_this_process():
+        return [_in_memory_layer()]
     return []
 
 
 @register("agentflow", deploy=True)
 def check_channel_layer_deployed(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    """In production the layer must cross processes (``check --deploy``)."""
+    """In production the layer must cross processes (``check --deploy``), even embedded."""
     from django.conf import settings
 
     layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
     backend = str((layers.get("default") or {}).get("BACKEND", ""))
-    if backend.endswith("InMemoryChannelLayer"):
-        return [
-            Warning(
-                "The channel layer is InMemoryChannelLayer: events published by a worker "
-                "process never reach the web processes' websockets.",
-                hint="Use channels_redis.core.RedisChannelLayer in production.",
-                id="agentflow.W007",
-            )
-        ]
+    if backend.endswith("InMemoryChannelLayer") and workers_in_this_process():
+        return [_in_memory_layer()]  # otherwise check_channel_layer reports it
     return []
+
+
+def _in_memory_layer() -> Warning:
+    return Warning(
+        "The channel layer is InMemoryChannelLayer and workers run in other processes (the "
+        "broker is not the in-process memory://): events published by a worker never reach "
+        "the web processes' websockets, so the console's pages never update live.",
+        hint="Use channels_redis.core.RedisChannelLayer, on the Redis the workers can reach.",
+        id="agentflow.W007",
+    )
 
 
 @register("agentflow")

@@ -4,9 +4,12 @@ The site is set up by the README's "Using agentflow in your site" steps, read fr
 (``tests/readme_steps.py``), so a step the README forgets fails here. The site then runs an
 agent with a fan-out and a tool that needs approval on a real `celery worker` and `celery
 beat`, started and approved with `manage.py agentflow`, once on a Redis broker and once on
-RabbitMQ. What the test adds is only what every site has of its own: its database, its app,
-its Redis (a server on a free port), and a Celery queue name unique to the test run, so that
-nothing left on RabbitMQ by an earlier run (queues persist there) can reach it.
+RabbitMQ. On Redis it also serves the site both ways the README gives (daphne's `runserver`
+in development; `collectstatic`, then `daphne` with DEBUG off and WhiteNoise, in production)
+and approves a run in the console in Chromium. What the test adds is only what every site
+has of its own: its database, its app, its DEBUG and ALLOWED_HOSTS, its Redis (a server on
+a free port), and a Celery queue name unique to the test run, so that nothing left on
+RabbitMQ by an earlier run (queues persist there) can reach it.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 import redis
 
 from tests import readme_steps
+from tests.browser import CHROMIUM_FLAGS, chromium_path, free_port
 from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,10 +48,14 @@ README_AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 AMQP_URL = README_AMQP
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 FAN_OUT = 6
+PASSWORD = "adopt-admin-password"
+WAITS_FOR_A_PERSON = 5  # `start --wait`'s exit code for a run at an approval (README)
 
 
-def _run(argv: list[str], *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
-    """Run a command to completion; fail with its output unless it exits 0."""
+def _run(
+    argv: list[str], *, timeout: float, expect: int = 0, **kwargs
+) -> subprocess.CompletedProcess:
+    """Run a command to completion; fail with its output unless it exits ``expect``."""
     started = time.monotonic()
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
@@ -55,7 +64,7 @@ def _run(argv: list[str], *, timeout: float, **kwargs) -> subprocess.CompletedPr
             f"{' '.join(argv)} did not finish in {timeout:g}s\n"
             f"stdout:\n{exc.stdout}\nstderr:\n{exc.stderr}"
         ) from None
-    assert done.returncode == 0, (
+    assert done.returncode == expect, (
         f"{' '.join(argv)} exited {done.returncode} after {time.monotonic() - started:.1f}s\n"
         f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     )
@@ -99,15 +108,25 @@ def wheel(source, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def venv(wheel, tmp_path_factory) -> Path:
-    """A new virtualenv (no system site-packages) with the wheel installed as the README says."""
+def venv(source, tmp_path_factory) -> Path:
+    """A new virtualenv (no system site-packages) with agentflow installed as the README says."""
     steps = readme_steps.read()
     home = tmp_path_factory.mktemp("venv") / "env"
     _run([sys.executable, "-m", "venv", str(home)], timeout=120)
     install = steps.command("pip install")
-    assert "django-agentflow" in install, f"README: {install} does not install django-agentflow"
-    argv = [str(wheel) if arg == "django-agentflow" else arg for arg in install[1:]]
+    assert any(arg.startswith("<checkout>[") for arg in install), (
+        f"README: {install} does not install the checkout with an extra"
+    )
+    # The checkout is this working tree's copy: pip builds the wheel from it, as a user's does.
+    argv = [arg.replace("<checkout>", str(source)) for arg in install[1:]]
     _run([str(home / "bin" / "python"), "-m", "pip", *argv, "-q"], timeout=600)
+    installed = _run([str(home / "bin" / "python"), "-m", "pip", "freeze"], timeout=60).stdout
+    assert "django-agentflow @ file://" in installed or "django_agentflow" in installed, installed
+    pinned = (ROOT / "constraints.txt").read_text()
+    for name in ("celery", "redis", "channels[-_]redis", "openai"):
+        version = re.search(rf"^{name}==(\S+)", installed, re.M | re.I)
+        tested = re.search(rf"^{name}==(\S+)", pinned, re.M | re.I)
+        assert version and tested and version[1] == tested[1], f"{name}: not the tested version"
     return home
 
 
@@ -234,14 +253,18 @@ class Site:
         program, *args = (arg.replace(readme_steps.PLACEHOLDER, PROJECT) for arg in command)
         return [str(self.venv / "bin" / program), *args]
 
-    def run(self, command: list[str], timeout: float = 120) -> str:
-        return _run(self.argv(command), timeout=timeout, cwd=self.root, env=self.env).stdout
+    def run(
+        self, command: list[str], timeout: float = 120, env: dict | None = None, expect: int = 0
+    ) -> str:
+        env = {**self.env, **(env or {})}
+        argv = self.argv(command)
+        return _run(argv, timeout=timeout, expect=expect, cwd=self.root, env=env).stdout
 
-    def manage(self, *args: str, timeout: float = 120) -> str:
-        return self.run(["python", "manage.py", *args], timeout=timeout)
+    def manage(self, *args: str, timeout: float = 120, env: dict | None = None) -> str:
+        return self.run(["python", "manage.py", *args], timeout=timeout, env=env)
 
-    def start(self, name: str, command: list[str]) -> Process:
-        process = Process(name, self.argv(command), self.root, self.env)
+    def start(self, name: str, command: list[str], env: dict | None = None) -> Process:
+        process = Process(name, self.argv(command), self.root, {**self.env, **(env or {})})
         self.processes.append(process)
         return process
 
@@ -339,6 +362,10 @@ def apply_readme(root: Path, *, broker: str, database: str, queue: str, redis_ur
     settings_before = textwrap.dedent(f"""
 
         # -- the site's own (not from the README) --
+        import os
+
+        DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"  # production: DJANGO_DEBUG=0
+        ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
         INSTALLED_APPS += ["adopt"]
         DATABASES = {{
             "default": {{
@@ -387,15 +414,161 @@ def _parent_pid(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
+def _start_command(readme_start: list[str], key: str) -> list[str]:
+    """The README's `agentflow start --wait`, for this site's agent, under ``key``."""
+    return [
+        *readme_start[:4],
+        "adopt.fanout",
+        "--input",
+        json.dumps({"n": FAN_OUT}),
+        "--wait",
+        "--idempotency-key",
+        key,
+        "--timeout",
+        "90",
+    ]
+
+
+# What the run page loads from STATIC_URL, and the content type each must come with.
+STATIC = {
+    "admin/css/base.css": "text/css",
+    "agentflow/console.css": "text/css",
+    "agentflow/socket.js": "javascript",
+    "agentflow/decide.js": "javascript",
+    "agentflow/run_page.js": "javascript",
+}
+
+
+def _waiting_run(site: Site, start: list[str]) -> str:
+    """Start a run with the README's `start --wait`; return its id once it waits for approval."""
+    waiting = site.run(start, timeout=120, expect=WAITS_FOR_A_PERSON)
+    run_id = re.search(r"^run ([0-9a-f-]{36}) ", waiting, re.M)
+    assert run_id and "waiting for approval" in waiting, f"no approval to decide:\n{waiting}"
+    return run_id[1]
+
+
+def _listening(web: Process, port: int) -> str:
+    """Wait until a web process accepts connections; return its URL."""
+
+    def listening() -> bool:
+        assert web.process.poll() is None, f"{web.name} exited:\n{web.log()[-4000:]}"
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(listening, timeout=60, what=f"{web.name} to listen on port {port}")
+    return f"http://127.0.0.1:{port}"
+
+
+def _serve_and_approve_in_chromium(
+    site: Site, steps, readme_start: list[str], database: str
+) -> None:
+    """Serve the site both ways the README gives, and approve a run in the console each time.
+
+    Each web process starts while `start --wait` takes a run to its approval.
+    """
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+        try:
+            # Development (DEBUG on): daphne's runserver serves pages, static files, websockets.
+            port = free_port()
+            runserver = [*steps.command("python manage.py runserver"), "--noreload"]
+            web = site.start("runserver", [*runserver, f"127.0.0.1:{port}"])
+            run_id = _waiting_run(site, _start_command(readme_start, "adopt-development"))
+            _approve_in_the_console(browser, _listening(web, port), run_id, database)
+            web.stop()
+
+            # Production (DEBUG off): collectstatic, then daphne; WhiteNoise serves the files.
+            production = {"DJANGO_DEBUG": "0"}
+            site.run(steps.command("python manage.py collectstatic"), env=production)
+            port = free_port()
+            daphne = [*steps.command("daphne <project>.asgi:application"), "-p", str(port)]
+            web = site.start("daphne", daphne, env=production)
+            checked = site.manage("check", "--fail-level", "WARNING", env=production)
+            assert "System check identified no issues" in checked, checked
+            run_id = _waiting_run(site, _start_command(readme_start, "adopt-production"))
+            _approve_in_the_console(browser, _listening(web, port), run_id, database)
+            web.stop()
+        finally:
+            browser.close()
+
+
+def _approve_in_the_console(browser, url: str, run_id: str, database: str) -> None:
+    """Log in, open a run that waits for approval, see the console load and go live, approve."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    answers: dict[str, tuple[int | str, str]] = {}  # the first answer to each path
+    page.on(
+        "response",
+        lambda response: answers.setdefault(
+            urlsplit(response.url).path,
+            (response.status, response.headers.get("content-type", "")),
+        ),
+    )
+    page.on(
+        "requestfailed",
+        lambda request: answers.setdefault(urlsplit(request.url).path, (request.failure, "")),
+    )
+    try:
+        page.goto(f"{url}/admin/login/?next=/admin/")
+        page.fill("#id_username", "admin")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        page.wait_for_url(f"{url}/admin/")
+        run_page = f"{url}/admin/agentflow/run/{run_id}/change/"
+        page.goto(run_page)  # returns once its stylesheets and scripts are loaded
+
+        for name, kind in STATIC.items():
+            status, content_type = answers.get(f"/static/{name}", (None, ""))
+            assert status == 200 and kind in content_type, (
+                f"/static/{name} answered {status} {content_type!r} at {url}"
+            )
+        # The stylesheets apply: the admin's defines its colours, the console's floats the
+        # connection indicator; decide.js prepared the approval form.
+        primary = "getComputedStyle(document.documentElement).getPropertyValue('--primary')"
+        assert page.evaluate(primary).strip(), "the admin's stylesheet did not apply"
+        indicator = "getComputedStyle(document.getElementById('af-connection')).cssFloat"
+        assert page.evaluate(indicator) == "right", "the console's stylesheet did not apply"
+        assert page.get_attribute("form.af-decide", "data-shown") is not None, "decide.js"
+
+        # socket.js shows "live" once the websocket is open (a 404 says "reconnecting…").
+        page.wait_for_selector('#af-connection[data-state="live"]', timeout=15_000)
+        assert page.text_content("#af-connection") == "live"
+        assert page.evaluate("document.documentElement.dataset.afSocket") == "live"
+
+        page.click("[data-testid=approve]")
+        page.wait_for_selector('[data-testid=decide-result][data-state="done"]')
+        # The worker finishes the run; its events reach the page over the socket.
+        expect(page.locator("#af-run-status")).to_have_text("succeeded", timeout=30_000)
+        assert page.url == run_page, f"Approve left the page for {page.url}"
+        assert not errors, errors
+    finally:
+        context.close()
+    with psycopg.connect(POSTGRES.rsplit("/", 1)[0] + f"/{database}") as connection:
+        row = connection.execute("SELECT status FROM agentflow_run WHERE id = %s", [run_id])
+        assert row.fetchone() == ("succeeded",)
+
+
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
-def test_a_startproject_site_runs_a_fan_out_and_an_approval_on_a_real_worker(site, broker):
+def test_a_startproject_site_runs_a_fan_out_and_an_approval_on_a_real_worker(
+    site, broker, database
+):
     steps = readme_steps.read()
     started = time.monotonic()
 
     site.run(steps.command("python manage.py migrate"), timeout=180)
-    checked = site.manage("check")
+    checked = site.manage("check", "--fail-level", "WARNING")  # a warning fails, and shows
     assert "System check identified no issues" in checked, checked
-    site.manage("createsuperuser", "--noinput", "--username", "admin", "--email", "a@b.example")
+    site.manage(
+        "createsuperuser", "--noinput", "--username", "admin", "--email", "a@b.example",
+        env={"DJANGO_SUPERUSER_PASSWORD": PASSWORD},
+    )  # fmt: skip
     site.manage(
         "shell",
         "-v",
@@ -410,21 +583,10 @@ def test_a_startproject_site_runs_a_fan_out_and_an_approval_on_a_real_worker(sit
     beat.wait_for("beat: Starting", timeout=60)
 
     # `agentflow start --wait` as the README's Commands show it, for this site's agent.
-    start = steps.cli_command("start")
-    assert start[4:] == ["billing.reconcile", "--input", '{"period": "2026-10"}', "--wait"]
-    key = f"adopt-{broker}"
-    start = [
-        *start[:4],
-        "adopt.fanout",
-        "--input",
-        json.dumps({"n": FAN_OUT}),
-        "--wait",
-        "--idempotency-key",
-        key,
-        "--timeout",
-        "90",
-    ]
-    waiting = site.run(start, timeout=120)
+    readme_start = steps.cli_command("start")
+    assert readme_start[4:] == ["billing.reconcile", "--input", '{"period": "2026-10"}', "--wait"]
+    start = _start_command(readme_start, key=f"adopt-{broker}")
+    waiting = site.run(start, timeout=120, expect=WAITS_FOR_A_PERSON)
     run_id = re.search(r"^run ([0-9a-f-]{36}) ", waiting, re.M)
     approval = re.search(r"waiting for approval (\d+):", waiting)
     assert run_id and approval, f"the run did not stop at the approval:\n{waiting}"
@@ -467,3 +629,8 @@ def test_a_startproject_site_runs_a_fan_out_and_an_approval_on_a_real_worker(sit
         what="beat to start a scheduled run that succeeds",
     )
     print(f"{broker}: the site ran its agent in {time.monotonic() - started:.1f}s")
+
+    if broker == "redis":  # how the site is served does not depend on the broker
+        started = time.monotonic()
+        _serve_and_approve_in_chromium(site, steps, readme_start, database)
+        print(f"the console worked in Chromium, both ways, in {time.monotonic() - started:.1f}s")
