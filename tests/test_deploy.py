@@ -151,3 +151,12 @@ def test_docker_compose_accepts_the_file(tmp_path):
         text=True,
     )
     assert refused.returncode != 0 and "interval" in refused.stderr, refused.stderr
+
+
+def test_the_image_installs_the_tested_versions():
+    """The image gets what the suite passed with, as `make test` and the README do."""
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    copied = next(line for line in lines if line.startswith("COPY") and "pyproject.toml" in line)
+    assert "constraints.txt" in copied
+    (install,) = [line for line in lines if line.startswith("RUN pip install")]
+    assert "-c constraints.txt" in install
