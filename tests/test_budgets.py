@@ -66,6 +66,75 @@ def test_concurrent_reservations_admit_exactly_what_fits():
     assert spend.cost == Decimal("1.00") and spend.window.startswith("day:")
 
 
+@pytest.mark.parametrize(
+    ("limit", "fit"),
+    [
+        ("1.00", 3),  # a 4th call would spend $1.20, though $0.90 < $1.00 when it asks
+        ("0.90", 3),  # the 3rd call ends exactly on the limit: spend + estimate == limit fits
+        ("0.89", 2),  # the 3rd would end $0.01 over
+    ],
+)
+def test_concurrent_reservations_that_do_not_divide_the_limit_never_overspend(limit, fit):
+    """Costs that do not divide the limit: admission asks ``spend + estimate <= limit``."""
+    budget = Budget.objects.create(name="odd", period="total", max_cost=Decimal(limit))
+    run = Run.objects.create(agent="tests.metered_fan", agent_version="1")
+    usage = budgets.Usage(cost=Decimal("0.30"), tool_calls=1)
+
+    def reserve() -> bool:
+        try:
+            budgets.reserve([budget], run.id, usage, "a call")
+        except agentflow.BudgetExceeded:
+            return False
+        return True
+
+    admitted = all_at_once(reserve, threads=12)
+    spend = BudgetSpend.objects.get(budget=budget)
+    assert spend.cost <= Decimal(limit), f"spent ${spend.cost} of a ${limit} limit"
+    assert admitted.count(True) == fit, (
+        f"{admitted.count(True)} calls of $0.30 admitted under a ${limit} limit, {fit} fit"
+    )
+    assert (spend.cost, spend.tool_calls) == (Decimal("0.30") * fit, fit)
+
+
+def test_a_fan_out_whose_call_cost_does_not_divide_the_limit_runs_exactly_the_calls_that_fit(
+    workers,
+):
+    """$0.05 calls under $0.27: 5 fit ($0.25); a 6th would end at $0.30, though $0.25 < $0.27.
+
+    Then the operator raises the limit to $0.30, where the 6th call ends exactly on it: it
+    runs, and the 7th pauses the run again.
+    """
+    workers("w1", concurrency=2)
+    workers("w2", concurrency=2)
+    run = agentflow.start("tests.metered_fan", {"n": 12}, budget={"max_cost": "0.27"})
+    budget = Budget.objects.get(run=run)
+    paused_with_only_what_fits(run, budget, limit="0.27", fit=5)
+
+    budget.max_cost = Decimal("0.30")
+    budget.save()
+    agentflow.resume(run)
+    paused_with_only_what_fits(run, budget, limit="0.30", fit=6)
+
+
+def paused_with_only_what_fits(run: Run, budget: Budget, *, limit: str, fit: int) -> None:
+    """The run paused on its budget after exactly ``fit`` calls of $0.05 ran, none twice."""
+    run = agentflow.wait(run, timeout=60)
+    assert run.status == Run.Status.PAUSED, (run.status, run.error)
+    wait_until(
+        lambda: not Step.objects.filter(run=run, status=Step.Status.RUNNING).exists(),
+        timeout=60,
+        what="the children admitted before the pause to finish",
+    )
+    spend = BudgetSpend.objects.get(budget=budget)
+    ran = SideEffect.objects.count()
+    assert spend.cost <= Decimal(limit), f"spent ${spend.cost} of a ${limit} limit"
+    assert ran == fit, f"{ran} calls of $0.05 ran under a ${limit} limit; {fit} fit"
+    assert Execution.objects.count() == fit  # and none ran twice
+    assert spend.cost == Decimal("0.05") * fit
+    assert f"spent ${spend.cost} of ${limit}" in run.wait_reason, run.wait_reason
+    assert "needs $0.05" in run.wait_reason, run.wait_reason
+
+
 def test_settling_replaces_the_estimate_with_the_actual_usage(settings):
     settings.AGENTFLOW = {**settings.AGENTFLOW, "PRICES": {"m": {"input": "2", "output": "8"}}}
     assert budgets.price("m", 1_000_000, 500_000) == Decimal("6")

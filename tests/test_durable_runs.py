@@ -188,6 +188,65 @@ def test_tool_retries_backoff_non_retryable_errors_and_timeouts(workers):
     assert Execution.objects.filter(key=f"{run.id}:1").count() == 1
 
 
+def test_a_failed_step_is_replayed_as_its_error_and_its_tool_never_runs_again(workers):
+    """Every advance after a failed call replays its recorded error; the body never runs again.
+
+    ``tests.fatal`` fails once, not retryably, with 5 retries left; ``tests.flaky`` fails all
+    of its 4 attempts. The agent catches both, then waits for two signals: the retries'
+    wake-ups and each signal are advances that replay the two failed calls.
+    """
+    workers("w1", concurrency=2)
+    run = agentflow.start("tests.fails_then_waits", {})
+    fatal, flaky = f"{run.id}:0", f"{run.id}:1"
+
+    def ran() -> dict[str, int]:
+        return {
+            "fatal": Execution.objects.filter(key=fatal).count(),
+            "flaky": Execution.objects.filter(key=flaky).count(),
+        }
+
+    def waits_at(position: int) -> None:
+        """Wait until the run parks at ``position`` (or ends: the asserts below say how)."""
+        wait_until(
+            lambda: (
+                Step.objects.filter(run=run, position=position, kind="wait").exists()
+                or Run.objects.get(id=run.id).status not in Run.ACTIVE
+            ),
+            timeout=60,
+            what=f"run to wait at position {position}",
+        )
+
+    waits_at(2)
+    assert ran() == {"fatal": 1, "flaky": 4}, "a failed call's body ran again on replay"
+    failed = Step.objects.filter(run=run, position__in=[0, 1]).order_by("position")
+    assert list(failed.values_list("status", "attempts")) == [
+        (Step.Status.FAILED, 1),
+        (Step.Status.FAILED, 4),
+    ]
+
+    agentflow.signal(run, "first")
+    waits_at(3)
+    assert ran() == {"fatal": 1, "flaky": 4}, "a failed call's body ran again on replay"
+
+    agentflow.signal(run, "second")
+    run = finished(run)
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    assert ran() == {"fatal": 1, "flaky": 4}, "a failed call's body ran again on replay"
+    # What the last advance's replay raised is what the first attempts recorded.
+    assert set(run.output) == {"fatal", "flaky"}, f"a failed call replayed as {run.output}"
+    assert run.output["fatal"]["attempts"] == 1
+    assert run.output["fatal"]["type"] == "builtins.ValueError"
+    assert "bad data, retrying will not help" in run.output["fatal"]["message"]
+    assert run.output["flaky"]["attempts"] == 4
+    assert run.output["flaky"]["type"].endswith("Flaky")
+    assert "attempt 4 fails" in run.output["flaky"]["message"]
+    # A replay raises the recorded errors again too, without calling either tool.
+    report = agentflow.replay(run)
+    assert report.ok, str(report)
+    assert report.steps_replayed == 4
+    assert ran() == {"fatal": 1, "flaky": 4}
+
+
 def test_invalid_tool_arguments_raise_inside_the_agent_and_the_tool_never_runs(workers):
     workers("w1", concurrency=1)
     run = finished(agentflow.start("tests.bad_args", {}))

@@ -65,6 +65,31 @@ def test_300_calls_at_20_per_second_across_two_workers(workers):
     # Throughput (utilisation of the limit) is a timing goal: bench/ measures it.
 
 
+def test_calls_admitted_in_many_worker_processes_at_once_share_one_rate_limit(workers):
+    """A limit kept per process would pass the test above: the one process that advances a
+    fan-out books all its children's slots. Here each call is admitted where it runs (inline
+    calls of runs started together), in six processes of three workers at once.
+    """
+    slack = {"AGENTFLOW_TEST_RATE_GUARD": "0.2"}  # see above: first lines lag admission
+    for name in ("w1", "w2", "w3"):
+        workers(name, concurrency=2, env=slack)
+    Policy.objects.create(name="fleet-wide", tool="tests.limited", rate_limit="10/s")
+    runs = [agentflow.start("tests.limited_inline", {"n": 4}) for _ in range(8)]
+    for run in runs:
+        done = agentflow.wait(run, timeout=60)
+        assert done.status == Run.Status.SUCCEEDED, done.error
+
+    calls = list(Call.objects.filter(tool="tests.limited").values_list("started", "pid"))
+    assert len(calls) == 32
+    pids = {pid for _, pid in calls}
+    assert len(pids) > 1, f"all 32 calls ran in process {pids}: nothing was shared"
+    busiest = busiest_window([started for started, _ in calls])
+    print(f"32 calls at 10/s from {len(pids)} processes: busiest second {busiest}")
+    assert busiest <= 10, (
+        f"{busiest} calls started within one second (limit 10/s) across {len(pids)} processes"
+    )
+
+
 def test_concurrency_cap_of_3_holds_across_workers(workers):
     workers("w1", concurrency=4)
     workers("w2", concurrency=4)

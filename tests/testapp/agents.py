@@ -933,3 +933,25 @@ def keyed_asker(ctx: RunContext, key: str) -> dict:
         },
     )
     return {"data": decision.data}
+
+
+# -----------------------------------------------------------------------------------------
+# A failed step is never re-run (tests/test_durable_runs.py, issue 20).
+# -----------------------------------------------------------------------------------------
+
+
+@agent(name="tests.fails_then_waits")
+def fails_then_waits(ctx: RunContext) -> dict:
+    """Catch two tool failures (one not retryable, one after its retries), then wait twice.
+
+    Each signal is a new advance that replays the failed calls from their records.
+    """
+    outcome = {}
+    for name, target, args in (("fatal", fatal, {}), ("flaky", flaky, {"fail_times": 99})):
+        try:
+            ctx.call(target, **args)
+        except ToolError as exc:
+            outcome[name] = {"attempts": exc.attempts, "type": exc.error_type, "message": str(exc)}
+    for signal in ("first", "second"):
+        ctx.wait_for(signal)
+    return outcome
