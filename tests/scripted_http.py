@@ -71,7 +71,9 @@ class Reply:
       ``hold=event``: after ``hold_after`` content chunks the server sets
       ``server.streaming`` and blocks until ``event`` is set (or ``server.release()`` or
       ``server.stop()``). Non-streaming: blocks before answering. ``chunk_delay`` seconds
-      pass before every content chunk.
+      pass before every content chunk (many chunks with a delay: a trickling stream).
+      A client that closes the connection before the response is whole is counted in
+      ``server.disconnects`` and sets ``server.disconnected``.
 
     ``headers`` adds response headers.
     """
@@ -197,6 +199,7 @@ class ScriptedHandler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:  # BrokenPipe, ConnectionReset: the client was killed or gave up
             self.close_connection = True
+            self.server.owner._client_left()
 
     # -- responses -------------------------------------------------------------------
 
@@ -270,6 +273,9 @@ class ScriptedServer:
         self.handler: Callable[[dict[str, Any]], Reply] | None = None
         # Set when a held reply has sent its first chunk(s) and blocks; clear it to reuse.
         self.streaming = threading.Event()
+        # Responses the client went away from before they were whole (it closed the stream).
+        self.disconnects = 0
+        self.disconnected = threading.Event()
         self._script: collections.deque[Reply] = collections.deque()
         self._holds: list[threading.Event] = []
         self._condition = threading.Condition()
@@ -389,6 +395,11 @@ class ScriptedServer:
     def _failure(self, message: str, code: str) -> Reply:
         """The 500 a request gets when the test's script or handler fails it."""
         return Reply(status=500, error_message=f"{type(self).__name__}: {message}", error_code=code)
+
+    def _client_left(self) -> None:
+        with self._condition:
+            self.disconnects += 1
+        self.disconnected.set()
 
     def _served(self) -> int:
         with self._condition:

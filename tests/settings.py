@@ -46,6 +46,19 @@ AGENTFLOW = {
                 "retry_backoff": 0.1,
             },
         },
+        # The default alias's server, with a short total deadline per call and one retry.
+        "slow": {
+            "BACKEND": "agentflow.llm.OpenAIProvider",
+            "MODEL": "gpt-test",
+            "OPTIONS": {
+                "base_url": os.environ.get("AGENTFLOW_TEST_OPENAI_URL", "http://127.0.0.1:9/v1"),
+                "api_key_env": "AGENTFLOW_TEST_LLM_KEY",
+                "timeout": 30,
+                "deadline": 1.5,
+                "retries": 1,
+                "retry_backoff": 0.1,
+            },
+        },
         "claude": {
             "BACKEND": "agentflow.llm.AnthropicProvider",
             "MODEL": "claude-test",

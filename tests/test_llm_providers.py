@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from agentflow.exceptions import ModelRefused, ModelUnavailable
@@ -11,6 +13,7 @@ from agentflow.llm.openai_compatible import OpenAIProvider
 from agentflow.llm.scripted import ScriptedProvider
 from tests.anthropic_server import AnthropicServer
 from tests.openai_server import OpenAIServer, Reply, ToolCall
+from tests.support import wait_until
 
 KEY = "sk-live-0123456789abcdefghij"
 
@@ -82,6 +85,78 @@ def test_arguments_that_are_not_a_json_object_are_kept_raw(server):
     request = Request([{"role": "user", "content": "?"}], [WEATHER], {})
     (call,) = provider(server).complete(request, lambda text: None).tool_calls
     assert (call.arguments, call.invalid) == ({}, "{not json")
+
+
+@pytest.mark.parametrize("raw", ['{"amount": 1e999}', '{"amount": NaN}', '{"a": [-Infinity]}'])
+def test_arguments_with_numbers_json_cannot_carry_are_kept_raw_too(server, raw):
+    server.script(Reply(tool_calls=[ToolCall("tests__lookup", raw)]))
+    request = Request([{"role": "user", "content": "?"}], [WEATHER], {})
+    (call,) = provider(server).answer(request, lambda text: None).tool_calls
+    assert (call.arguments, call.invalid) == ({}, raw)
+
+
+OTHER_KEY = "tok-0123456789abcdef-secret"  # a key no redaction pattern knows
+
+
+def test_the_key_is_taken_out_of_the_text_the_arguments_and_the_deltas_even_cut_in_two(server):
+    server.script(
+        Reply(
+            chunks=["Key: tok-0123", "456789abcdef-secret and ", OTHER_KEY, ", bye tok-01"],
+            tool_calls=[ToolCall("tests__lookup", {"city": f"in {OTHER_KEY}"})],
+        )
+    )
+    deltas: list[str] = []
+    request = Request([{"role": "user", "content": "?"}], [WEATHER], {})
+    reply = provider(server, api_key=OTHER_KEY).answer(request, deltas.append)
+    assert server.headers[0]["authorization"] == f"Bearer {OTHER_KEY}"  # OPTIONS api_key
+    assert reply.text == "Key: [redacted] and [redacted], bye tok-01" == "".join(deltas)
+    for piece in ("tok-0123", "456789abcdef", "-secret"):
+        assert all(piece not in delta for delta in deltas), (piece, deltas)
+    assert reply.tool_calls[0].arguments == {"city": "in [redacted]"}
+
+
+def test_a_key_echoed_in_an_error_is_taken_out_of_it(server):
+    server.script(Reply(status=503, error_message=f"upstream refused {OTHER_KEY}"))
+    with pytest.raises(ModelUnavailable) as caught:
+        provider(server, api_key=OTHER_KEY).answer(ask(), lambda text: None)
+    assert OTHER_KEY not in str(caught.value) and "[redacted]" in str(caught.value)
+
+
+def trickle(words: int = 80, delay: float = 0.1) -> Reply:
+    return Reply(chunks=[f"w{i} " for i in range(words)], chunk_delay=delay)
+
+
+def test_a_stream_past_its_deadline_is_closed_and_retryable(server):
+    server.script(trickle())  # 8 s in all, a word every 0.1 s: each read is quick
+    seen: list[str] = []
+    with pytest.raises(ModelUnavailable, match=r"did not finish within its deadline of 0\.5s"):
+        provider(server, deadline=0.5).answer(ask(), seen.append)
+    assert 0 < len(seen) < 80
+    wait_until(lambda: server.disconnects, timeout=10, what="the server to see the stream closed")
+
+
+@pytest.mark.parametrize("deadline", ["ten", 0, -1, True])
+def test_a_bad_deadline_is_refused_before_anything_is_sent(server, deadline):
+    with pytest.raises(ModelRefused, match=r"\['OPTIONS'\]\['deadline'\] must be a number"):
+        provider(server, deadline=deadline).answer(ask(), lambda text: None)
+    assert server.requests == []
+
+
+def test_a_stop_request_ends_the_stream_at_its_next_event(server):
+    server.script(trickle())
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def on_delta(text: str) -> None:
+        seen.append(text)
+        if len(seen) == 3:
+            stop.set()  # as the heartbeat does when the run is cancelled
+
+    request = Request([{"role": "user", "content": "?"}], stop=stop)
+    with pytest.raises(ModelUnavailable, match="stopped mid-stream"):
+        provider(server).answer(request, on_delta)
+    assert len(seen) == 3
+    wait_until(lambda: server.disconnects, timeout=10, what="the server to see the stream closed")
 
 
 def test_a_rate_limit_is_retryable_and_carries_retry_after(server):
@@ -245,6 +320,16 @@ def test_claude_failures_are_retryable_or_refused_like_openai_ones(
         claude(claude_server).complete(ask(), lambda text: None)
     if reply.retry_after:
         assert caught.value.retry_after == 2.0
+
+
+def test_a_claude_stream_past_its_deadline_is_closed_and_retryable(claude_server):
+    claude_server.script(trickle())
+    options = {"base_url": claude_server.base_url, "deadline": 0.5}
+    with pytest.raises(ModelUnavailable, match=r"'claude' \(claude-test\) did not finish"):
+        AnthropicProvider("claude", "claude-test", options).answer(ask(), lambda text: None)
+    wait_until(
+        lambda: claude_server.disconnects, timeout=10, what="the server to see the stream closed"
+    )
 
 
 # -- configuration --------------------------------------------------------------------------

@@ -278,6 +278,17 @@ def test_held_reply_blocks_until_released(server: OpenAIServer) -> None:
     assert "".join(rest) == "second third"
 
 
+def test_a_client_that_closes_a_trickling_stream_is_counted(server: OpenAIServer) -> None:
+    server.script(Reply(chunks=[f"w{i} " for i in range(200)], chunk_delay=0.05))
+    stream = client_for(server).chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+    iterator = iter(stream)
+    next(iterator), next(iterator)
+    assert server.disconnects == 0 and not server.disconnected.is_set()
+    stream.close()
+    assert server.disconnected.wait(10)
+    assert server.disconnects == 1
+
+
 def test_release_frees_a_held_reply_and_stop_frees_the_rest(server: OpenAIServer) -> None:
     server.script(Reply("held", hold=threading.Event(), hold_after=0))
     result: list[str] = []

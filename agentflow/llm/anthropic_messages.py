@@ -5,12 +5,14 @@ module turns them into Messages API requests (``system`` apart, tool calls as
 ``tool_use`` blocks, tool results as ``tool_result`` blocks) and streams the answer back.
 The client's own retries are off: the engine retries durably.
 
-OPTIONS: ``base_url``, ``api_key_env`` (``ANTHROPIC_API_KEY``), ``timeout`` (60),
-``max_tokens`` (1024, which the Messages API requires) and ``params``.
+OPTIONS: ``base_url``, ``api_key_env`` (``ANTHROPIC_API_KEY``) or ``api_key``, ``timeout``
+(60, each read), ``deadline`` (600, the whole call), ``max_tokens`` (1024, which the
+Messages API requires) and ``params``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from functools import cached_property
 from typing import Any
@@ -80,8 +82,11 @@ class AnthropicProvider(Provider):
                 for spec in request.tools
             ]
         where = f"model alias '{self.alias}' ({self.model})"
+        ends_at = self.ends_at()
         try:
-            return self._read(request, self.client.messages.create(**arguments), on_delta)
+            # Closed however the reading ends, so a stream given up on is not left open.
+            with contextlib.closing(self.client.messages.create(**arguments)) as stream:
+                return self._read(request, self.watched(stream, request, ends_at), on_delta)
         except anthropic.APIStatusError as exc:
             status, message = exc.status_code, self.without_key(server_message(exc))
             if status in REFUSED:

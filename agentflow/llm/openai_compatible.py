@@ -5,12 +5,14 @@ is generated and the usage the server reports comes with the last chunk. The cli
 own retries are off: the engine retries durably, with backoff and ``Retry-After``.
 
 OPTIONS: ``base_url`` (None: OpenAI's), ``api_key_env`` (the environment variable that
-holds the key, ``OPENAI_API_KEY`` by default), ``timeout`` in seconds (60), and
-``params``, default request parameters (``{"temperature": 0}``).
+holds the key, ``OPENAI_API_KEY`` by default) or ``api_key``, ``timeout`` in seconds for
+each read (60), ``deadline`` in seconds for the whole call (600), and ``params``, default
+request parameters (``{"temperature": 0}``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from functools import cached_property
 from typing import Any
 
@@ -72,8 +74,11 @@ class OpenAIProvider(Provider):
                 }
                 for spec in request.tools
             ]
+        ends_at = self.ends_at()
         try:
-            return self._read(request, self.client.chat.completions.create(**arguments), on_delta)
+            # Closed however the reading ends, so a stream given up on is not left open.
+            with contextlib.closing(self.client.chat.completions.create(**arguments)) as stream:
+                return self._read(request, self.watched(stream, request, ends_at), on_delta)
         except openai.APIStatusError as exc:
             raise self._status_error(exc) from None
         except (openai.APIConnectionError, openai.APITimeoutError) as exc:

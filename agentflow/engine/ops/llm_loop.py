@@ -67,7 +67,10 @@ def _answers(
             known = ", ".join(sorted(by_name)) or "none"
             answers.append(f"error: there is no tool named {call.name!r} (tools: {known})")
         elif call.invalid:
-            answers.append(f"error: the arguments were not a JSON object: {call.invalid[:200]}")
+            answers.append(
+                "error: the arguments were not a JSON object that can be stored (no NaN, "
+                f"Infinity, out-of-range numbers or NUL characters): {call.invalid[:200]}"
+            )
         else:
             answers.append(None)
             runnable.append((index, tool, call.arguments))

@@ -205,9 +205,7 @@ class ToolCall:
     def committed(self, recorded: Any) -> Any:
         return recorded
 
-    def failed(
-        self, attempts: int, exc: BaseException, error: Exception, usage: Any = None
-    ) -> Any:
+    def failed(self, attempts: int, exc: BaseException, error: Exception, usage: Any = None) -> Any:
         """Record the failure; ``usage`` as for ``succeeded`` (a model that answered)."""
         columns = {} if usage is None else {"usage": usage}
         self.journal.update(
