@@ -219,26 +219,44 @@ class Heartbeat:
             self._thread.start()
 
     def _loop(self) -> None:
+        """Renew and reconcile for ever; nothing that goes wrong in one round ends the thread.
+
+        A round that fails (settings unreadable for a moment, say) is logged, and the next
+        one comes a second later: a dead heartbeat would let every lease here lapse.
+        """
         now = time.monotonic()
-        next_renewal = now + conf.setting("LEASE_SECONDS") / 3
-        # A random first pass spreads the fleet's passes over the period.
-        next_pass = now + random.random() * conf.setting("RECONCILE_EVERY")
+        schedule = {"renewal": now, "pass": now}
+        first = True
         while True:
-            with self._lock:
-                reconcile = self._reconcile
-            wake = min(next_renewal, next_pass) if reconcile else next_renewal
-            time.sleep(max(0.0, wake - time.monotonic()))
+            try:
+                first = self._round(schedule, first)
+            except Exception:
+                logger.exception("a heartbeat round failed; the next one is in a second")
+                time.sleep(1.0)
+
+    def _round(self, schedule: dict[str, float], first: bool) -> bool:
+        if first:
             now = time.monotonic()
-            if now >= next_renewal:
-                next_renewal = now + conf.setting("LEASE_SECONDS") / 3
-                self._renew_all()
-            if reconcile is not None and now >= next_pass:
-                next_pass = now + conf.setting("RECONCILE_EVERY") * random.uniform(0.9, 1.1)
-                self._guarded(reconcile, "a reconciler pass", None)
-            with self._lock:
-                idle = not self._leases
-            if idle:
-                connection.close()  # nothing to renew: hold no idle connection
+            schedule["renewal"] = now + conf.setting("LEASE_SECONDS") / 3
+            # A random first pass spreads the fleet's passes over the period.
+            schedule["pass"] = now + random.random() * conf.setting("RECONCILE_EVERY")
+        with self._lock:
+            reconcile = self._reconcile
+        wake = min(schedule["renewal"], schedule["pass"]) if reconcile else schedule["renewal"]
+        time.sleep(max(0.0, wake - time.monotonic()))
+        now = time.monotonic()
+        if now >= schedule["renewal"]:
+            schedule["renewal"] = now + conf.setting("LEASE_SECONDS") / 3
+            self._renew_all()
+        if reconcile is not None and now >= schedule["pass"]:
+            every = conf.setting("RECONCILE_EVERY")
+            schedule["pass"] = now + every * random.uniform(0.9, 1.1)
+            self._guarded(reconcile, "a reconciler pass", None)
+        with self._lock:
+            idle = not self._leases
+        if idle:
+            connection.close()  # nothing to renew: hold no idle connection
+        return False
 
     def _renew_all(self) -> None:
         with self._lock:
