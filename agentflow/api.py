@@ -11,7 +11,6 @@ import time
 from typing import Any
 from uuid import UUID
 
-from django.db import transaction
 from django.db.models import F
 
 from agentflow import permissions, registry, tracing
@@ -153,7 +152,7 @@ def signal(run: RunRef, name: str, data: Any = None) -> None:
     run_id = _run_id(run)
     check_text(name, what="signal name", max_chars=Signal._meta.get_field("name").max_length)
     data_json = dumps(data, what=f"data of signal {name}")
-    with transaction.atomic():
+    with sql.atomic():
         current = Run.objects.select_for_update().filter(id=run_id).first()
         if current is None:
             raise RunNotFound(f"There is no run {run_id}.")
@@ -175,7 +174,7 @@ def cancel(run: RunRef, *, by: Any = None) -> Run:
     """Mark the run cancelled; no new step starts, and a worker mid-step stops at its next write."""
     run_id = _run_id(run)
     now = clock.now()
-    with transaction.atomic():
+    with sql.atomic():
         cancelled = Run.objects.filter(
             id=run_id, status__in=(*Run.ACTIVE, Run.Status.PAUSED)
         ).update(

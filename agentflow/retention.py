@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet
 
+from agentflow.engine import sql
 from agentflow.exceptions import InvalidInput
 from agentflow.models import Approval, Budget, Event, Run, Signal, Step, clock
 
@@ -82,7 +82,7 @@ def prune(
         picked = _pick(before, batch)
         if not picked:
             return report
-        with transaction.atomic():
+        with sql.atomic():
             # Checked again under a row lock: a run retried or forked since the pick is no
             # longer prunable and stays, with what it recorded since. A retry that comes
             # after this waits for the lock, then finds no run.

@@ -24,7 +24,7 @@ from typing import Any
 from celery.signals import beat_init
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.db.models import QuerySet
 from django.utils import timezone
 from django_celery_beat.models import (
@@ -36,6 +36,7 @@ from django_celery_beat.models import (
 
 from agentflow import api, conf, registry
 from agentflow.definitions import AgentDefinition
+from agentflow.engine import sql
 from agentflow.engine.serialize import check_text, dumps, loads, shortened
 from agentflow.exceptions import InvalidInput, PayloadError
 from agentflow.gates.budgets import run_budget
@@ -89,7 +90,7 @@ def schedule(
         "budget": budget,
     }
     try:
-        with transaction.atomic():
+        with sql.atomic():
             task = PeriodicTask.objects.create(
                 name=name,
                 task=TASK,

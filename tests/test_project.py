@@ -89,6 +89,31 @@ def test_a_layer_imports_nothing_above_it(layer):
     assert not upward, upward
 
 
+def test_model_modules_never_import_their_own_package():
+    """``agentflow.models`` imports every model module: one that imports the package back
+    (``from agentflow.models import x``) at module level makes an import cycle."""
+    cycles = sorted(
+        str(path.relative_to(PACKAGE.parent))
+        for path in (PACKAGE / "models").glob("*.py")
+        if path.name != "__init__.py"
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, ast.ImportFrom) and node.module == "agentflow.models"
+    )
+    assert not cycles, cycles
+
+
+def test_every_transaction_is_on_agentflows_database():
+    """A bare ``transaction.atomic()`` is the default database's, not the one a site's
+    routers give agentflow's tables: it would not enclose agentflow's writes."""
+    bare = sorted(
+        f"{path.relative_to(PACKAGE.parent)}:{number}"
+        for path in PACKAGE.rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "transaction.atomic()" in line
+    )
+    assert not bare, bare
+
+
 @pytest.mark.django_db
 def test_models_and_migrations_agree():
     out = StringIO()

@@ -14,12 +14,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from django.db import transaction
 from django.db.models import F
 from pydantic import BaseModel
 
 from agentflow import registry
-from agentflow.engine import fanout, store
+from agentflow.engine import fanout, sql, store
 from agentflow.engine.attempts import queue_of
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.redacted_edits import keep_real
@@ -240,7 +239,7 @@ def decide(
     data = check_data(approval, data)
     stored, sealed = protect(data_json)
     now = clock.now()
-    with transaction.atomic():
+    with sql.atomic():
         approval = Approval.objects.select_for_update().get(id=approval_id)
         if approval.status != Approval.Status.PENDING:
             decided = approval.decided_at.isoformat() if approval.decided_at else "earlier"

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from django.db import transaction
-
 from agentflow.engine import sql, store
 from agentflow.engine.ports import dispatcher
 from agentflow.exceptions import InvalidInput, InvalidState, RunNotFound
@@ -49,7 +47,7 @@ def fork(run_id: UUID, *, at: int, by: str | None = None) -> Run:
             f"({unfinished.kind} '{unfinished.name}') is still {unfinished.status}. Fork at "
             f"{unfinished.position} or earlier, or wait until it finishes."
         )
-    with transaction.atomic():
+    with sql.atomic():
         forked = Run.objects.create(
             agent=source.agent,
             agent_version=source.agent_version,

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from django.db import transaction
 from django.db.models import F
 
-from agentflow.engine import store
+from agentflow.engine import sql, store
 from agentflow.engine.attempts import queue_of
 from agentflow.engine.ports import dispatcher
 from agentflow.exceptions import InvalidState, RunNotFound
@@ -24,7 +23,7 @@ CLAIMABLE = (Step.Status.PENDING, Step.Status.SCHEDULED)
 
 def pause_held(fence: store.Fence, reason: str) -> bool:
     """Pause a run the caller holds the lease of; False if the lease is gone."""
-    with transaction.atomic():
+    with sql.atomic():
         paused = Run.objects.filter(
             id=fence.run_id, lease_token=fence.token, status=Run.Status.RUNNING
         ).update(**_paused(reason))
@@ -39,7 +38,7 @@ def pause(run_id: UUID, reason: str) -> bool:
     Breaking a holder's lease is safe here: while a fan-out is open the agent cannot get
     past it, so the holder can only be replaying finished steps.
     """
-    with transaction.atomic():
+    with sql.atomic():
         paused = Run.objects.filter(id=run_id, status__in=Run.ACTIVE).update(**_paused(reason))
         if paused:
             store.append_event(run_id, "run.paused", {"reason": reason})
@@ -59,7 +58,7 @@ def _paused(reason: str) -> dict:
 def resume(run_id: UUID, *, by: str | None = None) -> None:
     """Continue a paused run: wake it and send its unfinished fan-out children again."""
     now = clock.now()
-    with transaction.atomic():
+    with sql.atomic():
         resumed = Run.objects.filter(id=run_id, status=Run.Status.PAUSED).update(
             status=Run.Status.WAITING,
             wait_reason="",

@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from django.db import transaction
 from django.db.models import F
 
-from agentflow.engine import store
+from agentflow.engine import sql, store
 from agentflow.engine.attempts import queue_of
 from agentflow.engine.ports import dispatcher
 from agentflow.exceptions import InvalidState, RunNotFound
@@ -32,7 +31,7 @@ def retry(run_id: UUID, *, by: str | None = None) -> dict[str, Any] | None:
     stored), nothing is removed and the agent code simply runs again.
     """
     now = clock.now()
-    with transaction.atomic():
+    with sql.atomic():
         run = Run.objects.select_for_update().filter(id=run_id).first()
         if run is None:
             raise RunNotFound(f"There is no run {run_id}.")

@@ -8,9 +8,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from agentflow.models import patterns
 from agentflow.models.conditions import ConditionError, validate
 from agentflow.models.matching import validate_glob
+from agentflow.models.patterns import problem as pattern_problem
 
 
 def _globs(row: Any, fields: tuple[str, ...], errors: dict[str, str]) -> None:
@@ -45,7 +45,7 @@ def policy_errors(policy: Any) -> dict[str, str]:
         except ConditionError as exc:
             errors["condition"] = f"{policy.condition!r} {exc}"
     for number, line in enumerate(policy.redact_patterns, 1):
-        why = patterns.problem(line)  # RE2's syntax: what it refuses, and why
+        why = pattern_problem(line)  # RE2's syntax: what it refuses, and why
         if why is not None:
             errors["redact"] = f"line {number}: {why}"
             break
