@@ -65,11 +65,6 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 
-def initial_data(approval: Approval) -> Any:
-    """What the reviewer edits: a tool call's arguments, or the agent's data."""
-    return requested_data(approval)
-
-
 def holds_redacted(value: Any) -> bool:
     """Whether a shown value hides a secret: left unchanged, it keeps its real value."""
     return REPLACEMENT in json.dumps(value, ensure_ascii=False, default=str)
@@ -77,7 +72,7 @@ def holds_redacted(value: Any) -> bool:
 
 def review_form(approval: Approval) -> ReviewForm:
     """The form for ``approval``: fields when its schema is an object of properties."""
-    initial = initial_data(approval)
+    initial = requested_data(approval)
     schema = approval.schema if isinstance(approval.schema, dict) else None
     properties = schema.get("properties") if schema else None
     if not isinstance(properties, dict) or not (initial is None or isinstance(initial, dict)):

@@ -14,14 +14,13 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from django.core.signals import setting_changed
-from django.db import connections, router, transaction
+from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
-from django.dispatch import receiver
 
 from agentflow import conf
 from agentflow.models import Event, Run, Step
+from agentflow.models.database import alias
 
 
 class _Unset(enum.Enum):
@@ -34,22 +33,6 @@ class _Unset(enum.Enum):
 UNSET = _Unset.UNSET
 """A partial update's "leave this column as it is" (``None`` writes NULL)."""
 Unset = _Unset
-
-
-@functools.cache
-def alias() -> str:
-    """The alias of the database that holds agentflow's tables.
-
-    Asked of the routers on first use (never at import), then kept: it is read several
-    times per step. Changing ``DATABASE_ROUTERS`` or ``DATABASES`` (in tests) forgets it.
-    """
-    return router.db_for_write(Step) or "default"
-
-
-@receiver(setting_changed)
-def _forget_alias(*, setting: str, **kwargs: Any) -> None:
-    if setting in ("DATABASE_ROUTERS", "DATABASES"):
-        alias.cache_clear()
 
 
 def connection() -> BaseDatabaseWrapper:

@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from django.core.exceptions import ValidationError
-from django.db import router, transaction
+from django.db import transaction
 from django.db.models import F, Q
 
 from agentflow import conf
 from agentflow.exceptions import BudgetExceeded, InvalidInput
 from agentflow.models import clock
+from agentflow.models.database import alias as database_alias
 from agentflow.models.matching import matches
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ def reserve(budgets: list[Any], run_id: UUID, usage: Usage, what: str) -> Reserv
         return Reservation()
     now = clock.now()
     held = []
-    with transaction.atomic(using=router.db_for_write(BudgetSpend)):
+    with transaction.atomic(using=database_alias()):
         # Limits are read fresh: an operator who just raised one is obeyed at once.
         fresh = Budget.objects.filter(id__in=[b.id for b in budgets], enabled=True)
         for budget in sorted(fresh, key=lambda b: b.id):  # one lock order: no deadlocks

@@ -18,8 +18,10 @@ import threading
 import time
 from datetime import datetime, timedelta
 
-from django.db import DatabaseError, connections, router
+from django.db import DatabaseError, connections
 from django.utils import timezone
+
+from agentflow.models.database import alias as database_alias
 
 # How often a process measures its offset from the database's clock again. Clocks drift
 # by milliseconds a day; a stepped clock (NTP, a VM resumed) is caught within this long.
@@ -52,7 +54,7 @@ def _measure() -> None:
     with _lock:
         if time.monotonic() - _state["measured_at"] <= SYNC_SECONDS:
             return  # another thread measured meanwhile
-        alias = _alias()
+        alias = database_alias()
         if connections[alias].vendor != "postgresql":
             _state["offset"], _state["measured_at"] = timedelta(0), time.monotonic()
             return
@@ -63,13 +65,6 @@ def _measure() -> None:
             _state["measured_at"] = time.monotonic() - SYNC_SECONDS + 1.0
             return
         _state["measured_at"] = time.monotonic()
-
-
-def _alias() -> str:
-    """The database that holds agentflow's tables (as the engine's ``sql.alias``)."""
-    from agentflow.models import Step
-
-    return router.db_for_write(Step) or "default"
 
 
 def _read_offset(alias: str) -> timedelta:
