@@ -8,12 +8,21 @@ import pytest
 from django.db import connection, transaction
 
 import agentflow
-from agentflow.engine import children, executor
+from agentflow.engine import children, executor, fanout
 from agentflow.models import Run, Step
-from tests.support import RecordingDispatcher
+from tests.support import RecordingDispatcher, wait_until
 from tests.testapp import agents as test_agents
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def waiting_on_a_row_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0] > 0
 
 
 def run_all_children(dispatched: list) -> None:
@@ -110,3 +119,47 @@ def test_the_last_two_children_finishing_at_once_still_join(recording_dispatcher
     parent.refresh_from_db()
     assert parent.status == Step.Status.SUCCEEDED  # joined without a chord body or reconciler
     assert RecordingDispatcher.sent[-1][0] == run.id  # and the run was woken
+
+
+def test_a_join_that_waits_on_a_concurrent_update_of_the_parent_still_closes_it(
+    recording_dispatcher,
+):
+    """Postgres re-checks the waited-for row with every subquery forced; none may break it."""
+    run = agentflow.start("tests.fan", {"n": 3})
+    assert executor.advance(run.id, worker="t") == "waiting"
+    run_all_children(RecordingDispatcher.children)
+    parent = Step.objects.get(run=run, position=0, index__isnull=True)
+    Step.objects.filter(id=parent.id).update(status=Step.Status.WAITING, finished_at=None)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_parent() -> None:
+        try:
+            with transaction.atomic():
+                Step.objects.filter(id=parent.id).update(heartbeat_at=None)
+                locked.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=hold_the_parent)
+    thread.start()
+    assert locked.wait(30)
+    joined: list[object] = []
+
+    def join() -> None:
+        try:
+            joined.append(fanout.join(run.id, 0))
+        except Exception as exc:  # reported by the assertion below
+            joined.append(exc)
+        finally:
+            connection.close()
+
+    joiner = threading.Thread(target=join)
+    joiner.start()
+    wait_until(waiting_on_a_row_lock, timeout=30, what="the join to wait for the parent's row")
+    release.set()
+    thread.join(30)
+    joiner.join(30)
+    assert joined == [True]
+    parent.refresh_from_db()
+    assert parent.status == Step.Status.SUCCEEDED

@@ -49,15 +49,24 @@ def test_a_routed_call_whose_worker_died_before_the_join_and_redis_was_flushed_i
 ):
     """The child committed, its worker died before it joined, and Redis lost the chord:
     the reconciler joins the one-child fan-out of kind "call" from the database."""
-    workers("main", queues="celery")
+    # No reconciler may run between the death and the flush, or it would join before the
+    # chord is lost: the main worker records the call, then stops before the side one runs.
+    main = workers("main", queues="celery")
+    run = agentflow.start("tests.side_queue", {"n": 0})
+    wait_until(
+        lambda: "on queue 'side'" in Run.objects.get(id=run.id).wait_reason,
+        timeout=30,
+        what="the run to wait for its call on the side queue",
+    )
+    main.stop()
     fault = {FAULT: "before_join", MARK: str(tmp_path / "died")}
     side = workers("side", queues="side", env={"AGENTFLOW_TEST_WORKER_NAME": "side", **fault})
-    run = agentflow.start("tests.side_queue", {"n": 0})
     wait_until(lambda: not side.alive(), timeout=60, what="the side worker to die at its join")
     child = Step.objects.get(run=run, position=0, index=0)
     assert child.status == Step.Status.SUCCEEDED  # recorded before the worker died
     assert Step.objects.get(run=run, position=0, index__isnull=True).status == "waiting"
     redis_client.flushdb()  # the chord body and the unacked message are gone too
+    workers("main-again", queues="celery")
     run = agentflow.wait(run, timeout=60)
     assert run.status == Run.Status.SUCCEEDED, run.error
     assert run.output == {"one": {"i": -1, "worker": "side"}, "many": []}

@@ -490,15 +490,19 @@ def close_parent(run_id: UUID, position: int, now: datetime) -> tuple[str, str, 
     """
     index = sql.quote("index")
     child = f"FROM {STEP} c WHERE c.run_id = %s AND c.position = %s AND c.{index} IS NOT NULL"
+    # The call's one child, by its unique key. Postgres may evaluate these subqueries even
+    # for a map parent (a concurrent update of the parent re-checks the row with every
+    # InitPlan forced), so each must return at most one row whatever the parent's kind.
+    only = f"{child} AND c.{index} = 0"
     failed, call = sql.literal(Step.Status.FAILED), "'call'"
     statement = (
         f"UPDATE {STEP} SET finished_at = %s, status = CASE WHEN EXISTS ("
         f"  SELECT 1 {child} AND c.status = {failed}"
         f") THEN {failed} ELSE {sql.literal(Step.Status.SUCCEEDED)} END, "
-        f"output = CASE WHEN kind = {call} THEN (SELECT c.output {child}) ELSE output END, "
-        f"sealed_output = CASE WHEN kind = {call} THEN (SELECT c.sealed_output {child}) "
+        f"output = CASE WHEN kind = {call} THEN (SELECT c.output {only}) ELSE output END, "
+        f"sealed_output = CASE WHEN kind = {call} THEN (SELECT c.sealed_output {only}) "
         "ELSE sealed_output END, "
-        f"error = CASE WHEN kind = {call} THEN (SELECT c.error {child}) ELSE error END "
+        f"error = CASE WHEN kind = {call} THEN (SELECT c.error {only}) ELSE error END "
         f"WHERE run_id = %s AND position = %s AND {index} IS NULL "
         f"AND status IN {sql.literal(Step.Status.WAITING)} AND NOT EXISTS ({_open_child_sql()}) "
         "RETURNING status, kind, name"
