@@ -20,12 +20,25 @@ from django.urls import URLPattern, reverse
 from django.utils.html import format_html
 
 from agentflow import permissions
+from agentflow.console.approval_form import review_form
 from agentflow.console.approvals import ApprovalQueueMixin
 from agentflow.console.csp import protect
+from agentflow.console.overview import ApprovalAgentLookupMixin, RunOverviewMixin
 from agentflow.console.runs import RunConsoleMixin
-from agentflow.console.schedules import ScheduleConsoleMixin
+from agentflow.console.schedules import ScheduleAdmin, ScheduleConsoleMixin
+from agentflow.console.start import StartRunMixin
 from agentflow.gates.budgets import DIMENSIONS
-from agentflow.models import Approval, Budget, BudgetSpend, Event, Policy, Run, Signal, Step
+from agentflow.models import (
+    Approval,
+    Budget,
+    BudgetSpend,
+    Event,
+    Policy,
+    Run,
+    Schedule,
+    Signal,
+    Step,
+)
 
 SPEND_WINDOWS_SHOWN = 24
 
@@ -121,7 +134,13 @@ class WaitingOnPersonFilter(admin.SimpleListFilter):
 
 @admin.register(Run)
 class RunAdmin(
-    ConsolePolicyMixin, RunConsoleMixin, ScheduleConsoleMixin, ReadOnlyMixin, admin.ModelAdmin
+    ConsolePolicyMixin,
+    RunConsoleMixin,
+    RunOverviewMixin,
+    ScheduleConsoleMixin,
+    StartRunMixin,
+    ReadOnlyMixin,
+    admin.ModelAdmin,
 ):
     list_display = (
         "id",
@@ -146,7 +165,13 @@ class RunAdmin(
         return ("=id", "agent", f"owner__{username}", "idempotency_key")
 
     def get_urls(self) -> list[URLPattern]:
-        return [*self.console_urls(), *self.schedule_urls(), *super().get_urls()]
+        return [
+            *self.console_urls(),
+            *self.schedule_urls(),
+            *self.start_urls(),
+            *self.overview_urls(),
+            *super().get_urls(),
+        ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Run]:
         return permissions.visible_runs(request.user, super().get_queryset(request))
@@ -154,6 +179,9 @@ class RunAdmin(
     @admin.display(description="status", ordering="status")
     def status_column(self, run: Run) -> str:
         return status_badge(run.status, run.id)
+
+
+admin.site.register(Schedule, ScheduleAdmin)
 
 
 @admin.register(Step)
@@ -324,15 +352,20 @@ def _cell(spent: Any, limit: Any) -> tuple[Any, Any, int | None]:
 
 @admin.register(Approval)
 class ApprovalAdmin(
-    ConsolePolicyMixin, ApprovalQueueMixin, RunScopedMixin, ReadOnlyMixin, admin.ModelAdmin
+    ConsolePolicyMixin,
+    ApprovalQueueMixin,
+    ApprovalAgentLookupMixin,
+    RunScopedMixin,
+    ReadOnlyMixin,
+    admin.ModelAdmin,
 ):
     """Pending questions and the audit of every decision (who, when, data, comment).
 
     Nothing here is editable or deletable: a deleted pending approval would leave its run
     waiting for ever, a changed default or deadline would decide without the decide
     permission, and a changed schema would let the reviewer's data past the agent's own.
-    Decided approvals are the audit trail, so they stay too. Decide in the queue or on
-    the run page.
+    Decided approvals are the audit trail, so they stay too. Decide on the record page
+    itself, in the queue or on the run page: all three post to the decide view.
     """
 
     list_display = ("id", "title", "run", "status_column", "created_at", "expires_at", "decided_by")
@@ -340,14 +373,30 @@ class ApprovalAdmin(
     search_fields = ("=run__id", "title", "tool")
     list_select_related = ("run", "decided_by")
     change_list_template = "admin/agentflow/approval/change_list.html"
+    # The record page holds the decide form (approval_form.html, posting to the decide view).
+    change_form_template = "admin/agentflow/approval/change_form.html"
     exclude = ("sealed_data", "step", "binding")
     readonly_fields = ("decide_here",)
 
     def get_urls(self) -> list[URLPattern]:
         return [*self.console_urls(), *super().get_urls()]
 
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        """The record page, with the question as the reviewer sees it and its decide form."""
+        approval = self.get_object(request, object_id)
+        if approval is not None and self.has_view_permission(request, approval):
+            extra_context = {
+                **(extra_context or {}),
+                "review": review_form(approval),
+                "may_decide": request.user.has_perm(permissions.DECIDE),
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return ["decide_here", *super().get_fields(request, obj)]
+        # First, and once: the admin lists read-only fields again after the model's.
+        return list(dict.fromkeys(["decide_here", *super().get_fields(request, obj)]))
 
     @admin.display(description="status", ordering="status")
     def status_column(self, approval: Approval) -> str:
@@ -358,4 +407,8 @@ class ApprovalAdmin(
         if approval.is_decided:
             return f"{approval.status}"
         url = reverse("admin:agentflow_run_change", args=[approval.run_id])
-        return format_html('<a href="{}#approval-{}">Decide on the run page</a>', url, approval.id)
+        return format_html(
+            'In the panel above, or <a href="{}#approval-{}">Decide on the run page</a>',
+            url,
+            approval.id,
+        )

@@ -17,6 +17,14 @@ whatever piled up in between goes out as one ``batch`` frame, so nothing is drop
 A channel-layer failure (Redis restarted, a connection reset) does not close a socket: its
 receive rejoins the group (``agentflow.layer_receive``), then a run socket reads what was
 committed meanwhile from the table, after the last seq it queued.
+
+The list socket's frames carry the ``seq`` of the Event row they come from: its primary key,
+which is global. A page renders ``list_cursor()`` and connects with ``?after=`` it; the
+socket then replays the list events after it from the table (the newest
+``LIST_BACKLOG``). Primary keys are taken at INSERT and committed later, so an event
+with a smaller key may commit after a larger one was seen: the replay also takes the
+events written up to ``LATE_COMMIT_SECONDS`` before the cursor's own, and the client drops
+the frames it already had (same seq, event and subject).
 """
 
 from __future__ import annotations
@@ -25,12 +33,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs
 from uuid import UUID
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.db.models import Q
 
 from agentflow import permissions, socket_access
 from agentflow.events import ALL_RUNS_GROUP, run_group
@@ -50,6 +60,13 @@ FRAME_EVENTS = 500
 ACCESS_ENDED = 4403
 # Runs a list socket remembers (oldest forgotten first).
 RUN_CACHE_SIZE = 10_000
+# List events a list socket replays on connect with ``after=`` (the newest ones).
+LIST_BACKLOG = 1000
+# How long a transaction may hold an event row between its INSERT (which takes the
+# primary key) and its commit: events written this long before the cursor's are replayed.
+LATE_COMMIT_SECONDS = 10.0
+# ... and at most this many keys below the cursor (a bound on the rows read).
+LATE_COMMIT_KEYS = 20_000
 # The status a run has after each of its events; other run.* events are read from the row.
 STATUS_AFTER = {
     "run.created": Run.Status.PENDING,
@@ -114,10 +131,15 @@ def run_frame(events: list[Frame]) -> Frame:
 
 
 def list_frame(frames: list[Frame]) -> Frame:
-    """One list frame as itself; several as a batch."""
+    """One list frame as itself; several as a batch whose ``seq`` is the last one's."""
     if len(frames) == 1:
         return frames[0]
-    return {"event": "batch", "data": {"events": frames}}
+    return {"seq": frames[-1]["seq"], "event": "batch", "data": {"events": frames}}
+
+
+def list_cursor() -> int:
+    """Where a list view's socket resumes: the newest event row's key (0 for none)."""
+    return Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
 
 
 def parse_after(query_string: bytes) -> int | None:
@@ -289,38 +311,60 @@ class ListedRun:
 
 
 class RunListConsumer(StreamConsumer):
-    """``ws/agentflow/runs/``: run status changes and approvals, for list views.
+    """``ws/agentflow/runs/?after=<seq>``: run status changes and approvals, for list views.
 
     Needs ``agentflow.view_run`` granted globally; each run is then shown only if
-    ``permissions.may_view`` allows it, asked once per run and socket.
+    ``permissions.may_view`` allows it, asked once per run and socket. With ``after``, the
+    list events after that event key are replayed first (see the module's docstring).
     """
 
     async def connect(self) -> None:
-        if not await _may_list(self.scope.get("user")):
+        query = self.scope.get("query_string", b"")
+        after = parse_after(query)
+        if after is None or not await _may_list(self.scope.get("user")):
             await self.close()
             return
         self.runs: dict[str, ListedRun] = {}
         self.checks = 0
+        resume = "after" in parse_qs(query.decode("ascii"))
+        # Without ``after``: live from now on, and a layer failure reads back from here.
+        self.last = after if resume else await database_sync_to_async(list_cursor)()
         await self.stream_group(ALL_RUNS_GROUP, list_frame)
+        if resume:
+            await self.catch_up()
 
     async def still_allowed(self, user: Any) -> bool:
         self.checks += 1  # each run's verdict is asked again when it next shows
         return await _may_list(user)
 
+    async def catch_up(self) -> None:
+        """List events after the last key queued (and late commits before it), from the table."""
+        for run_id, events in await _list_backlog(self.last):
+            self._queue(await self._translate(run_id, events))
+
     async def agentflow_batch(self, message: dict[str, Any]) -> None:
         """A publisher's batch (several runs' events), translated for list views."""
         for run in message["runs"]:
-            if any(_listed(event) for event in run["events"]):
-                self.pacer.put(await self._translate(run["run"], run["events"]))
+            listed = [event for event in run["events"] if _listed(event)]
+            if listed:
+                self._queue(await self._translate(run["run"], listed, keyed=False))
+
+    def _queue(self, frames: list[Frame]) -> None:
+        if frames:
+            self.last = max(self.last, *(frame["seq"] for frame in frames))
+            self.pacer.put(frames)
 
     @database_sync_to_async
-    def _translate(self, run_id: str, events: list[Frame]) -> list[Frame]:
+    def _translate(self, run_id: str, events: list[Frame], keyed: bool = True) -> list[Frame]:
+        """List frames for one run's events; ``keyed`` when each event has its row's ``id``."""
         run = self._run(run_id)
         if run is None or not run.visible:
             return []
+        if not keyed:
+            events = _with_keys(run_id, events)
         frames: list[Frame] = []
         for event in sorted(events, key=lambda event: event["seq"]):
-            type_, data, seq = event["event"], event["data"] or {}, event["seq"]
+            type_, data, seq, key = event["event"], event["data"] or {}, event["seq"], event["id"]
             if type_.startswith("run."):
                 # Two processes publish independently: never let an older status win.
                 status = STATUS_AFTER.get(type_) or _current_status(run_id)
@@ -328,6 +372,7 @@ class RunListConsumer(StreamConsumer):
                     run.status_seq = seq
                     frames.append(
                         {
+                            "seq": key,
                             "event": "run.status",
                             "data": {
                                 "run": run_id,
@@ -340,6 +385,7 @@ class RunListConsumer(StreamConsumer):
             elif type_ == "approval.decided":
                 frames.append(
                     {
+                        "seq": key,
                         "event": "approval.decided",
                         "data": {
                             "run": run_id,
@@ -349,7 +395,7 @@ class RunListConsumer(StreamConsumer):
                     }
                 )
             elif _asks_approval(event):
-                frames.extend(_pending_approvals(run_id, data.get("position")))
+                frames.extend(_pending_approvals(run_id, data.get("position"), key))
         return frames
 
     def _run(self, run_id: str) -> ListedRun | None:
@@ -365,6 +411,48 @@ class RunListConsumer(StreamConsumer):
             listed.visible = permissions.may_view(self.scope["user"], run)
             listed.checked = self.checks
         return listed
+
+
+@database_sync_to_async
+def _list_backlog(after: int) -> list[tuple[str, list[Frame]]]:
+    """List events after key ``after`` and late commits before it, grouped by run.
+
+    The newest ``LIST_BACKLOG`` of them, each with its row's ``id``, runs in key order.
+    """
+    anchor = Event.objects.filter(id=after).values_list("created_at", flat=True).first()
+    rows = Event.objects.filter(_after_or_late(after, anchor)).filter(
+        Q(type__startswith="run.")
+        | Q(type__in=("approval.decided", "approval.requested"))
+        | Q(type="step.started", data__has_key="children")
+    )
+    newest = rows.order_by("-id").values_list("id", "run_id", "seq", "type", "data")
+    by_run: dict[str, list[Frame]] = {}
+    for key, run_id, seq, type_, data in reversed(newest[:LIST_BACKLOG]):
+        event = {"id": key, "seq": seq, "event": type_, "data": data}
+        by_run.setdefault(str(run_id), []).append(event)
+    return list(by_run.items())
+
+
+def _after_or_late(after: int, anchor: Any) -> Q:
+    """Events keyed after ``after``, or at most ``LATE_COMMIT_KEYS`` below it and written
+    at most ``LATE_COMMIT_SECONDS`` before it (they may have committed after it was seen).
+
+    One range of the primary key, so the read stays bounded on a large table.
+    """
+    if anchor is None:
+        return Q(id__gt=after)
+    late = Q(created_at__gte=anchor - timedelta(seconds=LATE_COMMIT_SECONDS))
+    return Q(id__gt=max(0, after - LATE_COMMIT_KEYS)) & (Q(id__gt=after) | late)
+
+
+def _with_keys(run_id: str, events: list[Frame]) -> list[Frame]:
+    """Live events (run and seq only) with their rows' ``id``; one query."""
+    keys = dict(
+        Event.objects.filter(run_id=run_id, seq__in=[event["seq"] for event in events])
+        .values_list("seq", "id")
+        .iterator()
+    )
+    return [{**event, "id": keys[event["seq"]]} for event in events if event["seq"] in keys]
 
 
 def _listed(event: Frame) -> bool:
@@ -388,7 +476,7 @@ def _current_status(run_id: str) -> str | None:
     return Run.objects.filter(id=run_id).values_list("status", flat=True).first()
 
 
-def _pending_approvals(run_id: str, position: int | None) -> list[Frame]:
+def _pending_approvals(run_id: str, position: int | None, key: int) -> list[Frame]:
     if position is None:
         return []
     rows = Approval.objects.filter(
@@ -396,6 +484,7 @@ def _pending_approvals(run_id: str, position: int | None) -> list[Frame]:
     ).order_by("index", "id")
     return [
         {
+            "seq": key,
             "event": "approval.requested",
             "data": {"run": run_id, "approval": approval_id, "title": title, "index": index},
         }

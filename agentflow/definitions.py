@@ -12,6 +12,7 @@ from typing import Any, overload
 from pydantic import BaseModel
 
 from agentflow import registry, schema
+from agentflow.engine import titles
 from agentflow.exceptions import InvalidInput
 
 IDEMPOTENCY_PARAM = "idempotency_key"
@@ -58,6 +59,8 @@ class ToolDefinition:
     atomic: bool = False
     # Fixed cost of one call in US dollars, counted against budgets.
     cost: Decimal = Decimal(0)
+    # The title of an approval of one call: a format string of the call's arguments.
+    approval_title: str | None = None
     args_model: type[BaseModel] = field(default=BaseModel, repr=False)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -86,6 +89,17 @@ class ToolDefinition:
     def validate(self, args: dict[str, Any]) -> dict[str, Any]:
         """Return the converted arguments; raise ``ValueError`` naming each bad field."""
         return schema.validate(self.args_model, args)
+
+    @functools.cached_property
+    def title_template(self) -> titles.Template | None:
+        """``approval_title`` parsed (checked when the tool was declared)."""
+        if self.approval_title is None:
+            return None
+        return titles.parse_template(self.name, self.approval_title)
+
+    def approval_title_for(self, args: Any) -> str:
+        """The title of an approval of a call with ``args`` (already redacted)."""
+        return titles.approval_title(self.name, self.title_template, args)
 
 
 @dataclass(eq=False)
@@ -129,6 +143,7 @@ def tool(
     queue: str | None = None,
     atomic: bool = False,
     cost: Decimal | str | float = 0,
+    approval_title: str | None = None,
 ) -> Callable[[Callable[..., Any]], ToolDefinition]: ...
 
 
@@ -144,6 +159,10 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **
     step's completion record commits in that same transaction: the tool's writes to that
     database happen exactly once, with no idempotency key, and a failed or killed attempt
     leaves none of them behind. ``queue`` runs the tool's calls on that Celery queue.
+
+    ``approval_title="Pay {invoice_id}: {amount}"`` titles the approvals of its calls with
+    their arguments (plain ``{name}`` fields only); without it a title names the tool and
+    its first short argument values.
     """
 
     def decorate(func: Callable[..., Any]) -> ToolDefinition:
@@ -204,6 +223,8 @@ def _check_tool_options(tool_name: str, options: dict[str, Any]) -> None:
     concurrency = options.get("max_concurrency")
     if concurrency is not None and concurrency < 1:
         raise ValueError(f"tool {tool_name}: max_concurrency must be 1 or more")
+    if options.get("approval_title") is not None:
+        titles.parse_template(tool_name, options["approval_title"])
     if "cost" in options:
         try:
             options["cost"] = Decimal(str(options["cost"]))

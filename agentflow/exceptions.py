@@ -19,6 +19,7 @@
     ├── InvalidState              an operation does not apply to the run in its current status
     │   └── RunNotFound
     ├── PayloadError              a value cannot be stored (not JSON, too large or too deep)
+    ├── ToolDefinitionError       a @tool option is invalid (also a ValueError)
     └── RedactionUnavailable      a redaction pattern cannot be compiled: nothing is stored
 
 The runtime's own control flow (``Suspend``, ``LeaseLost``) lives in
@@ -129,6 +130,13 @@ class ApprovalNotFound(InvalidInput):
 
 class PayloadError(AgentflowError):
     """A value cannot be stored: not JSON, too large, too deep, or holding NUL or a surrogate."""
+
+
+class ToolDefinitionError(AgentflowError, ValueError):
+    """A ``@tool`` option is invalid; raised when the tool is declared.
+
+    It is a ``ValueError`` too, what bad tool options raised before it existed.
+    """
 
 
 class RedactionUnavailable(AgentflowError):

@@ -19,6 +19,8 @@ from agentflow import conf
 
 DECIDE = "agentflow.decide_approval"
 VIEW = "agentflow.view_run"
+# Starting a run from the console's "Start run" form, or a schedule's "run now".
+START = "agentflow.start_run"
 
 
 def staff_may_decide(user: Any, approval: Any) -> bool:

@@ -42,8 +42,8 @@ from agentflow.exceptions import InvalidInput, PayloadError
 from agentflow.gates.budgets import run_budget
 from agentflow.gates.sealing import protect, reveal
 from agentflow.models import Run
+from agentflow.models.schedules import TASK
 
-TASK = "agentflow.start_scheduled"
 FIRE_TIME_HEADER = "agentflow_fire_time"
 CRONTAB_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
 # The longest interval: django-celery-beat keeps ``every`` in a 32-bit integer column.
@@ -291,14 +291,7 @@ def start_tick(
     task = PeriodicTask.objects.select_related("interval").filter(id=schedule).first()
     if task is None:
         return None
-    user = None
-    if owner is not None:
-        user = get_user_model().objects.filter(pk=owner).first()
-        if user is None:
-            raise InvalidInput(
-                f"Schedule '{task.name}' ({task.id}) starts runs for user {owner}, who no "
-                "longer exists; give it another owner or delete it."
-            )
+    user = _runs_owner(task, owner)
     return api.create_run(
         registry.get_agent(agent),
         reveal(input, sealed_input),
@@ -307,3 +300,39 @@ def start_tick(
         budget=budget,
         schedule_id=task.id,
     )
+
+
+def start_now(task: PeriodicTask, *, key: str | None = None) -> Run:
+    """Start a run of the schedule at once, outside its timing ("run now" in the console).
+
+    The run has the schedule's agent, input, owner and budget, and is linked to it like a
+    tick's run. ``key`` makes a repeated request return the first run instead of another.
+    """
+    kwargs = json.loads(task.kwargs or "{}")
+    if not isinstance(kwargs, dict) or "agent" not in kwargs:
+        raise InvalidInput(
+            f"Schedule '{task.name}' ({task.id}) does not name an agent in its task kwargs; "
+            "delete it and schedule the agent again with agentflow.schedule."
+        )
+    user = _runs_owner(task, kwargs.get("owner"))
+    return api.create_run(
+        registry.get_agent(kwargs["agent"]),
+        reveal(kwargs.get("input"), kwargs.get("sealed_input")),
+        idempotency_key=None if key is None else f"schedule:{task.id}:now:{key}",
+        owner=user,
+        budget=kwargs.get("budget"),
+        schedule_id=task.id,
+    )
+
+
+def _runs_owner(task: PeriodicTask, owner: int | None) -> Any:
+    """The user a schedule's runs belong to (None for none); InvalidInput if deleted."""
+    if owner is None:
+        return None
+    user = get_user_model().objects.filter(pk=owner).first()
+    if user is None:
+        raise InvalidInput(
+            f"Schedule '{task.name}' ({task.id}) starts runs for user {owner}, who no "
+            "longer exists; give it another owner or delete it."
+        )
+    return user

@@ -69,6 +69,8 @@ def options() -> argparse.Namespace:
     add("--rated", type=int, default=300, help="calls in the rate-limit run")
     add("--ws-events", type=int, default=1000, help="events per websocket scenario")
     add("--run-page", type=int, default=5000, help="steps of the run page runs")
+    add("--approvals", type=int, default=25, help="approvals timed on an open run page")
+    add("--overview-runs", type=int, default=100_000, help="runs in the table of the overview")
     add("--llm-calls", type=int, default=100, help="ctx.llm calls timed against bare ones")
     add("--llm-deltas", type=int, default=100, help="content deltas per streamed reply")
     add("--llm-delay-ms", type=float, default=1.0, help="milliseconds between deltas")
@@ -101,6 +103,10 @@ def run_all(o: argparse.Namespace, early: int, late: int) -> dict[str, float]:
     r |= measure("bench.websocket_latency", o.ws_events)
     print("the admin run page")
     r |= measure("bench.run_page", o.run_page, 5)
+    print("the run page live: an approval requested until its form is usable (Chromium)")
+    r |= measure("bench.console_live", o.approvals)
+    print("the admin overview page")
+    r |= measure("bench.overview", o.overview_runs, 5)
     print("model calls against a local OpenAI-compatible server, in-process")
     r |= measure("bench.llm_overhead", o.llm_calls, o.llm_deltas, o.llm_delay_ms)
     print("redaction of 1 MB payloads with the default patterns, in-process")
@@ -190,6 +196,8 @@ def print_goals(r: dict[str, float], o: argparse.Namespace, early: int, late: in
         verdict = "met" if seconds_taken < 0.5 and bounded else "MISSED"
         failed |= verdict == "MISSED"
         print(f"{name + f' ({queries} queries)':<50}{seconds_taken:>7.3f}s{'< 0.5s':>9}  {verdict}")
+    failed |= not overview_goals(r, o)
+    failed |= not console_live_goals(r)
     # ctx.llm may cost at most 2 ms per call plus 5 % of the stream's own time.
     overhead = r["agentflow_llm_ms"] - r["bare_llm_ms"]
     allowed = 2 + 0.05 * r["bare_llm_ms"]
@@ -201,6 +209,29 @@ def print_goals(r: dict[str, float], o: argparse.Namespace, early: int, late: in
     name = "redact 1 MB of near-miss runs and hex (ms)"
     failed |= not goal_row(name, r["redaction_worst_1mb_ms"], "<= 20")
     return not failed
+
+
+def overview_goals(r: dict[str, float], o: argparse.Namespace) -> bool:
+    """The overview page under 0.5 s for every period, in as many queries for each."""
+    keys = ("24h", "7d", "30d", "30d_agent")
+    bounded = len({r[f"overview_{key}_queries"] for key in keys}) == 1
+    met = True
+    for key in keys:
+        seconds_taken, queries = r[f"overview_{key}_s"], int(r[f"overview_{key}_queries"])
+        verdict = "met" if seconds_taken < 0.5 and bounded else "MISSED"
+        met &= verdict == "met"
+        name = f"overview {key}, {o.overview_runs:,} runs ({queries} queries)"
+        print(f"{name:<50}{seconds_taken:>7.3f}s{'< 0.5s':>9}  {verdict}")
+    return met
+
+
+def console_live_goals(r: dict[str, float]) -> bool:
+    """An approval's decide form usable on an open run page within 1 s (p95), no reload."""
+    met = r["console_live_p95_ms"] <= 1000
+    print(f"{'approval to usable form p50 (ms)':<50}{r['console_live_p50_ms']:>8.1f}")
+    name = f"approval to usable form p95, {int(r['console_live_approvals'])} (ms)"
+    print(f"{name:<50}{r['console_live_p95_ms']:>8.1f}{'<= 1000':>9}  {'met' if met else 'MISSED'}")
+    return met
 
 
 def main() -> None:

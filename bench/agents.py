@@ -90,3 +90,12 @@ def llm_calls(ctx: RunContext, n: int, max_tokens: int) -> int:
         ctx.llm([{"role": "user", "content": f"Go {i}."}], max_tokens=max_tokens)
         llm_times.append(time.perf_counter() - started)
     return n
+
+
+# The console_live benchmark: a run that asks a person n times in a row.
+@agent(name="bench.approvals")
+def approvals(ctx: RunContext, n: int) -> int:
+    approved = 0
+    for i in range(n):
+        approved += ctx.approve(f"Approval {i}", data={"i": i}).approved
+    return approved

@@ -136,3 +136,24 @@ def log_in(page, server: LiveServer, username: str, password: str) -> None:
     page.fill("#id_password", password)
     page.click("input[type=submit]")
     page.wait_for_url(f"{server.url}/admin/")
+
+
+PASSWORD = "secret-pass-1"
+
+
+@pytest.fixture
+def operator(browser_page, asgi_server):
+    """A superuser named "operator", logged in through the admin's login form."""
+    from django.contrib.auth.models import User
+
+    User.objects.create_superuser("operator", "operator@example.com", PASSWORD)
+    log_in(browser_page, asgi_server, "operator", PASSWORD)
+    return browser_page
+
+
+def open_run(page, server: LiveServer, run) -> None:
+    """Open a run's page and wait until its socket is live."""
+    from django.urls import reverse
+
+    page.goto(server.url + reverse("admin:agentflow_run_change", args=[run.id]))
+    page.wait_for_selector('[data-testid=connection][data-state="live"]')

@@ -16,7 +16,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from tests.browser import asgi_server, browser_page  # noqa: F401  (browser fixtures)
+from tests.browser import asgi_server, browser_page, operator  # noqa: F401  (browser fixtures)
 from tests.support import RecordingDispatcher, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]

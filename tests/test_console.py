@@ -302,14 +302,16 @@ def test_cancel_records_the_operator_in_the_audit_and_the_events(recording_dispa
     run = agentflow.start("tests.asker", {})
     executor.advance(run.id, worker="test")
     client = staff("operator", "view_run", "cancel_run")
-    response = client.post(reverse("admin:agentflow_run_cancel", args=[run.id]))
+    response = client.post(reverse("admin:agentflow_run_cancel", args=[run.id]), {"confirm": "yes"})
     assert response.status_code == 302 and response.url == page_url(run)
     run.refresh_from_db()
     assert run.status == Run.Status.CANCELLED
     entry = LogEntry.objects.get(object_id=str(run.id))
     assert entry.user.username == "operator" and "Cancelled" in entry.get_change_message()
     assert Event.objects.get(run=run, type="run.cancelled").data["by"] == "operator"
-    again = client.post(reverse("admin:agentflow_run_cancel", args=[run.id]), follow=True)
+    again = client.post(
+        reverse("admin:agentflow_run_cancel", args=[run.id]), {"confirm": "yes"}, follow=True
+    )
     assert again.status_code == 200
     assert "already cancelled; nothing to cancel" in again.content.decode()  # a message, no 500
 
@@ -336,7 +338,9 @@ def test_resume_retries_a_failed_run(recording_dispatcher):
     assert "Retry from the failed step" in page
     Flag.objects.create(name="console-retry")  # the operator fixed the cause
     response = client.post(reverse("admin:agentflow_run_resume", args=[run.id]), follow=True)
-    assert "Retried the failed run from its failed step." in response.content.decode()
+    assert "Retried the failed run from where it failed (its agent code runs again)" in (
+        response.content.decode()
+    )
     while executor.advance(run.id, worker="test") not in ("succeeded", "failed"):
         pass
     run.refresh_from_db()
@@ -374,7 +378,9 @@ def test_compare_shows_a_fork_against_its_parent_escaped(admin_client):
         args={"tag": "other"}, output="changed",
     )  # fmt: skip
     url = reverse("admin:agentflow_run_compare") + f"?b={fork.id}"  # a: the parent
-    html = admin_client.get(url).content.decode()
+    # By default only the differing positions are shown; all=1 shows every position.
+    assert admin_client.get(url).content.decode().count('data-testid="compare-step"') == 2
+    html = admin_client.get(url + f"&a={parent.id}&all=1").content.decode()
     assert html.count('data-testid="compare-step"') == 3
     assert 'data-position="0" data-equal="true"' in html
     assert 'data-position="1" data-equal="false"' in html

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.django_db
 PERMISSIONS = (
     "view_run", "cancel_run", "resume_run", "fork_run", "decide_approval", "view_approval",
     "add_budget", "view_budget", "add_policy", "view_policy", "add_periodictask",
+    "start_run", "change_periodictask", "delete_periodictask",
 )  # fmt: skip
 
 
@@ -65,6 +66,15 @@ def _decide(run: Run) -> str:
     return reverse("agentflow:decide", args=[Approval.objects.get(run=run).id])
 
 
+def _scheduled(*, enabled: bool) -> Run:
+    agentflow.schedule("tests.mixed", {"n": 1}, every=60, name="csrf", enabled=enabled)
+    return _run()
+
+
+def _schedule() -> PeriodicTask:
+    return PeriodicTask.objects.get(name="csrf")
+
+
 def _status(run: Run) -> str:
     return Run.objects.get(id=run.id).status
 
@@ -76,7 +86,7 @@ def _decided(run: Run) -> str:
 ACTIONS = {
     "cancel": Action(
         url=lambda run: _admin("run_cancel", run.id),
-        data={},
+        data={"confirm": "yes"},
         run=lambda: _run(Run.Status.PAUSED, finished_at=None),
         done=lambda run: _status(run) == Run.Status.CANCELLED,
     ),
@@ -113,6 +123,35 @@ ACTIONS = {
         url=lambda run: _admin("run_schedule_add"),
         data={"agent": "tests.mixed", "input": '{"n": 1}', "every": "60", "enabled": "on"},
         done=lambda run: PeriodicTask.objects.filter(task="agentflow.start_scheduled").exists(),
+    ),
+    "start": Action(
+        url=lambda run: _admin("run_start"),
+        data={"agent": "tests.mixed", "input-n": "3"},
+        done=lambda run: Run.objects.filter(input={"n": 3}).exists(),
+    ),
+    "schedule_enable": Action(
+        url=lambda run: _admin("run_schedule_enable", _schedule().id),
+        data={},
+        run=lambda: _scheduled(enabled=False),
+        done=lambda run: _schedule().enabled,
+    ),
+    "schedule_disable": Action(
+        url=lambda run: _admin("run_schedule_disable", _schedule().id),
+        data={},
+        run=lambda: _scheduled(enabled=True),
+        done=lambda run: not _schedule().enabled,
+    ),
+    "schedule_delete": Action(
+        url=lambda run: _admin("run_schedule_delete", _schedule().id),
+        data={"confirm": "yes"},
+        run=lambda: _scheduled(enabled=True),
+        done=lambda run: not PeriodicTask.objects.filter(name="csrf").exists(),
+    ),
+    "schedule_run": Action(
+        url=lambda run: _admin("run_schedule_run", _schedule().id),
+        data={},
+        run=lambda: _scheduled(enabled=True),
+        done=lambda run: Run.objects.filter(schedule__name="csrf").exists(),
     ),
     "budget": Action(
         url=lambda run: _admin("budget_add"),
@@ -182,10 +221,12 @@ def test_every_console_post_url_is_covered():
     from django.contrib import admin
 
     runs, approvals = admin.site._registry[Run], admin.site._registry[Approval]
-    names = {p.name for p in [*runs.console_urls(), *runs.schedule_urls()]}
+    names = {p.name for p in [*runs.console_urls(), *runs.schedule_urls(), *runs.start_urls()]}
     names |= {p.name for p in approvals.console_urls()}
     reading = {"agentflow_run_compare", "agentflow_run_children", "agentflow_approval_queue",
                "agentflow_run_schedules", "agentflow_run_schedule"}  # fmt: skip
     posting = {"agentflow_run_cancel", "agentflow_run_resume", "agentflow_run_fork",
-               "agentflow_run_schedule_add"}  # fmt: skip
+               "agentflow_run_schedule_add", "agentflow_run_start",
+               "agentflow_run_schedule_enable", "agentflow_run_schedule_disable",
+               "agentflow_run_schedule_delete", "agentflow_run_schedule_run"}  # fmt: skip
     assert names == reading | posting

@@ -1,30 +1,29 @@
 """The pending-approvals queue, mixed into ``ApprovalAdmin``: oldest question first.
 
 Its Approve and Reject buttons post to the decide view (``agentflow:decide``), the one
-place a decision is checked and recorded; this page only shows the questions.
+place a decision is checked and recorded; this page only shows the questions, and those
+decided in the last minutes (so that a live page can say who decided what it shows).
 """
 
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
 
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path, reverse
+from django.urls import URLPattern, path
 from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_safe
 
 from agentflow import permissions
 from agentflow.console.approval_form import review_form
 from agentflow.console.csp import csp
+from agentflow.console.live import list_live, recently_decided
 from agentflow.models import Approval, Run
 
 PER_PAGE = 50
-# Stands for the run id in the run page URL handed to the page's script.
-PLACEHOLDER = UUID(int=0)
 
 
 class ApprovalQueueMixin:
@@ -65,12 +64,7 @@ class ApprovalQueueMixin:
             # A site's run rule may hide some runs; their questions are not listed here.
             "forms": [review_form(a) for a in page.object_list],
             "may_decide": request.user.has_perm(permissions.DECIDE),
-            "live": {
-                "socket": "/ws/agentflow/runs/",
-                "runUrl": reverse(
-                    f"{self.admin_site.name}:agentflow_run_change", args=[PLACEHOLDER]
-                ),
-                "runPlaceholder": str(PLACEHOLDER),
-            },
+            "decided": recently_decided(request.user),
+            "live": list_live("approvals"),
         }
         return TemplateResponse(request, "admin/agentflow/approval/queue.html", context)

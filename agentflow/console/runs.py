@@ -18,11 +18,12 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.decorators import method_decorator
+from django.utils.html import format_html
 from django.views.decorators.http import require_POST, require_safe
 
 import agentflow
 from agentflow import permissions
-from agentflow.console import timeline
+from agentflow.console import pauses, timeline, waterfall
 from agentflow.console.approval_form import review_form
 from agentflow.console.csp import csp
 from agentflow.engine.serialize import shortened
@@ -105,6 +106,7 @@ class RunConsoleMixin:
             "may_decide": user.has_perm(permissions.DECIDE),
             "waits": timeline.waits(run, approvals),
             "forks": timeline.forks(run),
+            "waterfall": waterfall.build(run, {r.step.position for r in rows}),
             "may_cancel": user.has_perm(CANCEL),
             "may_resume": user.has_perm(RESUME),
             "may_fork": user.has_perm(FORK),
@@ -114,7 +116,6 @@ class RunConsoleMixin:
                 "run": str(run.id),
                 "after": run.event_seq,
                 "socket": f"/ws/agentflow/runs/{run.id}/",
-                "appendSteps": not page.has_next(),
             },
         }
         return TemplateResponse(request, "admin/agentflow/run/page.html", context)
@@ -142,6 +143,11 @@ class RunConsoleMixin:
             "counts": counts,
             "status": status,
             "statuses": CHILD_STATUSES,
+            "live": {
+                "run": str(run.id),
+                "after": run.event_seq,
+                "socket": f"/ws/agentflow/runs/{run.id}/",
+            },
         }
         return TemplateResponse(request, "admin/agentflow/run/children.html", context)
 
@@ -192,8 +198,25 @@ class RunConsoleMixin:
         return HttpResponseRedirect(self.run_url(target))
 
     @method_decorator(require_POST)
+    @csp
     def cancel_view(self, request: HttpRequest, run_id: UUID) -> HttpResponse:
-        """Cancel the run (POST, ``agentflow.cancel_run``)."""
+        """Cancel the run (POST with ``confirm=yes``, ``agentflow.cancel_run``).
+
+        Without ``confirm`` (a browser without script, or another form), nothing is
+        cancelled: a confirmation page asks first and posts again, with its CSRF token.
+        """
+        if request.POST.get("confirm") != "yes":
+            run = self.viewable_run(request, run_id)
+            if not request.user.has_perm(CANCEL):
+                raise PermissionDenied
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": f"Cancel run {run.id}?",
+                "run": run,
+                "cancellable": run.status in (*Run.ACTIVE, Run.Status.PAUSED),
+            }
+            return TemplateResponse(request, "admin/agentflow/run/cancel.html", context)
 
         def cancel(run: Run) -> tuple[Run, str]:
             return agentflow.cancel(run, by=request.user), "Cancelled the run."
@@ -202,16 +225,54 @@ class RunConsoleMixin:
 
     @method_decorator(require_POST)
     def resume_view(self, request: HttpRequest, run_id: UUID) -> HttpResponse:
-        """Resume a paused run, or retry a failed one from its failed step."""
+        """Resume a paused run, or retry a failed one from its failed step, and say which.
+
+        A paused run whose budget or policy limit still stops it is left alone: the
+        message names the limit and links to it, to be raised first.
+        """
+        run = self.viewable_run(request, run_id)
+        if not request.user.has_perm(RESUME):
+            raise PermissionDenied
+        if run.status == Run.Status.PAUSED:
+            blocker = pauses.still_blocked(run)
+            if blocker is not None:
+                messages.warning(request, self.still_paused(blocker))
+                return HttpResponseRedirect(self.run_url(run))
 
         def resume(run: Run) -> tuple[Run, str]:
-            retry = run.status == Run.Status.FAILED
-            agentflow.resume(run, by=request.user)
-            if retry:
-                return run, "Retried the failed run from its failed step."
-            return run, "Resumed the run."
+            if run.status == Run.Status.FAILED:
+                position = (run.error or {}).get("position")
+                step = Step.objects.filter(
+                    run=run, position=position if isinstance(position, int) else -1, index=None
+                ).first()
+                resumed = agentflow.resume(run, by=request.user)
+                where = (
+                    f"its failed step, {step.kind} {step.name} at position {step.position}"
+                    if step is not None and step.status == Step.Status.FAILED
+                    else "where it failed (its agent code runs again)"
+                )
+                return resumed, f"Retried the failed run from {where}; it is now {resumed.status}."
+            resumed = agentflow.resume(run, by=request.user)
+            return resumed, (
+                f"Resumed the run; it is now {resumed.status}, and a worker continues it "
+                "from where it paused."
+            )
 
         return self._act(request, run_id, RESUME, resume)
+
+    def still_paused(self, blocker: pauses.Blocker) -> str:
+        """The message for a resume that did nothing: which limit, and a link to raise it."""
+        row = blocker.row
+        url = reverse(f"{self.admin_site.name}:agentflow_{blocker.kind}_change", args=[row.pk])
+        return format_html(
+            'Did not resume: the run is still paused because {} <a href="{}" '
+            'data-testid="raise-limit">{}</a> still stops it ({}). Raise its limit (or '
+            "disable it), then resume.",
+            blocker.kind,
+            url,
+            row.name,
+            blocker.detail,
+        )
 
     @method_decorator(require_POST)
     def fork_view(self, request: HttpRequest, run_id: UUID) -> HttpResponse:

@@ -1,7 +1,8 @@
 """What the run page shows, read in a fixed number of queries whatever the run's size.
 
 A run page reads: the run, one page of its top-level steps (a count and a slice), the
-children counts of every fan-out on that page (one aggregate query), the run's waiting
+children counts of every fan-out on that page (one aggregate query), the approvals of the
+page's steps (one query: the time a person took, and what they changed), the run's waiting
 steps and pending approvals (bounded slices), and its forks (a bounded slice). A fan-out
 of 5,000 children costs the same as one of 5: its children are listed on their own paged
 page.
@@ -16,7 +17,11 @@ from typing import Any
 
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
 
+from agentflow.console.approval_form import Change, changes
+from agentflow.console.errors import ErrorView, error_view
+from agentflow.engine.approvals import requested_data
 from agentflow.models import Approval, Run, Step
 
 STEPS_PER_PAGE = 100
@@ -43,11 +48,12 @@ class Counts:
 
 @dataclass
 class StepRow:
-    """One step as the timeline shows it."""
+    """One step as the timeline shows it: payloads as stored, its approval if it had one."""
 
     step: Step
     counts: Counts | None = None
-    payloads: dict[str, str] = field(default_factory=dict)
+    payloads: dict[str, Any] = field(default_factory=dict)  # arguments, output (as stored)
+    approval: Approval | None = None
 
     @property
     def duration(self) -> timedelta | None:
@@ -55,6 +61,37 @@ class StepRow:
         if step.started_at and step.finished_at:
             return step.finished_at - step.started_at
         return None
+
+    @property
+    def waited(self) -> timedelta | None:
+        """Time the step spent waiting for a person: its approval's open time, within it."""
+        approval, step = self.approval, self.step
+        if approval is None or approval.created_at is None:
+            return None
+        start = max(approval.created_at, step.started_at or approval.created_at)
+        end = approval.decided_at or step.finished_at or timezone.now()
+        if step.finished_at:
+            end = min(end, step.finished_at)
+        return max(end - start, timedelta(0))
+
+    @property
+    def running(self) -> timedelta | None:
+        """The step's duration less the time a person took."""
+        duration, waited = self.duration, self.waited
+        if duration is None or waited is None:
+            return duration
+        return max(duration - waited, timedelta(0))
+
+    @property
+    def error(self) -> ErrorView | None:
+        return error_view(self.step.error)
+
+    @property
+    def changes(self) -> list[Change] | None:
+        """What the reviewer changed in the step's approval (None: nothing approved)."""
+        if self.approval is None:
+            return None
+        return changes(self.approval, requested_data(self.approval))
 
     @property
     def tokens(self) -> int:
@@ -80,17 +117,22 @@ def pretty(value: Any) -> str:
     return text
 
 
-def row(step: Step, counts: Counts | None = None) -> StepRow:
+def row(step: Step, counts: Counts | None = None, approval: Approval | None = None) -> StepRow:
+    """A step's row; its arguments and output render as trees, its error as an error box."""
     payloads = {
-        name: pretty(value)
-        for name, value in (
-            ("arguments", step.args),
-            ("output", step.output),
-            ("error", step.error),
-        )
+        name: value
+        for name, value in (("arguments", step.args), ("output", step.output))
         if value is not None
     }
-    return StepRow(step, counts, payloads)
+    return StepRow(step, counts, payloads, approval)
+
+
+def _approvals(steps: list[Step]) -> dict[int, Approval]:
+    """The approvals of ``steps``, by step id: one query."""
+    ids = [s.id for s in steps if s.kind in ("approval", "call")]
+    if not ids:
+        return {}
+    return {a.step_id: a for a in Approval.objects.filter(step_id__in=ids).order_by()}
 
 
 def _counts(run: Run, positions: list[int]) -> dict[int, Counts]:
@@ -120,7 +162,8 @@ def steps_page(run: Run, number: str | int | None) -> tuple[Page, list[StepRow]]
     page = paginator.get_page(number if number else paginator.num_pages)
     on_page = list(page.object_list)
     counts = _counts(run, [s.position for s in on_page])
-    return page, [row(s, counts.get(s.position)) for s in on_page]
+    approvals = _approvals(on_page)
+    return page, [row(s, counts.get(s.position), approvals.get(s.id)) for s in on_page]
 
 
 def children_page(
@@ -136,7 +179,9 @@ def children_page(
         children = children.filter(status=status)
     page = Paginator(children, CHILDREN_PER_PAGE).get_page(number)
     counts = _counts(run, [position]).get(position, Counts())
-    return page, [row(s) for s in page.object_list], counts
+    on_page = list(page.object_list)
+    approvals = _approvals(on_page)
+    return page, [row(s, approval=approvals.get(s.id)) for s in on_page], counts
 
 
 def pending_approvals(run: Run) -> list[Approval]:

@@ -18,7 +18,7 @@ from django.db.models import F
 from pydantic import BaseModel
 
 from agentflow import registry
-from agentflow.engine import fanout, sql, store
+from agentflow.engine import fanout, sql, store, titles
 from agentflow.engine.attempts import queue_of
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.redacted_edits import keep_real
@@ -118,6 +118,17 @@ def tool_request(tool: Any, args: dict[str, Any], reason: str, **extra: Any) -> 
     return {"tool": tool.name, "args": redact(args), "reason": reason, **extra}
 
 
+def call_title(tool: Any, shown_args: Any) -> str:
+    """The title of an approval of one call, from the redacted arguments the reviewer sees.
+
+    A tool's own ``approval_title`` is used when it fills; redaction runs again over the
+    whole title, in case a secret's pattern spans the joined values.
+    """
+    make = getattr(tool, "approval_title_for", None)
+    title = make(shown_args) if make else titles.default_title(tool.name, shown_args)
+    return redact_text(title)
+
+
 def requested_data(approval: Approval) -> Any:
     """What the reviewer is shown to edit: a tool call's arguments, or the agent's data."""
     request = approval.request if isinstance(approval.request, dict) else {}
@@ -139,12 +150,13 @@ def request_for_call(
     reason: str,
 ) -> Approval:
     """Create the approval a ``ctx.call`` waits for, bound to the tool and its arguments."""
+    request = tool_request(tool, args, reason)
     return Approval.objects.create(
         run_id=run_id,
         step_id=step_id,
         position=position,
-        title=redact_text(f"Run tool {tool.name}"),
-        request=tool_request(tool, args, reason),
+        title=call_title(tool, request["args"]),
+        request=request,
         sealed_request=sealed_request(args_json),
         schema=tool.json_schema,
         tool=tool.name,
@@ -159,16 +171,15 @@ def request_for_children(
     rows = []
     for step_id, index, child in waiting:
         tool = child.tool
+        request = tool_request(tool, json.loads(child.args_json), child.approval or "")
         rows.append(
             Approval(
                 run_id=run_id,
                 step_id=step_id,
                 position=position,
                 index=index,
-                title=redact_text(
-                    f"Run tool {tool.name} (call {index} of the fan-out at position {position})"
-                ),
-                request=tool_request(tool, json.loads(child.args_json), child.approval or ""),
+                title=titles.child_title(call_title(tool, request["args"]), index, position),
+                request=request,
                 sealed_request=sealed_request(child.args_json),
                 schema=tool.json_schema,
                 tool=tool.name,

@@ -8,5 +8,16 @@ from agentflow.models.approvals import Approval
 from agentflow.models.budgets import Budget, BudgetSpend
 from agentflow.models.policies import Policy
 from agentflow.models.runs import Event, Run, Signal, Step
+from agentflow.models.schedules import Schedule
 
-__all__ = ["Approval", "Budget", "BudgetSpend", "Event", "Policy", "Run", "Signal", "Step"]
+__all__ = [
+    "Approval",
+    "Budget",
+    "BudgetSpend",
+    "Event",
+    "Policy",
+    "Run",
+    "Schedule",
+    "Signal",
+    "Step",
+]

@@ -89,6 +89,7 @@ class Run(models.Model):
             ("cancel_run", "Can cancel runs"),
             ("resume_run", "Can resume paused runs and retry failed ones"),
             ("fork_run", "Can fork runs from a step"),
+            ("start_run", "Can start runs"),
         ]
         constraints = [
             models.UniqueConstraint(

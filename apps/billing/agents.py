@@ -63,7 +63,7 @@ def match_invoice(invoice: dict, credits: list[dict]) -> dict:
     }
 
 
-@tool(name="billing.pay", retries=3, timeout=30)
+@tool(name="billing.pay", retries=3, timeout=30, approval_title="Pay {invoice_id}: {amount}")
 def pay(invoice_id: str, amount: str, *, idempotency_key: str) -> dict:
     """Pay an invoice once, whatever happens to the worker: the key makes it idempotent."""
     payment, created = Payment.objects.get_or_create(

@@ -7,6 +7,7 @@ side-effecting tools write a ``SideEffect`` row under their idempotency key.
 import os
 import threading
 import time
+from typing import Literal
 
 from django.db import IntegrityError, transaction
 
@@ -955,3 +956,115 @@ def fails_then_waits(ctx: RunContext) -> dict:
     for signal in ("first", "second"):
         ctx.wait_for(signal)
     return outcome
+
+
+# -----------------------------------------------------------------------------------------
+# The console's "Start run" form (tests/test_operator_actions.py, issue 21).
+# -----------------------------------------------------------------------------------------
+
+
+@agent(name="tests.start_form")
+def start_form(
+    ctx: RunContext,
+    period: str,
+    count: int,
+    ratio: float = 0.5,
+    dry_run: bool = False,
+    mode: Literal["fast", "careful"] = "fast",
+    tags: list[str] | None = None,
+) -> dict:
+    """Echo a typed input back, so a test sees what the form sent."""
+    return {
+        "period": period, "count": count, "ratio": ratio, "dry_run": dry_run, "mode": mode,
+        "tags": tags,
+    }  # fmt: skip
+
+
+# -----------------------------------------------------------------------------------------
+# Live console pages (tests/test_console_live.py, issue 21).
+# -----------------------------------------------------------------------------------------
+
+
+@agent(name="tests.live_gated_approval")
+def live_gated_approval(ctx: RunContext, flag: str, amount: int) -> dict:
+    """Run a step, block on ``flag``, then ask a person: each stage lands on an open page."""
+    ctx.step(square, str(ctx.run.id), 4)
+    ctx.call(gate, flag=flag)
+    decision = ctx.approve("Pay the invoice?", data={"amount": amount}, schema=AMOUNT_SCHEMA)
+    return {"approved": decision.approved, "amount": (decision.data or {}).get("amount")}
+
+
+@agent(name="tests.live_gated_fan")
+def live_gated_fan(ctx: RunContext, flag: str, n: int) -> int:
+    """Block on ``flag``, then fan out ``n`` children: a flood of events on an open page."""
+    ctx.call(gate, flag=flag)
+    return len(ctx.map(child_effect, [{"i": i} for i in range(n)]))
+
+
+# -----------------------------------------------------------------------------------------
+# Readable console (tests/test_readable.py, tests/test_browser_readable.py, issue 21).
+# -----------------------------------------------------------------------------------------
+
+
+@tool(
+    name="tests.titled_pay",
+    requires_approval=True,
+    retries=0,
+    approval_title="Pay {invoice_id}: {amount}",
+)
+def titled_pay(invoice_id: str, amount: str, note: dict | None = None) -> dict:
+    return {"paid": amount, "invoice": invoice_id}
+
+
+@agent(name="tests.titled_payer")
+def titled_payer(ctx: RunContext, invoice_id: str, amount: str) -> dict:
+    return ctx.call(titled_pay, invoice_id=invoice_id, amount=amount)
+
+
+@agent(name="tests.titled_fan")
+def titled_fan(ctx: RunContext, n: int) -> list:
+    return ctx.map(titled_pay, [{"invoice_id": f"INV-{i}", "amount": f"{i}.50"} for i in range(n)])
+
+
+READABLE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "invoice": {"type": "string", "title": "Invoice number"},
+        "amount": {"type": "integer", "title": "Amount (USD)", "description": "whole dollars"},
+        "urgent": {"type": "boolean", "title": "Urgent"},
+        "lines": {"type": "array", "title": "Invoice lines"},
+    },
+    "required": ["invoice", "amount"],
+}
+
+
+@agent(name="tests.readable_approval")
+def readable_approval(ctx: RunContext, amount: int) -> dict:
+    """Ask with labelled, typed and nested data; return what was decided."""
+    decision = ctx.approve(
+        "Pay the invoice?",
+        data={
+            "invoice": "INV-2011",
+            "amount": amount,
+            "urgent": False,
+            "lines": [{"sku": "A-1", "qty": 2}, {"sku": "<b>B-2</b>", "qty": 1}],
+        },
+        schema=READABLE_SCHEMA,
+    )
+    return {"approved": decision.approved, "amount": (decision.data or {}).get("amount")}
+
+
+def wide_text(width: int) -> str:
+    """One unbroken word ``width`` characters long: the widest thing a page can be given."""
+    return "w" * width
+
+
+@agent(name="tests.wide_approval")
+def wide_approval(ctx: RunContext, width: int = 600) -> dict:
+    """A long step output, then an approval with a long title and data (the 420 px check)."""
+    text = ctx.step(wide_text, width)
+    decision = ctx.approve(
+        f"Pay INV-{'9' * 60}",
+        data={"note": text, "amount": 1, "lines": [{"sku": text[:80], "qty": 2}]},
+    )
+    return {"approved": decision.approved, "text": text}

@@ -94,7 +94,7 @@
         return {error: "The server answered " + response.status + " without JSON."};
       }).then(function (answer) {
         if (response.ok) {
-          show(form, "Decided: " + answer.status + ". The run continues below.", "done");
+          show(form, "You " + answer.status + " it.", "done");
           var panel = form.closest(".af-approval");
           var status = panel && panel.querySelector(".af-approval-status");
           if (status) {
@@ -125,6 +125,15 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("form.af-decide").forEach(prepare);
+  });
+
+  // Forms a live refresh brought in (live.js); a kept form keeps what it first showed.
+  document.addEventListener("agentflow:swapped", function (event) {
+    event.target.querySelectorAll("form.af-decide").forEach(function (form) {
+      if (form.dataset.shown === undefined) {
+        prepare(form);
+      }
+    });
   });
 
   document.addEventListener("submit", function (event) {

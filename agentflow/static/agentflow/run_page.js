@@ -1,8 +1,11 @@
-/* agentflow console: the run page follows its run's events live.
+/* agentflow console: a run's pages (the run page, a fan-out's children) follow its events.
  *
- * Run events change the status badge; step events change a step's status, or add a row
- * for a new step when the last page of the timeline is shown; approval events show the
- * decision in the approval panel. Every event is also listed, as text, under "Live events".
+ * Every committed event asks the page's live panels to refresh from the server
+ * (agentflow.Live: coalesced, so a flood of events costs a few fetches; a question, a
+ * decision or a status change is urgent), and so does every successful (re)connect, so
+ * nothing committed before the socket listened is missed. Run
+ * events also change the status badge at once. Every event is listed, as text, under
+ * "Live events"; a model call's token deltas grow one line per position there.
  */
 (function () {
   "use strict";
@@ -17,120 +20,22 @@
     "run.failed": "failed",
     "run.cancelled": "cancelled"
   };
-  var STEP_STATUS = {
-    "step.started": "running",
-    "step.waiting": "waiting",
-    "step.retrying": "scheduled",
-    "step.throttled": "scheduled",
-    "step.completed": "succeeded",
-    "step.failed": "failed",
-    "approval.requested": "waiting"
-  };
   var EVENTS_KEPT = 500;
 
   function setStatus(element, status) {
     element.textContent = status;
-    var keep = element.classList.contains("af-step-status") ? "af-step-status " : "";
-    element.className = keep + window.agentflow.statusClass(status);
-  }
-
-  function cell(text, className) {
-    var td = document.createElement("td");
-    td.textContent = text;
-    if (className) {
-      td.className = className;
-    }
-    return td;
-  }
-
-  function addStepRow(data, status) {
-    var body = document.querySelector("#af-timeline tbody");
-    var empty = body.querySelector(".af-empty");
-    if (empty) {
-      empty.remove();
-    }
-    var row = document.createElement("tr");
-    row.className = "af-step af-step--live";
-    row.id = "step-" + data.position;
-    row.dataset.position = String(data.position);
-    row.dataset.testid = "step-row";
-    row.appendChild(cell(String(data.position), "af-step-position"));
-    row.appendChild(cell(String(data.kind || ""), "af-step-kind"));
-    row.appendChild(cell(String(data.name || ""), "af-step-name"));
-    var statusCell = document.createElement("td");
-    var badge = document.createElement("span");
-    badge.className = "af-step-status";
-    badge.dataset.testid = "step-status";
-    setStatus(badge, status);
-    statusCell.appendChild(badge);
-    row.appendChild(statusCell);
-    ["af-num", "af-num", "af-num af-step-tokens", "af-num af-step-cost"].forEach(function (name) {
-      row.appendChild(cell("–", name));
-    });
-    row.appendChild(cell("reload for details", "af-step-more af-note"));
-    body.appendChild(row);
-    return row;
-  }
-
-  function onStep(frame, live) {
-    var data = frame.data || {};
-    if (typeof data.position !== "number" || (data.index !== undefined && data.index !== null)) {
-      return;
-    }
-    var status = (frame.event === "step.completed" && data.status) || STEP_STATUS[frame.event];
-    if (!status) {
-      return;
-    }
-    var row = document.querySelector('#af-timeline tr[data-position="' + data.position + '"]');
-    if (!row && live.appendSteps) {
-      row = addStepRow(data, status);
-    }
-    if (row) {
-      setStatus(row.querySelector(".af-step-status"), status);
-      showUsage(row, data);
-    }
-  }
-
-  // A model call's step.completed carries its tokens and cost.
-  function showUsage(row, data) {
-    var tokens = row.querySelector(".af-step-tokens");
-    if (tokens && typeof data.input_tokens === "number") {
-      tokens.textContent = data.input_tokens + " / " + data.output_tokens;
-    }
-    var cost = row.querySelector(".af-step-cost");
-    if (cost && data.cost && Number(data.cost) > 0) {
-      cost.textContent = "$" + String(Number(data.cost));
-    }
-  }
-
-  function onApproval(frame) {
-    var data = frame.data || {};
-    if (frame.event === "approval.requested") {
-      var notice = document.getElementById("af-new-approval");
-      if (notice) {
-        notice.hidden = false;
-      }
-      return;
-    }
-    var panel = data.approval && document.getElementById("approval-" + data.approval);
-    if (!panel) {
-      return;
-    }
-    setStatus(panel.querySelector(".af-approval-status"), data.status || "decided");
-    panel.classList.add("af-decided");
-    panel.querySelectorAll("form.af-decide button").forEach(function (button) { button.disabled = true; });
-    var output = panel.querySelector(".af-decide-result");
-    if (output) {
-      output.textContent = (data.status || "decided") + (data.by ? " by " + data.by : "") + (data.comment ? ": " + data.comment : "");
-      output.dataset.state = "done";
-    }
+    element.className = window.agentflow.statusClass(status);
   }
 
   // A model call's token deltas (ephemeral, seq null): one growing line per position.
   function appendDelta(frame) {
+    var list = document.getElementById("af-events");
     var data = frame.data || {};
     var id = "af-delta-" + data.position;
     var item = document.getElementById(id);
+    if (!list) {
+      return;
+    }
     if (!item) {
       item = document.createElement("li");
       item.id = id;
@@ -143,13 +48,16 @@
       item.appendChild(head);
       item.appendChild(document.createTextNode(" "));
       item.appendChild(body);
-      document.getElementById("af-events").appendChild(item);
+      list.appendChild(item);
     }
     item.querySelector(".af-event-data").textContent += data.text || "";
   }
 
   function logEvent(frame) {
     var list = document.getElementById("af-events");
+    if (!list) {
+      return;
+    }
     var item = document.createElement("li");
     item.className = "af-event";
     item.dataset.seq = String(frame.seq);
@@ -169,30 +77,46 @@
     }
   }
 
+  /* What a person acts on (a question, a decision, the run's status) cannot wait out a flood. */
+  function urgent(frame) {
+    if (frame.event === "batch") {
+      return false;
+    }
+    return frame.event.indexOf("approval.") === 0 || Boolean(RUN_STATUS[frame.event]);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var live = window.agentflow.pageData("af-live");
     if (!live) {
       return;
     }
-    var runStatus = document.getElementById("af-run-status");
+    var panels = new window.agentflow.Live({onGone: window.agentflow.approvalGone});
+    window.agentflow.live = panels;
     new window.agentflow.Socket(live.socket, {
       resume: true,
       after: live.after,
       onState: window.agentflow.showState,
+      onOpen: function () { panels.refresh(true); },
       onEvent: function (frame) {
         if (frame.event === "llm.delta") {
           appendDelta(frame);
           return;
         }
         logEvent(frame);
-        if (RUN_STATUS[frame.event]) {
-          setStatus(runStatus, RUN_STATUS[frame.event]);
-          document.getElementById("af-waits-stale").hidden = false;
-        } else if (frame.event.indexOf("approval.") === 0) {
-          onApproval(frame);
+        var badge = document.getElementById("af-run-status");
+        if (RUN_STATUS[frame.event] && badge) {
+          setStatus(badge, RUN_STATUS[frame.event]);
         }
-        onStep(frame, live);
+        panels.refresh(urgent(frame));
       }
     });
+  });
+
+  // A swapped panel holds a fresh connection badge: show the socket's state on it again.
+  document.addEventListener("agentflow:swapped", function () {
+    var state = document.documentElement.dataset.afSocket;
+    if (state) {
+      window.agentflow.showState(state);
+    }
   });
 }());

@@ -1,11 +1,16 @@
-/* agentflow console: run lists and the approvals queue follow the list socket.
+/* agentflow console: list pages (runs, the approvals queue, schedules) follow the list socket.
  *
- * A run.status frame changes every status badge of that run on the page
- * (elements with data-run-status="<run id>"); an approval.requested frame adds the new
- * question to the end of the queue (oldest first), as text; approval.decided marks it.
+ * The socket resumes after the event key the page was rendered at (its "af-live" data),
+ * so what was committed between the rendering and the connect is replayed. A frame that
+ * matters to the page (data-af-refresh-on on its live data: "status", "approvals", or both)
+ * asks its live panels to refresh from the server (agentflow.Live, coalesced), and so does
+ * every successful (re)connect. A run.status frame also changes that run's status badges
+ * at once (elements with data-run-status="<run id>").
  */
 (function () {
   "use strict";
+
+  var TERMINAL = {succeeded: true, failed: true, cancelled: true};
 
   function onStatus(data) {
     document.querySelectorAll('[data-run-status="' + String(data.run).replace(/[^0-9a-f-]/gi, "") + '"]').forEach(function (badge) {
@@ -14,65 +19,42 @@
     });
   }
 
-  function onApproval(data, live) {
-    var list = document.getElementById("af-queue-list");
-    var template = document.getElementById("af-queue-new");
-    if (!list || !template || document.querySelector('[data-approval="' + Number(data.approval) + '"]')) {
-      return;
+  /* Whether a frame can change what the page shows. */
+  function matters(frame, refreshOn) {
+    var data = frame.data || {};
+    if (frame.event === "run.status") {
+      return refreshOn.indexOf("status") !== -1 || (refreshOn.indexOf("approvals") !== -1 && TERMINAL[data.status] === true);
     }
-    var empty = document.getElementById("af-queue-empty");
-    if (empty) {
-      empty.remove();
-    }
-    var item = template.content.firstElementChild.cloneNode(true);
-    item.dataset.approval = String(data.approval);
-    item.dataset.run = String(data.run);
-    item.querySelector(".af-approval-title").textContent = data.title;
-    var link = item.querySelector(".af-run-link");
-    link.textContent = String(data.run);
-    link.href = live.runUrl.replace(live.runPlaceholder, encodeURIComponent(String(data.run))) + "#approval-" + Number(data.approval);
-    list.appendChild(item);
-  }
-
-  /* Someone decided: the queue item stays, marked, with its buttons off. */
-  function onDecided(data) {
-    var item = document.querySelector('.af-queue-item[data-approval="' + Number(data.approval) + '"]');
-    if (!item || item.classList.contains("af-decided")) {
-      return;
-    }
-    item.classList.add("af-decided");
-    var panel = item.querySelector(".af-approval");
-    if (panel) {
-      panel.classList.add("af-decided");
-    }
-    var badge = item.querySelector(".af-approval-status");
-    if (badge) {
-      badge.textContent = data.status;
-      badge.className = "af-approval-status " + window.agentflow.statusClass(data.status);
-    }
-    item.querySelectorAll("form.af-decide button").forEach(function (button) { button.disabled = true; });
-    var output = item.querySelector(".af-decide-result");
-    if (output && output.dataset.state !== "done") {
-      output.textContent = "Decided elsewhere: " + data.status + ".";
-      output.dataset.state = "done";
-    }
+    return frame.event.indexOf("approval.") === 0 && refreshOn.indexOf("approvals") !== -1;
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     var live = window.agentflow.pageData("af-live") || {socket: "/ws/agentflow/runs/"};
+    var refreshOn = live.refreshOn || ["status", "approvals"];
+    var panels = new window.agentflow.Live({onGone: window.agentflow.approvalGone});
+    window.agentflow.live = panels;
     new window.agentflow.Socket(live.socket, {
-      resume: false,
+      resume: typeof live.after === "number",
+      unordered: true,
+      after: live.after,
       onState: window.agentflow.showState,
+      onOpen: function () { panels.refresh(true); },
       onEvent: function (frame) {
-        var data = frame.data || {};
         if (frame.event === "run.status") {
-          onStatus(data);
-        } else if (frame.event === "approval.requested" && live.runUrl) {
-          onApproval(data, live);
-        } else if (frame.event === "approval.decided") {
-          onDecided(data);
+          onStatus(frame.data || {});
+        }
+        if (matters(frame, refreshOn)) {
+          panels.refresh(frame.event.indexOf("approval.") === 0);
         }
       }
     });
+  });
+
+  // A swapped panel holds a fresh connection badge: show the socket's state on it again.
+  document.addEventListener("agentflow:swapped", function () {
+    var state = document.documentElement.dataset.afSocket;
+    if (state) {
+      window.agentflow.showState(state);
+    }
   });
 }());

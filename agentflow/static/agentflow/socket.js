@@ -1,8 +1,12 @@
 /* agentflow console: a websocket that reconnects with exponential backoff.
  *
  * Frames are {"seq", "event", "data"}; a "batch" frame carries several in data.events.
- * With `resume: true` the socket asks for `?after=<last seq>` when it reconnects and drops
- * any frame at or below the last seq it handed on, so nothing is missed or repeated.
+ * With `resume: true` the socket asks for `?after=<last seq>` when it (re)connects and
+ * drops any frame at or below the last seq it handed on, so nothing is missed or repeated.
+ * With `unordered: true` as well (the list socket, whose seqs are event keys that may
+ * commit out of order), it resumes after the highest seq seen and drops only the frames
+ * it already handed on (same seq, event and subject).
+ * `onOpen` is called on every successful (re)connect.
  */
 (function () {
   "use strict";
@@ -16,9 +20,13 @@
   function AgentflowSocket(path, options) {
     this.path = path;
     this.resume = Boolean(options.resume);
+    this.unordered = Boolean(options.unordered);
     this.last = this.resume ? Number(options.after || 0) : null;
+    this.seen = new Set();
+    this.seenOrder = [];
     this.onEvent = options.onEvent;
     this.onState = options.onState || function () {};
+    this.onOpen = options.onOpen || function () {};
     this.failures = 0;
     this.closed = false;
     this.connect();
@@ -32,6 +40,7 @@
     ws.onopen = function () {
       self.failures = 0;
       self.onState("live");
+      self.onOpen();
     };
     ws.onmessage = function (message) {
       var frame;
@@ -69,12 +78,35 @@
       return;
     }
     if (this.resume && typeof frame.seq === "number") {
-      if (frame.seq <= this.last) {
+      if (this.unordered) {
+        if (!this.remember(frame)) {
+          return;
+        }
+        this.last = Math.max(this.last, frame.seq);
+      } else if (frame.seq <= this.last) {
         return;
+      } else {
+        this.last = frame.seq;
       }
-      this.last = frame.seq;
     }
     this.onEvent(frame);
+  };
+
+  var SEEN_KEPT = 5000;
+
+  /* Whether this frame is new to the socket (and remember it, forgetting the oldest). */
+  AgentflowSocket.prototype.remember = function (frame) {
+    var data = frame.data || {};
+    var key = frame.seq + "|" + frame.event + "|" + String(data.approval || data.run || "");
+    if (this.seen.has(key)) {
+      return false;
+    }
+    this.seen.add(key);
+    this.seenOrder.push(key);
+    if (this.seenOrder.length > SEEN_KEPT) {
+      this.seen.delete(this.seenOrder.shift());
+    }
+    return true;
   };
 
   AgentflowSocket.prototype.close = function () {
