@@ -190,7 +190,10 @@ def print_goals(r: dict[str, float], o: argparse.Namespace, early: int, late: in
         (f"run page, {o.run_page} steps", "run_page_steps"),
         (f"run page, fan-out of {o.run_page}", "run_page_fan_out"),
     ]
-    bounded = len({r[f"{key}_queries"] for _, key in pages}) == 1
+    # Queries must not grow with the run: 50 and 5,000 steps cost the same, and a fan-out
+    # of 5,000 children no more (it may skip the per-page approval lookup of calls).
+    fifty, steps, fan_out = (r[f"{key}_queries"] for _, key in pages)
+    bounded = fifty == steps and fan_out <= steps
     for name, key in pages:
         seconds_taken, queries = r[f"{key}_s"], int(r[f"{key}_queries"])
         verdict = "met" if seconds_taken < 0.5 and bounded else "MISSED"

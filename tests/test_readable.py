@@ -438,3 +438,33 @@ def test_the_queue_titles_and_labels_are_escaped(admin_client):
     )  # fmt: skip
     html = admin_client.get(reverse("admin:agentflow_approval_queue")).content.decode()
     assert_escaped(html)
+
+
+def test_time_waiting_for_a_person_counts_overlapping_approvals_once(admin_client):
+    """A fan-out's approvals asked together count once; later ones add; pending runs to now."""
+    from agentflow.console.timeline import person_wait
+
+    run = Run.objects.create(agent="tests.fan", agent_version="1", status="waiting")
+    t0 = timezone.now() - timedelta(hours=1)
+
+    def asked(position, index, start_min, end_min=None):
+        approval = Approval.objects.create(run=run, position=position, index=index, title="t")
+        decided = None if end_min is None else t0 + timedelta(minutes=end_min)
+        Approval.objects.filter(id=approval.id).update(
+            created_at=t0 + timedelta(minutes=start_min),
+            decided_at=decided,
+            status="pending" if end_min is None else "approved",
+        )
+
+    asked(0, 0, 0, 10)  # three children asked at once, decided over ten minutes
+    asked(0, 1, 0, 4)
+    asked(0, 2, 1, 7)
+    asked(3, None, 20, 25)  # a later call: five more minutes
+    assert person_wait(run) == timedelta(minutes=15)
+    asked(4, None, 22, 30)  # overlaps the one before: only its last five minutes add
+    assert person_wait(run) == timedelta(minutes=20)
+    asked(5, None, 50)  # pending since ten minutes ago
+    waited = person_wait(run)
+    assert timedelta(minutes=30) <= waited < timedelta(minutes=31)
+    page = admin_client.get(reverse("admin:agentflow_run_change", args=[run.id]))
+    assert re.search(r'data-testid="run-person-wait">30 min', page.content.decode())

@@ -106,6 +106,7 @@ class RunConsoleMixin:
             "may_decide": user.has_perm(permissions.DECIDE),
             "waits": timeline.waits(run, approvals),
             "forks": timeline.forks(run),
+            "person_wait": timeline.person_wait(run),
             "waterfall": waterfall.build(run, {r.step.position for r in rows}),
             "may_cancel": user.has_perm(CANCEL),
             "may_resume": user.has_perm(RESUME),

@@ -16,7 +16,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Max, Min, Q, QuerySet
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agentflow.console.approval_form import Change, changes
@@ -220,3 +221,32 @@ def waits(run: Run, approvals: list[Approval]) -> list[Wait]:
 def forks(run: Run) -> list[Run]:
     """The first runs forked from this one."""
     return list(Run.objects.filter(parent=run).order_by("created_at")[:FORKS_SHOWN])
+
+
+def person_wait(run: Run) -> timedelta:
+    """How long the run waited for a person: the union of its approvals' open intervals.
+
+    One aggregate per position: approvals asked together (a fan-out's children) overlap,
+    so they count once, from the first asked to the last decided (or now, if pending).
+    """
+    now = timezone.now()
+    spans = sorted(
+        Approval.objects.filter(run=run)
+        .values("position")
+        .annotate(
+            start=Min("created_at"),
+            end=Max(Coalesce("decided_at", "created_at")),
+            pending=Count("id", filter=Q(status=Approval.Status.PENDING)),
+        )
+        .values_list("start", "end", "pending")
+        .order_by()
+    )
+    total, reached = timedelta(0), None
+    for start, end, pending in spans:
+        end = now if pending else end
+        if reached is not None and start < reached:
+            start = reached
+        if end > start:
+            total += end - start
+        reached = end if reached is None else max(reached, end)
+    return total
