@@ -95,6 +95,30 @@ def test_recover_reports_what_it_woke(recording_dispatcher):
     assert [r for r, _ in recording_dispatcher] == [run.id]
 
 
+def test_recover_takes_the_fleet_s_lock_and_leaves_the_pass_to_its_holder(recording_dispatcher):
+    """As the Celery task does: two passes never run at once across the fleet."""
+    from datetime import timedelta
+
+    import psycopg
+    from django.db import connection
+    from django.utils import timezone
+
+    from agentflow.engine.reconciler import LOCK_KEY
+
+    run = Run.objects.create(agent="tests.mixed", agent_version="1", input={"n": 1})
+    Run.objects.filter(id=run.id).update(created_at=timezone.now() - timedelta(minutes=5))
+    settings = connection.settings_dict
+    with psycopg.connect(
+        host=settings["HOST"], port=settings["PORT"], user=settings["USER"],
+        dbname=settings["NAME"], autocommit=True,
+    ) as holder:  # fmt: skip
+        holder.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
+        out = run_command("recover")
+    assert "another process is reconciling right now" in out
+    assert recording_dispatcher == []  # nothing was woken by this pass
+    assert "woke 1 run(s)" in run_command("recover")  # the lock went with its holder
+
+
 def test_replay_command_fails_on_mismatch(workers, monkeypatch):
     from django.core.management import CommandError
 

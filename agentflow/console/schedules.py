@@ -233,7 +233,7 @@ class ScheduleConsoleMixin:
             "may_change": may(user, CHANGE),
             "may_delete": may(user, DELETE),
             "may_start": user.has_perm(permissions.START),
-            "beat_admin": PeriodicTask in self.admin_site._registry,
+            "beat_admin": self.admin_site.is_registered(PeriodicTask),
             **extra,
         }
 

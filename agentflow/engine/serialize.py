@@ -32,7 +32,6 @@ MAX_DEPTH = 100
 
 # Surrogate code points are never valid text (a pair in a str is two lone halves).
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
-_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 # Integers below this many bits have fewer digits (about 600) than Python's smallest allowed
 # int-to-text limit (sys.get_int_max_str_digits(), at least 640): they always convert.
 _SHORT_INT_BITS = 2_000

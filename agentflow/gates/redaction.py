@@ -147,11 +147,6 @@ def redact_json(text: str | None) -> str | None:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
 
 
-def changes(text: str) -> bool:
-    """Whether redaction would change this JSON text (its real value must be sealed)."""
-    return redact_json(text) != text
-
-
 def _collect(value: Any, into: list[str]) -> None:
     """Every string of ``value``, keys included, in the order ``_rebuild`` visits them."""
     if isinstance(value, str):

@@ -179,7 +179,8 @@ class Command(BaseCommand):
     def _user(self, username: str) -> Any:
         from django.contrib.auth import get_user_model
 
-        user = get_user_model().objects.filter(username=username).first()
+        model = get_user_model()
+        user = model.objects.filter(**{model.USERNAME_FIELD: username}).first()
         if user is None:
             raise CommandError(f"there is no user named {username!r}")
         return user
@@ -212,7 +213,13 @@ class Command(BaseCommand):
     def do_recover(self, **_: Any) -> None:
         started = time.monotonic()
         self.stdout.write("looking for runs to recover...")
-        woken = reconciler.reconcile()
+        woken = reconciler.reconcile_exclusively()  # the fleet's lock, as the task takes it
+        if woken is None:
+            self.stdout.write(
+                "another process is reconciling right now, so this pass did nothing; "
+                "it wakes what needs waking (run this again to check when it is done)"
+            )
+            return
         total = sum(woken.values())
         detail = ", ".join(f"{n} {status}" for status, n in sorted(woken.items())) or "none needed"
         self.stdout.write(f"woke {total} run(s): {detail} ({time.monotonic() - started:.2f}s)")
