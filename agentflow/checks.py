@@ -395,3 +395,46 @@ def _routes_agentflow(app: Any, depth: int) -> bool:
     mapping = getattr(app, "application_mapping", None) or {}
     inner = [getattr(app, name, None) for name in ("application", "inner", "app")]
     return any(_routes_agentflow(child, depth + 1) for child in [*mapping.values(), *inner])
+
+
+@register("agentflow", "database")
+def check_database_routing(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """The models agentflow's foreign keys point at are on agentflow's own database.
+
+    Django keeps no foreign key across databases: ``migrate`` could not create the
+    constraint, and a join (a run's owner, a schedule's task) would find no table.
+    """
+    from django.apps import apps
+    from django.db import router
+
+    from agentflow.models.database import alias
+
+    here = alias()
+    pointers: dict[Any, list[str]] = {}
+    for model in apps.get_app_config("agentflow").get_models():
+        if model._meta.proxy:  # a proxy (Schedule) is its concrete model's table
+            pointers.setdefault(model._meta.concrete_model, []).append(model.__name__)
+            continue
+        for field in model._meta.get_fields():
+            if field.many_to_one and field.concrete and field.related_model is not model:
+                pointers.setdefault(field.related_model, []).append(
+                    f"{model.__name__}.{field.name}"
+                )
+    problems = []
+    for target, where in pointers.items():
+        there = router.db_for_write(target) or "default"
+        if there == here or target._meta.app_label == "agentflow":
+            continue
+        verb = "points" if len(where) == 1 else "point"
+        problems.append(
+            Error(
+                f"agentflow's tables are on the database {here!r}, but {', '.join(where)} "
+                f"{verb} at {target._meta.label} on {there!r}. Django keeps no foreign key "
+                "across databases: migrate would fail, and so would the console's joins.",
+                hint=f"Route auth, contenttypes, admin and django_celery_beat to {here!r} "
+                f"too, or keep agentflow on {there!r}: see 'agentflow on a database of its "
+                "own' in docs/deploying.md.",
+                id="agentflow.E007",
+            )
+        )
+    return problems

@@ -23,10 +23,10 @@ from uuid import UUID
 
 from celery import Task, chord, current_app, shared_task
 from celery.signals import before_task_publish, worker_process_init, worker_ready
-from django.db import InterfaceError, OperationalError, connections, transaction
+from django.db import InterfaceError, OperationalError, connections
 
 from agentflow import conf, retention, schedules, tracing
-from agentflow.engine import children, executor, fanout, leases, reconciler
+from agentflow.engine import children, executor, fanout, leases, reconciler, sql
 from agentflow.gates import fleet
 
 
@@ -184,7 +184,7 @@ def header_tasks(children: int) -> int:
 
 
 class CeleryDispatcher:
-    """Send agentflow's messages once the current transaction commits.
+    """Send agentflow's messages once the current transaction on agentflow's database commits.
 
     Sends are ``robust``: a broker error is logged, never raised into the run, because the
     rows are already committed and the reconciler sends what was lost.
@@ -192,9 +192,7 @@ class CeleryDispatcher:
 
     def advance(self, run_id: UUID, *, eta: datetime | None = None) -> None:
         options = _options(CONTROL)
-        transaction.on_commit(
-            lambda: advance.apply_async((str(run_id),), eta=eta, **options), robust=True
-        )
+        sql.on_commit(lambda: advance.apply_async((str(run_id),), eta=eta, **options))
 
     def run_child(
         self,
@@ -205,9 +203,7 @@ class CeleryDispatcher:
         queue: str | None = None,
     ) -> None:
         options = _options(CONTROL if urgent else WORK, queue)
-        transaction.on_commit(
-            lambda: run_tool.apply_async((step_id,), eta=eta, **options), robust=True
-        )
+        sql.on_commit(lambda: run_tool.apply_async((step_id,), eta=eta, **options))
 
     def fan_out(
         self, run_id: UUID, position: int, step_ids: list[int], *, queue: str | None = None
@@ -234,7 +230,7 @@ class CeleryDispatcher:
             for chunk in chunks:
                 fan_out_chunk.apply_async((str(run_id), position, chunk, queue), **options)
 
-        transaction.on_commit(send, robust=True)
+        sql.on_commit(send)
 
 
 @worker_ready.connect

@@ -108,7 +108,10 @@ def workers(transactional_db, redis_client, tmp_path):
             command += ["-Q", queues]
         environment = {
             **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            # The settings this session runs on (tests.settings, or a variant of it).
+            # (pytest-django puts --ds there; settings.SETTINGS_MODULE is None while a
+            # test overrides settings.)
+            "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "tests.settings"),
             "AGENTFLOW_TEST_WORKER": "1",
             "CELERY_SKIP_CHECKS": "1",
             **(env or {}),
