@@ -25,7 +25,7 @@ from agentflow.exceptions import ApprovalNotFound, InvalidState, RunNotFound
 from agentflow.gates import budgets
 from agentflow.gates.redaction import redact_text
 from agentflow.gates.sealing import protect
-from agentflow.models import Approval, Run, Signal, Step, clock
+from agentflow.models import Approval, Event, Run, Signal, Step, clock
 
 RunRef = Run | UUID | str
 
@@ -166,7 +166,7 @@ def signal(run: RunRef, name: str, data: Any = None) -> None:
             run_id=run_id, name=redact_text(name), data=loads(stored), sealed_data=sealed
         )
         Run.objects.filter(id=run_id).update(wake_seq=F("wake_seq") + 1, wake_at=clock.now())
-        store.append_event(run_id, "signal.received", {"name": name})
+        store.append_event(run_id, Event.Type.SIGNAL_RECEIVED, {"name": name})
         dispatcher().advance(run_id)
 
 
@@ -207,7 +207,7 @@ def cancel(run: RunRef, *, by: Any = None) -> Run:
             decided_at=now,
             comment=f"the run was cancelled by {who or 'the system'}",
         )
-        store.append_event(run_id, "run.cancelled", {"by": who})
+        store.append_event(run_id, Event.Type.RUN_CANCELLED, {"by": who})
     return get_run(run_id)
 
 

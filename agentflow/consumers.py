@@ -67,17 +67,10 @@ LIST_BACKLOG = 1000
 LATE_COMMIT_SECONDS = 10.0
 # ... and at most this many keys below the cursor (a bound on the rows read).
 LATE_COMMIT_KEYS = 20_000
-# The status a run has after each of its events; other run.* events are read from the row.
-STATUS_AFTER = {
-    "run.created": Run.Status.PENDING,
-    "run.started": Run.Status.RUNNING,
-    "run.waiting": Run.Status.WAITING,
-    "run.paused": Run.Status.PAUSED,
-    "run.resumed": Run.Status.WAITING,
-    "run.succeeded": Run.Status.SUCCEEDED,
-    "run.failed": Run.Status.FAILED,
-    "run.cancelled": Run.Status.CANCELLED,
-}
+# Frames that are no event of their own: several frames in one, and (on the list socket)
+# a run's new status.
+BATCH_FRAME = "batch"
+STATUS_FRAME = "run.status"
 
 
 class Pacer:
@@ -127,14 +120,14 @@ def run_frame(events: list[Frame]) -> Frame:
     if len(events) == 1:
         return events[0]
     kept = [event["seq"] for event in events if event["seq"] is not None]
-    return {"seq": kept[-1] if kept else None, "event": "batch", "data": {"events": events}}
+    return {"seq": kept[-1] if kept else None, "event": BATCH_FRAME, "data": {"events": events}}
 
 
 def list_frame(frames: list[Frame]) -> Frame:
     """One list frame as itself; several as a batch whose ``seq`` is the last one's."""
     if len(frames) == 1:
         return frames[0]
-    return {"seq": frames[-1]["seq"], "event": "batch", "data": {"events": frames}}
+    return {"seq": frames[-1]["seq"], "event": BATCH_FRAME, "data": {"events": frames}}
 
 
 def list_cursor() -> int:
@@ -367,13 +360,13 @@ class RunListConsumer(StreamConsumer):
             type_, data, seq, key = event["event"], event["data"] or {}, event["seq"], event["id"]
             if type_.startswith("run."):
                 # Two processes publish independently: never let an older status win.
-                status = STATUS_AFTER.get(type_) or _current_status(run_id)
+                status = Event.STATUS_AFTER.get(type_) or _current_status(run_id)
                 if status is not None and seq > run.status_seq:
                     run.status_seq = seq
                     frames.append(
                         {
                             "seq": key,
-                            "event": "run.status",
+                            "event": STATUS_FRAME,
                             "data": {
                                 "run": run_id,
                                 "status": str(status),
@@ -382,11 +375,11 @@ class RunListConsumer(StreamConsumer):
                             },
                         }
                     )
-            elif type_ == "approval.decided":
+            elif type_ == Event.Type.APPROVAL_DECIDED:
                 frames.append(
                     {
                         "seq": key,
-                        "event": "approval.decided",
+                        "event": Event.Type.APPROVAL_DECIDED,
                         "data": {
                             "run": run_id,
                             "approval": data.get("approval"),
@@ -422,8 +415,8 @@ def _list_backlog(after: int) -> list[tuple[str, list[Frame]]]:
     anchor = Event.objects.filter(id=after).values_list("created_at", flat=True).first()
     rows = Event.objects.filter(_after_or_late(after, anchor)).filter(
         Q(type__startswith="run.")
-        | Q(type__in=("approval.decided", "approval.requested"))
-        | Q(type="step.started", data__has_key="children")
+        | Q(type__in=(Event.Type.APPROVAL_DECIDED, Event.Type.APPROVAL_REQUESTED))
+        | Q(type=Event.Type.STEP_STARTED, data__has_key="children")
     )
     newest = rows.order_by("-id").values_list("id", "run_id", "seq", "type", "data")
     by_run: dict[str, list[Frame]] = {}
@@ -458,7 +451,7 @@ def _with_keys(run_id: str, events: list[Frame]) -> list[Frame]:
 def _listed(event: Frame) -> bool:
     """Whether a run event matters to list views: a status change or an approval."""
     type_ = event["event"]
-    return type_.startswith("run.") or type_ == "approval.decided" or _asks_approval(event)
+    return type_.startswith("run.") or type_ == Event.Type.APPROVAL_DECIDED or _asks_approval(event)
 
 
 def _asks_approval(event: Frame) -> bool:
@@ -467,8 +460,8 @@ def _asks_approval(event: Frame) -> bool:
     A fan-out's children ask for theirs with the parent's ``step.started``.
     """
     type_ = event["event"]
-    return type_ == "approval.requested" or (
-        type_ == "step.started" and "children" in (event["data"] or {})
+    return type_ == Event.Type.APPROVAL_REQUESTED or (
+        type_ == Event.Type.STEP_STARTED and "children" in (event["data"] or {})
     )
 
 
@@ -485,7 +478,7 @@ def _pending_approvals(run_id: str, position: int | None, key: int) -> list[Fram
     return [
         {
             "seq": key,
-            "event": "approval.requested",
+            "event": Event.Type.APPROVAL_REQUESTED,
             "data": {"run": run_id, "approval": approval_id, "title": title, "index": index},
         }
         for approval_id, title, index in rows.values_list("id", "title", "index")

@@ -22,7 +22,6 @@ from agentflow.engine import sql
 from agentflow.exceptions import InvalidInput
 from agentflow.models import Approval, Budget, Event, Run, Signal, Step, clock
 
-FINISHED = (Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.CANCELLED)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 BATCH = 200
 
@@ -57,7 +56,9 @@ class Pruned:
 def prunable(before: datetime) -> QuerySet[Run]:
     """Runs finished before ``before`` that no fork references."""
     forked = Run.objects.filter(parent_id=OuterRef("pk"))
-    return Run.objects.filter(status__in=FINISHED, finished_at__lt=before).exclude(Exists(forked))
+    return Run.objects.filter(status__in=Run.TERMINAL, finished_at__lt=before).exclude(
+        Exists(forked)
+    )
 
 
 def prune(
@@ -69,7 +70,7 @@ def prune(
 ) -> Pruned:
     """Delete runs that finished more than ``older_than`` ago, ``batch`` runs at a time."""
     before = clock.now() - older_than
-    old = Run.objects.filter(status__in=FINISHED, finished_at__lt=before)
+    old = Run.objects.filter(status__in=Run.TERMINAL, finished_at__lt=before)
     report = Pruned(kept_for_forks=old.count() - prunable(before).count())
     if dry_run:
         ids = prunable(before).values("id")

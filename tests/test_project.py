@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import json
+import re
 from io import StringIO
 from pathlib import Path
 
@@ -110,6 +112,20 @@ def test_every_transaction_is_on_agentflows_database():
         for path in PACKAGE.rglob("*.py")
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if "transaction.atomic()" in line
+    )
+    assert not bare, bare
+
+
+def test_every_wake_up_waits_for_agentflows_commit():
+    """``transaction.on_commit`` without ``using`` waits for the default database: on a site
+    whose router puts agentflow elsewhere it would send at once, before the rows commit.
+    Only ``engine/sql.py`` calls it, with agentflow's alias."""
+    bare = sorted(
+        f"{path.relative_to(PACKAGE.parent)}:{number}"
+        for path in PACKAGE.rglob("*.py")
+        if path != PACKAGE / "engine" / "sql.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "transaction.on_commit(" in line
     )
     assert not bare, bare
 
@@ -308,3 +324,193 @@ def test_the_engine_and_gates_import_no_transport():
         if module.split(".")[0] in transports
     )
     assert files and not found, found
+
+
+# Step kinds, event types and status sets are defined once, beside the columns they fill
+# (agentflow/models/runs.py); everything else names them.
+DEFINITIONS = PACKAGE / "models" / "runs.py"
+# String constants that equal a step kind but mean something else.
+NOT_A_KIND = {("agentflow/engine/attempts.py", "step")}  # a concurrency waiter's prefix
+
+
+def _sources() -> list[tuple[str, ast.Module]]:
+    """Every agentflow module but the definitions and the migrations, parsed."""
+    return [
+        (str(path.relative_to(PACKAGE.parent)), ast.parse(path.read_text()))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path != DEFINITIONS and "migrations" not in path.parts
+    ]
+
+
+def _docstrings(tree: ast.Module) -> set[int]:
+    bodies = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    return {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, bodies)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+
+
+def _strings(node: ast.AST | None) -> list[ast.Constant]:
+    """The string constants ``node`` is or holds (a tuple, list or set of them)."""
+    items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+    return [
+        item for item in items if isinstance(item, ast.Constant) and isinstance(item.value, str)
+    ]
+
+
+def _names_a_kind(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "kind") or (
+        isinstance(node, ast.Name) and node.id == "kind"
+    )
+
+
+def _kind_arguments(sources: list[tuple[str, ast.Module]]) -> dict[str, int]:
+    """agentflow's functions that take a step kind: name to the kind's positional index."""
+    found = {}
+    for _, tree in sources:
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names = [arg.arg for arg in (*node.args.posonlyargs, *node.args.args)]
+                names = names[1:] if names[:1] in (["self"], ["cls"]) else names
+                if "kind" in names:
+                    found[node.name] = names.index("kind")
+    return found
+
+
+def _kind_sites(tree: ast.Module, takes_kind: dict[str, int]) -> list[ast.Constant]:
+    """String constants where a step kind goes: compared with a ``kind``, passed as one,
+    stored under a "kind" key, or listed in a ``*KIND*`` constant."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(_names_a_kind(side) for side in sides):
+                found += [string for side in sides for string in _strings(side)]
+        elif isinstance(node, ast.keyword) and node.arg in ("kind", "kind__in"):
+            found += _strings(node.value)
+        elif isinstance(node, ast.Dict):
+            found += [
+                string
+                for key, value in zip(node.keys, node.values, strict=True)
+                if isinstance(key, ast.Constant) and key.value == "kind"
+                for string in _strings(value)
+            ]
+        elif isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+            if name in takes_kind and len(node.args) > takes_kind[name]:
+                found += _strings(node.args[takes_kind[name]])
+        elif isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and "KIND" in target.id for target in node.targets
+        ):
+            found += _strings(node.value)
+    return found
+
+
+def test_event_types_are_named_not_spelled():
+    """An event type is ``Event.Type.X``: a spelled-out "run.started" is a second definition."""
+    from agentflow.models import Event
+
+    types = {str(type_) for type_ in Event.Type}
+    spelled = sorted(
+        f"{path}:{node.lineno} {node.value!r}"
+        for path, tree in _sources()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and node.value in types
+        and id(node) not in _docstrings(tree)
+    )
+    assert not spelled, f"use Event.Type instead of: {spelled}"
+
+
+def test_step_kinds_are_named_not_spelled():
+    """A step kind is ``Step.Kind.X`` wherever code records, compares or passes one."""
+    from agentflow.models import Step
+
+    kinds = {str(kind) for kind in Step.Kind}
+    sources = _sources()
+    takes_kind = _kind_arguments(sources)
+    assert {"take", "rebuild_exception", "recorded_value"} <= set(takes_kind)
+    spelled = sorted(
+        f"{path}:{node.lineno} {node.value!r}"
+        for path, tree in sources
+        for node in _kind_sites(tree, takes_kind)
+        if node.value in kinds and (path, node.value) not in NOT_A_KIND
+    )
+    assert not spelled, f"use Step.Kind instead of: {spelled}"
+
+
+def test_the_open_child_statuses_are_one_set():
+    """The open-child partial index, the engine's SQL and the console read one definition."""
+    from agentflow.engine import sql
+    from agentflow.models import Step
+
+    index = next(i for i in Step._meta.indexes if i.name == "agentflow_step_open_child_v2")
+    assert dict(index.condition.children)["status__in"] == list(Step.OPEN)
+    assert sql.literal(*Step.OPEN) == sql.OPEN_STEP
+    assert sql.literal(*Step.CLAIMABLE) == sql.CLAIMABLE_STEP
+    assert set(Step.IN_FLIGHT) | {Step.Status.WAITING} == set(Step.OPEN)
+    assert set(Step.OPEN) | set(Step.FINISHED) == set(Step.Status)
+
+
+JS = PACKAGE / "static" / "agentflow"
+
+
+def test_the_scripts_spell_no_event_or_status_of_their_own():
+    """The browser gets frame names and statuses from the server (``af-names``)."""
+    from agentflow.consumers import BATCH_FRAME, STATUS_FRAME
+    from agentflow.models import Event, Run
+
+    names = {str(name) for name in Event.Type} | {BATCH_FRAME, STATUS_FRAME}
+    statuses = {str(status) for status in Run.Status}
+    spelled = sorted(
+        f"{path.name}: {literal}"
+        for path in sorted(JS.glob("*.js"))
+        for literal in re.findall(r"\"([^\"\\\n]*)\"|'([^'\\\n]*)'", path.read_text())
+        for literal in literal
+        if literal in names or literal.startswith(("run.", "step.", "approval.", "llm."))
+    )
+    # A map keyed by run status ({succeeded: true, ...}) is a copy of Run.TERMINAL or the like.
+    keyed = sorted(
+        f"{path.name}: {key}:"
+        for path in sorted(JS.glob("*.js"))
+        for key in re.findall(r"[{,]\s*\"?([a-z]+)\"?\s*:", path.read_text())
+        if key in statuses
+    )
+    assert not spelled and not keyed, spelled + keyed
+
+
+def test_pages_that_load_the_live_scripts_render_the_names():
+    pages = sorted(
+        str(path.relative_to(PACKAGE))
+        for path in (PACKAGE / "templates").rglob("*.html")
+        if "agentflow/socket.js" in path.read_text() or "agentflow/live.js" in path.read_text()
+    )
+    without = [
+        page
+        for page in pages
+        if "agentflow/console/live_names.html" not in (PACKAGE / page).read_text()
+    ]
+    assert pages and not without, without
+
+
+def test_the_names_served_to_the_scripts_are_the_python_ones():
+    from django.template.loader import render_to_string
+
+    from agentflow.consumers import BATCH_FRAME, STATUS_FRAME
+    from agentflow.models import Event, Run
+
+    html = render_to_string("agentflow/console/live_names.html")
+    served = json.loads(re.search(r'<script id="af-names"[^>]*>(.*?)</script>', html)[1])
+    assert served == {
+        "batch": BATCH_FRAME,
+        "status": STATUS_FRAME,
+        "delta": Event.Type.LLM_DELTA,
+        "approvals": [Event.Type.APPROVAL_REQUESTED, Event.Type.APPROVAL_DECIDED],
+        "statusAfter": Event.STATUS_AFTER,
+        "terminal": list(Run.TERMINAL),
+    }

@@ -50,7 +50,7 @@ STATUSES = (
 )  # fmt: skip
 # Steps whose duration is work: waits (approval, sleep, wait) and fan-out parents, whose
 # children are counted themselves, are left out.
-WORK_KINDS = ("call", "llm", "step")
+WORK_KINDS = (Step.Kind.CALL, Step.Kind.LLM, Step.Kind.STEP)
 FRACTIONS = (0.5, 0.95)
 NONE = "\N{EN DASH}"  # a figure with nothing to measure
 # The runs list's filters by when a run's steps started (RunOverviewMixin allows them).

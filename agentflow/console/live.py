@@ -14,8 +14,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from agentflow import permissions
-from agentflow.consumers import list_cursor
-from agentflow.models import Approval, Run
+from agentflow.consumers import BATCH_FRAME, STATUS_FRAME, list_cursor
+from agentflow.models import Approval, Event, Run
 
 LIST_SOCKET = "/ws/agentflow/runs/"
 # Decided approvals a run page lists, newest first.
@@ -31,6 +31,21 @@ def list_live(*refresh_on: str) -> dict[str, Any]:
     ``refresh_on`` holds "status" (run status changes) and/or "approvals".
     """
     return {"socket": LIST_SOCKET, "after": list_cursor(), "refreshOn": list(refresh_on)}
+
+
+def names() -> dict[str, Any]:
+    """The frame names and statuses the live scripts act on, from their one definition.
+
+    Pages that load the live scripts render it as the "af-names" JSON blob.
+    """
+    return {
+        "batch": BATCH_FRAME,
+        "status": STATUS_FRAME,
+        "delta": str(Event.Type.LLM_DELTA),
+        "approvals": [str(Event.Type.APPROVAL_REQUESTED), str(Event.Type.APPROVAL_DECIDED)],
+        "statusAfter": {str(type_): str(status) for type_, status in Event.STATUS_AFTER.items()},
+        "terminal": [str(status) for status in Run.TERMINAL],
+    }
 
 
 def _decided() -> QuerySet[Approval]:

@@ -35,7 +35,12 @@ RESUME = "agentflow.resume_run"
 FORK = "agentflow.fork_run"
 # The children filter: "running" stands for every status of a child not yet finished
 # nor waiting (pending, scheduled, running).
-CHILD_STATUSES = (Step.Status.SUCCEEDED, "running", Step.Status.WAITING, Step.Status.FAILED)
+CHILD_STATUSES = (
+    Step.Status.SUCCEEDED,
+    Step.Status.RUNNING,
+    Step.Status.WAITING,
+    Step.Status.FAILED,
+)
 # A fork position as the form sends it: ASCII digits, few enough for any run.
 POSITION = re.compile(r"[0-9]{1,18}")
 

@@ -32,9 +32,6 @@ FORKS_SHOWN = 10
 # A step's payload is shown up to this many characters; the step's admin page has it all.
 PAYLOAD_CHARS = 20_000
 
-OPEN = (Step.Status.PENDING, Step.Status.SCHEDULED, Step.Status.RUNNING, Step.Status.WAITING)
-RUNNING = (Step.Status.PENDING, Step.Status.SCHEDULED, Step.Status.RUNNING)
-
 
 @dataclass(frozen=True)
 class Counts:
@@ -130,7 +127,7 @@ def row(step: Step, counts: Counts | None = None, approval: Approval | None = No
 
 def _approvals(steps: list[Step]) -> dict[int, Approval]:
     """The approvals of ``steps``, by step id: one query."""
-    ids = [s.id for s in steps if s.kind in ("approval", "call")]
+    ids = [s.id for s in steps if s.kind in (Step.Kind.APPROVAL, Step.Kind.CALL)]
     if not ids:
         return {}
     return {a.step_id: a for a in Approval.objects.filter(step_id__in=ids).order_by()}
@@ -144,7 +141,7 @@ def _counts(run: Run, positions: list[int]) -> dict[int, Counts]:
         .annotate(
             total=Count("id"),
             done=Count("id", filter=Q(status=Step.Status.SUCCEEDED)),
-            running=Count("id", filter=Q(status__in=RUNNING)),
+            running=Count("id", filter=Q(status__in=Step.IN_FLIGHT)),
             waiting=Count("id", filter=Q(status=Step.Status.WAITING)),
             failed=Count("id", filter=Q(status=Step.Status.FAILED)),
         )
@@ -174,8 +171,8 @@ def children_page(
     children: QuerySet[Step] = Step.objects.filter(
         run=run, position=position, index__isnull=False
     ).order_by("index")
-    if status == "running":
-        children = children.filter(status__in=RUNNING)
+    if status == Step.Status.RUNNING:  # the filter "running" lists every child in flight
+        children = children.filter(status__in=Step.IN_FLIGHT)
     elif status:
         children = children.filter(status=status)
     page = Paginator(children, CHILDREN_PER_PAGE).get_page(number)
@@ -197,19 +194,19 @@ def pending_approvals(run: Run) -> list[Approval]:
 def waits(run: Run, approvals: list[Approval]) -> list[Wait]:
     """What the run waits on: its approvals, signals, timers and open fan-outs."""
     found = [Wait("approval", a.title, a.position, approval=a) for a in approvals[:APPROVALS_SHOWN]]
-    if run.status not in (Run.Status.WAITING, Run.Status.RUNNING, Run.Status.PENDING):
+    if run.status not in Run.ACTIVE:
         return found
     waiting = Step.objects.filter(
         run=run, index__isnull=True, status__in=(Step.Status.WAITING, Step.Status.SCHEDULED)
     ).order_by("position")[:5]
     for step in waiting:
-        if step.kind == "approval":
+        if step.kind == Step.Kind.APPROVAL:
             continue  # listed with its approval above
-        if step.kind == "wait":
+        if step.kind == Step.Kind.WAIT:
             found.append(Wait("signal", step.name, step.position, at=step.wake_at))
-        elif step.kind == "sleep":
+        elif step.kind == Step.Kind.SLEEP:
             found.append(Wait("timer", "sleep", step.position, at=step.wake_at))
-        elif step.kind in ("map", "parallel"):
+        elif step.kind in Step.FAN_OUTS:
             found.append(Wait("fanout", step.name, step.position))
         else:
             found.append(Wait("step", f"{step.kind} {step.name}", step.position, at=step.wake_at))

@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from agentflow.console import timeaxis
-from agentflow.console.timeline import OPEN, STEPS_PER_PAGE
+from agentflow.console.timeline import STEPS_PER_PAGE
 from agentflow.models import Approval, Event, Run, Step
 
 MAX_ROWS = 200  # top-level steps drawn; earlier ones are named in a note
@@ -47,13 +47,12 @@ CAUSES = {
     "rate": "a rate limit",
     "budget": "a pause (budget or limit)",
 }
-FAN_OUTS = ("map", "parallel")
 WAIT_EVENTS = (
-    "step.throttled",
-    "step.retrying",
-    "run.paused",
-    "run.resumed",
-    "run.cancelled",
+    Event.Type.STEP_THROTTLED,
+    Event.Type.STEP_RETRYING,
+    Event.Type.RUN_PAUSED,
+    Event.Type.RUN_RESUMED,
+    Event.Type.RUN_CANCELLED,
 )
 
 
@@ -175,7 +174,7 @@ def _children(
             total=Count("id"),
             done=Count("id", filter=Q(status=Step.Status.SUCCEEDED)),
             failed=Count("id", filter=Q(status=Step.Status.FAILED)),
-            open=Count("id", filter=Q(status__in=OPEN)),
+            open=Count("id", filter=Q(status__in=Step.OPEN)),
             throttled=Count("id", filter=throttled),
             first=Min(started),
             last=Max("finished_at"),
@@ -234,9 +233,12 @@ def _pauses(run: Run, events: list[dict[str, Any]], now: datetime) -> list[tuple
     """[paused, resumed) intervals from run.paused / run.resumed (or cancelled) events."""
     spans, since = [], None
     for event in events:
-        if event["type"] == "run.paused" and since is None:
+        if event["type"] == Event.Type.RUN_PAUSED and since is None:
             since = event["created_at"]
-        elif event["type"] in ("run.resumed", "run.cancelled") and since is not None:
+        elif (
+            event["type"] in (Event.Type.RUN_RESUMED, Event.Type.RUN_CANCELLED)
+            and since is not None
+        ):
             spans.append((since, event["created_at"]))
             since = None
     if since is not None:
@@ -260,13 +262,13 @@ def _step_waits(
     start = step["started_at"] or step["dispatched_at"]
     end = step["finished_at"] or now
     kind, found = step["kind"], []
-    if start is not None and kind == "approval":
+    if start is not None and kind == Step.Kind.APPROVAL:
         found.append(("person", start, end))
-    elif start is not None and kind == "sleep":
+    elif start is not None and kind == Step.Kind.SLEEP:
         found.append(("timer", start, end))
-    elif start is not None and kind == "wait":
+    elif start is not None and kind == Step.Kind.WAIT:
         found.append(("signal", start, end))
-    elif approval is not None and kind not in FAN_OUTS:
+    elif approval is not None and kind not in Step.FAN_OUTS:
         found.append(("person", approval["asked"], approval["decided"] or end))
     for event in events:
         data = event["data"] if isinstance(event["data"], dict) else {}
@@ -275,7 +277,7 @@ def _step_waits(
         until = _when(data.get("wake_at"))
         if until is None:
             continue
-        cause = "rate" if event["type"] == "step.throttled" else "timer"
+        cause = "rate" if event["type"] == Event.Type.STEP_THROTTLED else "timer"
         found.append((cause, event["created_at"], min(until, end)))
     if step["status"] == Step.Status.SCHEDULED and step["rate_slot"] and step["wake_at"]:
         # Throttled now: from the last throttle (or its start) until its booked slot.
@@ -287,7 +289,7 @@ def _step_waits(
 
 def _is_throttle_of(event: dict[str, Any], step: dict[str, Any]) -> bool:
     data = event["data"] if isinstance(event["data"], dict) else {}
-    return event["type"] == "step.throttled" and data.get("position") == step["position"]
+    return event["type"] == Event.Type.STEP_THROTTLED and data.get("position") == step["position"]
 
 
 def _page_link(position: int, on_page: set[int]) -> str:

@@ -26,7 +26,7 @@ from agentflow.engine.serialize import args_hash, check_text, dumps, error_recor
 from agentflow.exceptions import AlreadyDecided, ApprovalNotFound, InvalidInput, PolicyDenied
 from agentflow.gates.redaction import redact, redact_text
 from agentflow.gates.sealing import protect, reveal, unseal
-from agentflow.models import Approval, Run, Step, clock, validation
+from agentflow.models import Approval, Event, Run, Step, clock, validation
 
 BATCH = 500
 # The longest comment a decision takes. It is kept in the decision's event and step output,
@@ -270,7 +270,7 @@ def decide(
         )
         store.append_event(
             approval.run_id,
-            "approval.decided",
+            Event.Type.APPROVAL_DECIDED,
             {
                 "approval": approval.id,
                 "position": approval.position,

@@ -30,7 +30,6 @@ from agentflow.gates.sealing import reveal
 from agentflow.models import Run, Step, clock
 
 logger = logging.getLogger("agentflow.children")
-CLAIMABLE = (Step.Status.PENDING, Step.Status.SCHEDULED)
 # Dead claims and lost wake-ups each handled by one recovery pass, at most.
 BATCH = 5000
 
@@ -293,12 +292,12 @@ def _reserve_or_hold(
 def _not_claimed(step_id: int) -> str:
     """Not claimable: finished, claimed elsewhere, its run inactive, or not due yet."""
     early = Step.objects.filter(
-        id=step_id, status__in=CLAIMABLE, wake_at__gt=clock.now(), run__status__in=Run.ACTIVE
+        id=step_id, status__in=Step.CLAIMABLE, wake_at__gt=clock.now(), run__status__in=Run.ACTIVE
     ).first()
     if early is None:
         return "skipped"
     # A wake-up came before the child is due: ask for it again at its time.
-    Step.objects.filter(id=early.id, status__in=CLAIMABLE).update(dispatched_at=clock.now())
+    Step.objects.filter(id=early.id, status__in=Step.CLAIMABLE).update(dispatched_at=clock.now())
     dispatcher().run_child(early.id, eta=early.wake_at, queue=queue_of(early.name))
     return "deferred"
 
@@ -314,7 +313,7 @@ def recover(now: datetime) -> dict[str, int]:
         Step.objects.filter(
             Q(wake_at__isnull=True) | Q(wake_at__lt=now - grace),
             index__isnull=False,
-            status__in=CLAIMABLE,
+            status__in=Step.CLAIMABLE,
             dispatched_at__lt=now - grace,
             run__status__in=Run.ACTIVE,
         ).values_list("id", "name")[:BATCH]

@@ -26,6 +26,7 @@ from agentflow.engine.ops import llm as model_call
 from agentflow.engine.ops import llm_loop as model_loop
 from agentflow.exceptions import NonDeterminismError, ToolArgumentError
 from agentflow.llm.results import LLMResult
+from agentflow.models import Step
 
 if TYPE_CHECKING:
     from agentflow.engine.leases import Lease
@@ -95,7 +96,7 @@ class RunContext:
                     tool=definition.name,
                 )
         calls = [(definition, item) for item in items]
-        return fan_out.run(self.journal, "map", definition.name, calls, return_exceptions)
+        return fan_out.run(self.journal, Step.Kind.MAP, definition.name, calls, return_exceptions)
 
     def parallel(
         self,
@@ -105,7 +106,9 @@ class RunContext:
     ) -> list[Any]:
         """Call several tools in parallel: ``[(tool, kwargs), ...]``; results in order."""
         resolved = [(_tool(tool), dict(kwargs)) for tool, kwargs in calls]
-        return fan_out.run(self.journal, "parallel", "parallel", resolved, return_exceptions)
+        return fan_out.run(
+            self.journal, Step.Kind.PARALLEL, "parallel", resolved, return_exceptions
+        )
 
     def llm(
         self,
@@ -182,15 +185,17 @@ class RunContext:
 
     def now(self) -> datetime:
         """The current time, recorded once and identical on replay."""
-        return parse_datetime(steps.recorded_value(self.journal, "now", timezone.now))
+        return parse_datetime(steps.recorded_value(self.journal, Step.Kind.NOW, timezone.now))
 
     def random(self) -> float:
         """A random float in [0, 1), recorded once and identical on replay."""
-        return steps.recorded_value(self.journal, "random", _random.random)
+        return steps.recorded_value(self.journal, Step.Kind.RANDOM, _random.random)
 
     def uuid(self) -> _uuid.UUID:
         """A random UUID, recorded once and identical on replay."""
-        return _uuid.UUID(steps.recorded_value(self.journal, "uuid", lambda: str(_uuid.uuid4())))
+        return _uuid.UUID(
+            steps.recorded_value(self.journal, Step.Kind.UUID, lambda: str(_uuid.uuid4()))
+        )
 
     def patched(self, change_id: str) -> bool:
         """True where the run reaches this point on new code; False on older history.

@@ -7,6 +7,7 @@ from typing import Any
 from django.utils.module_loading import import_string
 
 from agentflow.exceptions import AgentflowError, PolicyDenied, ToolArgumentError, ToolError
+from agentflow.models import Step
 
 
 def qualified_name(cls: type) -> str:
@@ -32,9 +33,9 @@ def tool_error(tool: str, where: str, attempts: int, exc: BaseException) -> Tool
 def rebuild_exception(kind: str, error: dict[str, Any]) -> BaseException:
     """Recreate the exception a recorded failed step raised, so replay raises it again."""
     type_path, message = error.get("type", ""), error.get("message", "")
-    if kind == "call" and type_path == qualified_name(PolicyDenied):
+    if kind == Step.Kind.CALL and type_path == qualified_name(PolicyDenied):
         return PolicyDenied(message)
-    if kind in ("call", "llm"):
+    if kind in (Step.Kind.CALL, Step.Kind.LLM):
         cls = ToolArgumentError if type_path == qualified_name(ToolArgumentError) else ToolError
         return cls(
             message,
@@ -42,7 +43,7 @@ def rebuild_exception(kind: str, error: dict[str, Any]) -> BaseException:
             error_type=type_path,
             attempts=error.get("attempts", 0),
         )
-    if kind == "wait":
+    if kind == Step.Kind.WAIT:
         return TimeoutError(message)
     try:
         cls = import_string(type_path)

@@ -21,7 +21,7 @@ from agentflow.engine.interrupts import LeaseLost, Pause, StoreUnavailable, Susp
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import dumps, error_record
 from agentflow.exceptions import RedactionUnavailable, UnknownAgent
-from agentflow.models import Run, clock
+from agentflow.models import Event, Run, clock
 
 logger = logging.getLogger("agentflow.executor")
 
@@ -104,7 +104,7 @@ def _drive(lease: leases.Lease) -> str:
                 status=Run.Status.FAILED,
                 output_json=None,
                 error=error,
-                event=("run.failed", {"type": error["type"], "message": error["message"]}),
+                event=(Event.Type.RUN_FAILED, {"type": error["type"], "message": error["message"]}),
             )
             return "failed"
         run_rows.finish(
@@ -112,7 +112,7 @@ def _drive(lease: leases.Lease) -> str:
             status=Run.Status.SUCCEEDED,
             output_json=output_json,
             error=None,
-            event=("run.succeeded", {}),
+            event=(Event.Type.RUN_SUCCEEDED, {}),
         )
         return "succeeded"
 

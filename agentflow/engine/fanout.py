@@ -26,7 +26,7 @@ from agentflow.gates import admission
 from agentflow.gates.limits import limits_for
 from agentflow.gates.redaction import redact_json
 from agentflow.gates.sealing import protect, reveal
-from agentflow.models import Run, Step, clock
+from agentflow.models import Event, Run, Step, clock
 
 if TYPE_CHECKING:
     from agentflow.engine.journal import Entry, Journal
@@ -60,7 +60,7 @@ def create(journal: Journal, entry: Entry, children: list[Child]) -> list[tuple[
             entry,
             status=Step.Status.WAITING,
             started_at=now,
-            event=entry.event("step.started", children=len(children)),
+            event=entry.event(Event.Type.STEP_STARTED, children=len(children)),
         )
         rows = [_row(run_id, entry.position, index, child, now) for index, child in
                 enumerate(children)]  # fmt: skip
@@ -117,7 +117,7 @@ def _row(run_id: UUID, position: int, index: int, child: Child, now: Any) -> dic
         "run_id": run_id,
         "position": position,
         "index": index,
-        "kind": "call",
+        "kind": Step.Kind.CALL,
         "name": child.tool.name,
         "status": child.status,
         "args": stored_args,
@@ -163,7 +163,7 @@ def join(run_id: UUID, position: int) -> bool:
         )
         store.append_event(
             run_id,
-            "step.completed",
+            Event.Type.STEP_COMPLETED,
             {"position": position, "kind": kind, "name": name, "joined": True, "status": status},
         )
         if woken:

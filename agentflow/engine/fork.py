@@ -13,14 +13,13 @@ from uuid import UUID
 from agentflow.engine import sql, store
 from agentflow.engine.ports import dispatcher
 from agentflow.exceptions import InvalidInput, InvalidState, RunNotFound
-from agentflow.models import Budget, Run, Step
+from agentflow.models import Budget, Event, Run, Step
 
 STEP = Step._meta.db_table
 # Copied as they are; the run id is the fork's, and the columns that schedule an open step
 # (its timer, rate slot and last dispatch) start empty (see _copy_steps).
 RESET = ("run_id", "wake_at", "rate_slot", "dispatched_at")
 KEPT = tuple(column for column in store.STEP_COLUMNS if column not in RESET)
-FINISHED = (Step.Status.SUCCEEDED, Step.Status.FAILED)
 
 
 def fork(run_id: UUID, *, at: int, by: str | None = None) -> Run:
@@ -37,7 +36,7 @@ def fork(run_id: UUID, *, at: int, by: str | None = None) -> Run:
         )
     unfinished = (
         Step.objects.filter(run_id=run_id, index=None, position__lt=at)
-        .exclude(status__in=FINISHED)
+        .exclude(status__in=Step.FINISHED)
         .order_by("position")
         .first()
     )
@@ -62,10 +61,16 @@ def fork(run_id: UUID, *, at: int, by: str | None = None) -> Run:
             own.save()
         _copy_steps(run_id, forked.id, at)
         store.append_event(
-            forked.id, "run.created", {"agent": forked.agent, "version": forked.agent_version}
+            forked.id,
+            Event.Type.RUN_CREATED,
+            {"agent": forked.agent, "version": forked.agent_version},
         )
-        store.append_event(forked.id, "run.forked", {"from": str(run_id), "at": at, "by": by})
-        store.append_event(run_id, "run.forked", {"to": str(forked.id), "at": at, "by": by})
+        store.append_event(
+            forked.id, Event.Type.RUN_FORKED, {"from": str(run_id), "at": at, "by": by}
+        )
+        store.append_event(
+            run_id, Event.Type.RUN_FORKED, {"to": str(forked.id), "at": at, "by": by}
+        )
         dispatcher().advance(forked.id)
     return forked
 

@@ -26,7 +26,7 @@ from agentflow import conf
 from agentflow.engine import logs, run_rows, sql, store
 from agentflow.engine.interrupts import LeaseLost
 from agentflow.gates import fleet
-from agentflow.models import Run, clock
+from agentflow.models import Event, Run, clock
 
 logger = logging.getLogger("agentflow.leases")
 
@@ -123,7 +123,7 @@ def _acquire_locked(run_id: UUID, owner: str, now: datetime) -> tuple[Run, bool]
             ]
         )
         if first_start:
-            run.event_seq = store.append_event(run.id, "run.started", {"worker": owner})
+            run.event_seq = store.append_event(run.id, Event.Type.RUN_STARTED, {"worker": owner})
     return run, first_start
 
 

@@ -16,9 +16,7 @@ from agentflow.engine.attempts import queue_of
 from agentflow.engine.ports import dispatcher
 from agentflow.exceptions import InvalidState, RunNotFound
 from agentflow.gates.redaction import redact_text
-from agentflow.models import Run, Step, clock
-
-CLAIMABLE = (Step.Status.PENDING, Step.Status.SCHEDULED)
+from agentflow.models import Event, Run, Step, clock
 
 
 def pause_held(fence: store.Fence, reason: str) -> bool:
@@ -28,7 +26,7 @@ def pause_held(fence: store.Fence, reason: str) -> bool:
             id=fence.run_id, lease_token=fence.token, status=Run.Status.RUNNING
         ).update(**_paused(reason))
         if paused:
-            store.append_event(fence.run_id, "run.paused", {"reason": reason})
+            store.append_event(fence.run_id, Event.Type.RUN_PAUSED, {"reason": reason})
     return bool(paused)
 
 
@@ -41,7 +39,7 @@ def pause(run_id: UUID, reason: str) -> bool:
     with sql.atomic():
         paused = Run.objects.filter(id=run_id, status__in=Run.ACTIVE).update(**_paused(reason))
         if paused:
-            store.append_event(run_id, "run.paused", {"reason": reason})
+            store.append_event(run_id, Event.Type.RUN_PAUSED, {"reason": reason})
     return bool(paused)
 
 
@@ -73,10 +71,10 @@ def resume(run_id: UUID, *, by: str | None = None) -> None:
             raise InvalidState(
                 f"Run {run_id} is {current}, not paused; only a paused run can be resumed."
             )
-        store.append_event(run_id, "run.resumed", {"by": by})
+        store.append_event(run_id, Event.Type.RUN_RESUMED, {"by": by})
         children = list(
             Step.objects.filter(
-                run_id=run_id, index__isnull=False, status__in=CLAIMABLE
+                run_id=run_id, index__isnull=False, status__in=Step.CLAIMABLE
             ).values_list("id", "wake_at", "name")
         )
         Step.objects.filter(id__in=[step_id for step_id, *_ in children]).update(dispatched_at=now)

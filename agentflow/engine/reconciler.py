@@ -19,13 +19,12 @@ from datetime import timedelta
 from django.db.models import Exists, OuterRef, Q
 
 from agentflow import conf
-from agentflow.engine import approvals, attempts, children, fanout, sql, store
+from agentflow.engine import approvals, attempts, children, fanout, sql
 from agentflow.engine.ports import dispatcher
 from agentflow.gates import admission, fleet
 from agentflow.models import Run, Step, clock
 
 BATCH = 1000
-FAN_OUT_KINDS = ("map", "parallel")
 # The PostgreSQL advisory lock key of the reconciler (a stable number from its name).
 LOCK_KEY = zlib.crc32(b"agentflow.reconcile")
 
@@ -93,7 +92,7 @@ def reconcile() -> dict[str, int]:
         run_id=OuterRef("run_id"),
         position=OuterRef("position"),
         index__isnull=False,
-        status__in=store.OPEN_STATUSES,
+        status__in=Step.OPEN,
     )
     any_child = Step.objects.filter(
         run_id=OuterRef("run_id"), position=OuterRef("position"), index__isnull=False
@@ -102,7 +101,7 @@ def reconcile() -> dict[str, int]:
         Step.objects.filter(index__isnull=True, status=Step.Status.WAITING)
         # A routed ctx.call is a one-child fan-out of kind "call"; an inline call that
         # waits (an approval, a slot) has no child and is not a fan-out at all.
-        .filter(Q(kind__in=FAN_OUT_KINDS) | Q(Exists(any_child), kind="call"))
+        .filter(Q(kind__in=Step.FAN_OUTS) | Q(Exists(any_child), kind=Step.Kind.CALL))
         .exclude(Exists(open_child))
         .values_list("run_id", "position")[:BATCH]
     )

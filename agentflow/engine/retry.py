@@ -17,9 +17,7 @@ from agentflow.engine import sql, store
 from agentflow.engine.attempts import queue_of
 from agentflow.engine.ports import dispatcher
 from agentflow.exceptions import InvalidState, RunNotFound
-from agentflow.models import Approval, Run, Step, clock
-
-FAN_OUTS = ("map", "parallel")
+from agentflow.models import Approval, Event, Run, Step, clock
 
 
 def retry(run_id: UUID, *, by: str | None = None) -> dict[str, Any] | None:
@@ -49,7 +47,7 @@ def retry(run_id: UUID, *, by: str | None = None) -> dict[str, Any] | None:
         children: list[tuple[int, str]] = []
         if step is not None and step.status == Step.Status.FAILED:
             retried = {"position": step.position, "kind": step.kind, "name": step.name}
-            if step.kind in FAN_OUTS:
+            if step.kind in Step.FAN_OUTS:
                 children = _reopen_fan_out(run_id, step, now)
                 retried["children"] = len(children)
             else:
@@ -70,7 +68,7 @@ def retry(run_id: UUID, *, by: str | None = None) -> dict[str, Any] | None:
             nudged_at=None,
         )
         store.append_event(
-            run_id, "run.resumed", {"by": by, "retried": retried, "previous_error": error}
+            run_id, Event.Type.RUN_RESUMED, {"by": by, "retried": retried, "previous_error": error}
         )
         by_queue: dict[str | None, list[int]] = {}
         for step_id, name in children:

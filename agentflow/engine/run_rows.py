@@ -20,10 +20,9 @@ from agentflow.engine import sql, store
 from agentflow.engine.interrupts import LeaseLost
 from agentflow.engine.sql import EVENT, RUN, db_uuid, db_when
 from agentflow.gates.redaction import redact_json, redact_text
-from agentflow.models import Run, clock
+from agentflow.models import Event, Run, clock
 
 RUN_FIELDS = Run._meta.concrete_fields
-CREATED = "run.created"
 
 
 def _event_insert(source: str) -> str:
@@ -55,7 +54,7 @@ def create(run: Run) -> bool:
     same statement. The INSERT itself is built by the ORM, so it follows the model.
     """
     data = {"agent": run.agent, "version": run.agent_version}
-    data_json = store.record_json(data, f"event {CREATED}")
+    data_json = store.record_json(data, f"event {Event.Type.RUN_CREATED}")
     run.event_seq = 1
     if not sql.postgres():
         return _create_elsewhere(run, data_json)
@@ -66,12 +65,12 @@ def create(run: Run) -> bool:
         cursor.execute(
             f"WITH created AS ({insert} RETURNING id, event_seq), "
             f"evented AS ({_event_insert('created')}) SELECT id FROM created",
-            [*params, CREATED, data_json, db_when(clock.now())],
+            [*params, Event.Type.RUN_CREATED, data_json, db_when(clock.now())],
         )
         created = cursor.fetchone() is not None
     if created:
         run._state.adding, run._state.db = False, sql.alias()
-        store.announce(run.id, 1, CREATED, data_json)
+        store.announce(run.id, 1, Event.Type.RUN_CREATED, data_json)
     return created
 
 
@@ -80,7 +79,7 @@ def _create_elsewhere(run: Run, data_json: str | None) -> bool:
         with sql.atomic():
             run.save(force_insert=True, using=sql.alias())
             with sql.cursor() as cursor:
-                store.insert_event(cursor, run.id, 1, CREATED, data_json)
+                store.insert_event(cursor, run.id, 1, Event.Type.RUN_CREATED, data_json)
     except IntegrityError:
         if run.idempotency_key is None:
             raise
@@ -124,7 +123,7 @@ def take_lease(
                 db_when(expires_at),
                 db_when(now),
                 db_when(now),
-                "run.started",
+                Event.Type.RUN_STARTED,
                 data_json,
                 db_when(now),
             ],
@@ -135,7 +134,7 @@ def take_lease(
     run = _from_row(values)
     first_start = values["previous_status"] == Run.Status.PENDING
     if first_start:
-        store.announce(run.id, run.event_seq, "run.started", data_json)
+        store.announce(run.id, run.event_seq, Event.Type.RUN_STARTED, data_json)
     return run, first_start
 
 
@@ -152,7 +151,7 @@ def park(fence: store.Fence, wake_seq: int, reason: str, wake_at: datetime | Non
     data = {"reason": reason, "wake_at": wake_at.isoformat() if wake_at else None}
     return _transition(
         changes, "id = %s AND lease_token = %s AND wake_seq = %s AND status = %s", where,
-        "run.waiting", data,
+        Event.Type.RUN_WAITING, data,
     )  # fmt: skip
 
 

@@ -159,10 +159,8 @@ def table(model: type) -> str:
 
 RUN, STEP, EVENT = table(Run), table(Step), table(Event)
 ACTIVE_RUN = literal(*Run.ACTIVE)
-OPEN_STEP = literal(
-    Step.Status.PENDING, Step.Status.SCHEDULED, Step.Status.RUNNING, Step.Status.WAITING
-)  # the statuses of an open fan-out child
-CLAIMABLE_STEP = literal(Step.Status.PENDING, Step.Status.SCHEDULED)
+OPEN_STEP = literal(*Step.OPEN)  # the statuses of an open fan-out child
+CLAIMABLE_STEP = literal(*Step.CLAIMABLE)
 
 
 def fetch_dict(cursor: Any) -> dict[str, Any] | None:

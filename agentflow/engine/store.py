@@ -27,15 +27,6 @@ from agentflow.gates.redaction import REPLACEMENT, redact_json, redact_text
 from agentflow.gates.sealing import protect, reveal
 from agentflow.models import Run, Step, clock
 
-FINISHED = (Step.Status.SUCCEEDED, Step.Status.FAILED)
-# A child waiting for its approval is open too: the fan-out is not complete without it.
-OPEN_STATUSES = (
-    Step.Status.PENDING,
-    Step.Status.SCHEDULED,
-    Step.Status.RUNNING,
-    Step.Status.WAITING,
-)
-
 
 @dataclass(frozen=True)
 class Fence:
@@ -70,7 +61,7 @@ class StepRecord:
 
     @property
     def finished(self) -> bool:
-        return self.status in FINISHED
+        return self.status in Step.FINISHED
 
 
 RECORD_FIELDS = (
@@ -494,7 +485,7 @@ def close_parent(run_id: UUID, position: int, now: datetime) -> tuple[str, str, 
     # for a map parent (a concurrent update of the parent re-checks the row with every
     # InitPlan forced), so each must return at most one row whatever the parent's kind.
     only = f"{child} AND c.{index} = 0"
-    failed, call = sql.literal(Step.Status.FAILED), "'call'"
+    failed, call = sql.literal(Step.Status.FAILED), sql.literal(Step.Kind.CALL)
     statement = (
         f"UPDATE {STEP} SET finished_at = %s, status = CASE WHEN EXISTS ("
         f"  SELECT 1 {child} AND c.status = {failed}"

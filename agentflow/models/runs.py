@@ -117,16 +117,57 @@ class Run(models.Model):
         return reveal(self.input, self.sealed_input)
 
 
+class StepStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    SCHEDULED = "scheduled"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+# A child waiting for its approval is open too: the fan-out is not complete without it.
+# Module-level because the open-child partial index below is built from it.
+OPEN_STEP_STATUSES = (
+    StepStatus.PENDING,
+    StepStatus.SCHEDULED,
+    StepStatus.RUNNING,
+    StepStatus.WAITING,
+)
+
+
+class StepKind(models.TextChoices):
+    """What a step records: the ``ctx`` operation that made it (no ``choices`` on the column)."""
+
+    STEP = "step"
+    CALL = "call"
+    MAP = "map"
+    PARALLEL = "parallel"
+    LLM = "llm"
+    APPROVAL = "approval"
+    WAIT = "wait"
+    SLEEP = "sleep"
+    EMIT = "emit"
+    PATCH = "patch"
+    NOW = "now"
+    RANDOM = "random"
+    UUID = "uuid"
+
+
 class Step(models.Model):
     """One recorded operation of a run at a position (and child index in a fan-out)."""
 
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        RUNNING = "running"
-        WAITING = "waiting"
-        SCHEDULED = "scheduled"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
+    Status = StepStatus
+    Kind = StepKind
+
+    OPEN = OPEN_STEP_STATUSES
+    # Open, but not waiting: a worker has or will soon have it.
+    IN_FLIGHT = (Status.PENDING, Status.SCHEDULED, Status.RUNNING)
+    # A worker may claim it (now, or at its wake_at).
+    CLAIMABLE = (Status.PENDING, Status.SCHEDULED)
+    FINISHED = (Status.SUCCEEDED, Status.FAILED)
+    # The fan-outs, whose children are steps of their own (a routed call is a one-child one).
+    FAN_OUTS = (Kind.MAP, Kind.PARALLEL)
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
     position = models.PositiveIntegerField()
@@ -166,7 +207,7 @@ class Step(models.Model):
                 fields=["run", "position", "dispatched_at"],
                 condition=Q(
                     index__isnull=False,
-                    status__in=["pending", "scheduled", "running", "waiting"],
+                    status__in=list(OPEN_STEP_STATUSES),
                 ),
                 name="agentflow_step_open_child_v2",
             ),
@@ -191,8 +232,47 @@ class Step(models.Model):
         return f"#{where} {self.kind} {self.name} ({self.status})"
 
 
+class EventType(models.TextChoices):
+    """agentflow's own event types (``ctx.emit`` adds the agent's; no ``choices`` on the column)."""
+
+    RUN_CREATED = "run.created"
+    RUN_STARTED = "run.started"
+    RUN_WAITING = "run.waiting"
+    RUN_PAUSED = "run.paused"
+    RUN_RESUMED = "run.resumed"
+    RUN_SUCCEEDED = "run.succeeded"
+    RUN_FAILED = "run.failed"
+    RUN_CANCELLED = "run.cancelled"
+    RUN_FORKED = "run.forked"
+    STEP_STARTED = "step.started"
+    STEP_WAITING = "step.waiting"
+    STEP_THROTTLED = "step.throttled"
+    STEP_RETRYING = "step.retrying"
+    STEP_COMPLETED = "step.completed"
+    STEP_FAILED = "step.failed"
+    APPROVAL_REQUESTED = "approval.requested"
+    APPROVAL_DECIDED = "approval.decided"
+    SIGNAL_RECEIVED = "signal.received"
+    # Ephemeral: a model call's token deltas, streamed and never stored.
+    LLM_DELTA = "llm.delta"
+
+
 class Event(models.Model):
     """A durable, ordered fact about a run: the outbox that live views stream from."""
+
+    Type = EventType
+
+    # The status a run has after each of its events; other run.* events are read from the row.
+    STATUS_AFTER = {
+        EventType.RUN_CREATED: Run.Status.PENDING,
+        EventType.RUN_STARTED: Run.Status.RUNNING,
+        EventType.RUN_WAITING: Run.Status.WAITING,
+        EventType.RUN_PAUSED: Run.Status.PAUSED,
+        EventType.RUN_RESUMED: Run.Status.WAITING,
+        EventType.RUN_SUCCEEDED: Run.Status.SUCCEEDED,
+        EventType.RUN_FAILED: Run.Status.FAILED,
+        EventType.RUN_CANCELLED: Run.Status.CANCELLED,
+    }
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
     seq = models.PositiveBigIntegerField()

@@ -18,6 +18,12 @@ def list_live(*refresh_on: str) -> dict[str, Any]:
     return live.list_live(*refresh_on)
 
 
+@register.simple_tag
+def live_names() -> dict[str, Any]:
+    """The live scripts' frame names and statuses: ``{% live_names as names %}``."""
+    return live.names()
+
+
 @register.filter
 def children_running(rows: list[Any]) -> bool:
     """Whether a fan-out on these timeline rows still has children to run.

@@ -16,7 +16,7 @@ from agentflow.engine.serialize import dumps, loads
 from agentflow.exceptions import InvalidInput
 from agentflow.gates.redaction import redact_text
 from agentflow.gates.sealing import protect
-from agentflow.models import Approval, Step, clock, validation
+from agentflow.models import Approval, Event, Step, clock, validation
 
 
 def approve(
@@ -53,7 +53,7 @@ def approve(
         what=f"approval request '{title}'",
         sort_keys=True,
     )
-    entry = journal.take("approval", title, args_json)
+    entry = journal.take(Step.Kind.APPROVAL, title, args_json)
     record = entry.record
     if record is not None and record.status == Step.Status.SUCCEEDED:
         return Decision.from_output(journal.replayed(record), model)
@@ -67,7 +67,7 @@ def approve(
                 status=Step.Status.WAITING,
                 started_at=now,
                 wake_at=expires,
-                event=entry.event("approval.requested"),
+                event=entry.event(Event.Type.APPROVAL_REQUESTED),
             )
             Approval.objects.create(
                 run_id=journal.run.id,
@@ -98,6 +98,6 @@ def approve(
             approvals.stored_decision(approval, decision), what=what, sort_keys=True
         ),
         finished_at=clock.now(),
-        event=entry.event("step.completed", status=approval.status),
+        event=entry.event(Event.Type.STEP_COMPLETED, status=approval.status),
     )
     return Decision.from_output(output, model)

@@ -52,7 +52,7 @@ def run(
         if status == Step.Status.SUCCEEDED:
             outcomes.append(output)
         else:
-            exc = rebuild_exception("call", error or {})
+            exc = rebuild_exception(Step.Kind.CALL, error or {})
             outcomes.append(exc)
             failed.append(f"[{index}] {exc}")
     if failed and not return_exceptions:

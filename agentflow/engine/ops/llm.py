@@ -42,6 +42,7 @@ from agentflow.llm import providers
 from agentflow.llm.base import Provider, Reply, Request, ToolSpec, function_name
 from agentflow.llm.results import LLMResult, TokenUsage
 from agentflow.llm.results import ToolCall as ModelToolCall
+from agentflow.models import Event, Step
 
 logger = logging.getLogger("agentflow.llm")
 
@@ -82,7 +83,7 @@ def complete(
             f"cannot store: {exc}",
             tool=f"llm:{provider.alias}",
         ) from None
-    entry = journal.take("llm", provider.alias, args_json)
+    entry = journal.take(Step.Kind.LLM, provider.alias, args_json)
     if entry.finished:
         return LLMResult.from_record(journal.replayed(entry.record))
     return ModelCall(journal, entry, provider, request).run()
@@ -350,7 +351,7 @@ class Deltas:
         else:
             ready = self._take_ready()
         if ready:
-            self.send(self.run_id, "llm.delta", {"position": self.position, "text": ready})
+            self.send(self.run_id, Event.Type.LLM_DELTA, {"position": self.position, "text": ready})
 
     def _take_ready(self) -> str:
         """The redacted text before a clean cut (taken from ``pending``), or ""."""

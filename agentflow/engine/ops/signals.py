@@ -14,7 +14,7 @@ from agentflow.engine.journal import Journal
 from agentflow.engine.serialize import check_text, dumps, error_record
 from agentflow.gates.redaction import redact_text
 from agentflow.gates.sealing import reveal
-from agentflow.models import Signal, Step, clock
+from agentflow.models import Event, Signal, Step, clock
 
 MAX_SIGNAL_NAME_CHARS = Signal._meta.get_field("name").max_length
 
@@ -42,7 +42,7 @@ def wait_for(journal: Journal, name: str, timeout: float | None) -> Any:
     if timeout is not None:
         check_seconds(timeout, lambda: f"ctx.wait_for({name!r}) timeout at run {journal.run.id}")
     args_json = dumps({"name": name, "timeout": timeout}, what="wait_for arguments", sort_keys=True)
-    entry = journal.take("wait", name, args_json)
+    entry = journal.take(Step.Kind.WAIT, name, args_json)
     record, now = entry.record, clock.now()
     if entry.finished:
         return journal.replayed(record)
@@ -51,7 +51,7 @@ def wait_for(journal: Journal, name: str, timeout: float | None) -> Any:
         found, data = _consume(journal.run.id, name, entry.position)
         if found:
             output_json = dumps(data, what=f"data of signal {name}")
-            done = entry.event("step.completed")
+            done = entry.event(Event.Type.STEP_COMPLETED)
             if record is None:
                 _, output = journal.record(
                     entry,
@@ -77,7 +77,7 @@ def wait_for(journal: Journal, name: str, timeout: float | None) -> Any:
                 started_at=now,
                 wake_at=deadline,
                 event=entry.event(
-                    "step.waiting", wake_at=deadline.isoformat() if deadline else None
+                    Event.Type.STEP_WAITING, wake_at=deadline.isoformat() if deadline else None
                 ),
             )
         else:
@@ -93,7 +93,7 @@ def wait_for(journal: Journal, name: str, timeout: float | None) -> Any:
                     status=Step.Status.FAILED,
                     error=error_record(timed_out),
                     finished_at=now,
-                    event=entry.event("step.failed", error=str(timed_out)),
+                    event=entry.event(Event.Type.STEP_FAILED, error=str(timed_out)),
                 )
     if timed_out is not None:
         raise timed_out

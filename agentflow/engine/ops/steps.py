@@ -21,7 +21,7 @@ def step(journal: Journal, fn: Callable[..., Any], args: tuple, kwargs: dict[str
     """Run ``fn(*args, **kwargs)`` once and memoize its (JSON) result."""
     name = f"{fn.__module__}.{fn.__qualname__}"
     args_json = dumps([list(args), kwargs], what=f"arguments of step {name}", sort_keys=True)
-    entry = journal.take("step", name, args_json)
+    entry = journal.take(Step.Kind.STEP, name, args_json)
     if entry.record is not None:
         return journal.replayed(entry.record)
     started = clock.now()
@@ -38,7 +38,7 @@ def step(journal: Journal, fn: Callable[..., Any], args: tuple, kwargs: dict[str
             error=error_record(exc),
             started_at=started,
             finished_at=clock.now(),
-            event=entry.event("step.failed", error=str(exc)),
+            event=entry.event(Event.Type.STEP_FAILED, error=str(exc)),
         )
         raise
     finally:
@@ -49,7 +49,7 @@ def step(journal: Journal, fn: Callable[..., Any], args: tuple, kwargs: dict[str
         output_json=output_json,
         started_at=started,
         finished_at=clock.now(),
-        event=entry.event("step.completed"),
+        event=entry.event(Event.Type.STEP_COMPLETED),
     )
     return output
 
@@ -63,7 +63,7 @@ def emit(journal: Journal, type_: str, data: Any) -> None:
         )
     check_text(type_, what="the event type of ctx.emit", max_chars=MAX_EVENT_TYPE_CHARS)
     data_json = dumps(data, what=f"data of event {type_}", sort_keys=True)
-    entry = journal.take("emit", type_, data_json)
+    entry = journal.take(Step.Kind.EMIT, type_, data_json)
     if entry.record is not None:
         return
     now = clock.now()
@@ -97,12 +97,12 @@ def patched(journal: Journal, change_id: str) -> bool:
     check_text(change_id, what="the change id of ctx.patched", max_chars=MAX_NAME_CHARS)
     record = journal.peek()
     if record is not None and not (
-        record.kind == "patch" and store.same_name(record.name, change_id)
+        record.kind == Step.Kind.PATCH and store.same_name(record.name, change_id)
     ):
         return False
     if record is None and journal.replaying:
         return False  # replaying history that ended before this point
-    entry = journal.take("patch", change_id, "null")
+    entry = journal.take(Step.Kind.PATCH, change_id, "null")
     if entry.record is None:
         now = clock.now()
         journal.record(entry, status=Step.Status.SUCCEEDED, started_at=now, finished_at=now)

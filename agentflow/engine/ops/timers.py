@@ -8,13 +8,13 @@ from agentflow.engine.durations import check_seconds
 from agentflow.engine.interrupts import Suspend
 from agentflow.engine.journal import Journal
 from agentflow.engine.serialize import dumps
-from agentflow.models import Step, clock
+from agentflow.models import Event, Step, clock
 
 
 def sleep(journal: Journal, seconds: float) -> None:
     """Wait ``seconds`` (0 or less: not at all); suspend the run until the timer is due."""
     memo = (type(seconds), seconds)
-    if journal.replayed_as("sleep", memo) is not None:
+    if journal.replayed_as(Step.Kind.SLEEP, memo) is not None:
         return  # a sleep that finished, asked for with these very seconds before
     known = journal.peek()
     if known is None or known.memo != memo:  # else this very value passed the check before
@@ -22,7 +22,7 @@ def sleep(journal: Journal, seconds: float) -> None:
             seconds, lambda: f"ctx.sleep at run {journal.run.id} position {journal.position}"
         )
     entry = journal.take(
-        "sleep",
+        Step.Kind.SLEEP,
         "sleep",
         lambda: dumps({"seconds": seconds}, what="sleep arguments", sort_keys=True),
         memo=memo,
@@ -41,7 +41,8 @@ def sleep(journal: Journal, seconds: float) -> None:
             finished_at=now if done else None,
             wake_at=wake_at,
             event=entry.event(
-                "step.completed" if done else "step.waiting", wake_at=wake_at.isoformat()
+                Event.Type.STEP_COMPLETED if done else Event.Type.STEP_WAITING,
+                wake_at=wake_at.isoformat(),
             ),
         )
         if done:
@@ -52,7 +53,7 @@ def sleep(journal: Journal, seconds: float) -> None:
             record.id,
             status=Step.Status.SUCCEEDED,
             finished_at=now,
-            event=entry.event("step.completed"),
+            event=entry.event(Event.Type.STEP_COMPLETED),
         )
         return
     raise Suspend(

@@ -20,7 +20,7 @@ from agentflow.engine.serialize import dumps, error_record
 from agentflow.exceptions import BudgetExceeded, PayloadError, PolicyDenied, ToolArgumentError
 from agentflow.gates import admission, policy
 from agentflow.gates.sealing import reveal
-from agentflow.models import Approval, Step, clock
+from agentflow.models import Approval, Event, Step, clock
 
 
 def routed(tool: ToolDefinition) -> bool:
@@ -38,7 +38,7 @@ def call(journal: Journal, tool: ToolDefinition, args: dict[str, Any]) -> Any:
             f"{journal.run.id} position {journal.position}: {exc}",
             tool=tool.name,
         ) from None
-    entry = journal.take("call", tool.name, args_json)
+    entry = journal.take(Step.Kind.CALL, tool.name, args_json)
     if entry.finished:
         return journal.replayed(entry.record)
     if routed(tool):
@@ -113,7 +113,7 @@ class ToolCall:
                 raise Pause(str(exc)) from None
             self._enter(
                 Step.Status.RUNNING,
-                self.entry.event("step.started", attempt=attempt.attempt),
+                self.entry.event(Event.Type.STEP_STARTED, attempt=attempt.attempt),
                 attempts=attempt.attempt,
             )
             return attempt.run(
@@ -142,7 +142,7 @@ class ToolCall:
             "status": Step.Status.FAILED,
             "error": error_record(error),
             "finished_at": clock.now(),
-            "event": self.entry.event("step.failed", error=str(error)),
+            "event": self.entry.event(Event.Type.STEP_FAILED, error=str(error)),
         }
         if self.step_id is None:
             self.journal.record(self.entry, started_at=fields["finished_at"], **fields)
@@ -161,7 +161,7 @@ class ToolCall:
             wake_at=wake_at,
             rate_slot=gate.booked,
             event=self.entry.event(
-                "step.throttled", reason=gate.reason, wake_at=wake_at.isoformat()
+                Event.Type.STEP_THROTTLED, reason=gate.reason, wake_at=wake_at.isoformat()
             ),
         )
         raise Suspend(gate.reason, wake_at)
@@ -175,7 +175,10 @@ class ToolCall:
             wake_at=wake_at,
             rate_slot=None,
             event=self.entry.event(
-                "step.retrying", attempt=attempt, error=str(exc), wake_at=wake_at.isoformat()
+                Event.Type.STEP_RETRYING,
+                attempt=attempt,
+                error=str(exc),
+                wake_at=wake_at.isoformat(),
             ),
         )
         raise Suspend(
@@ -198,7 +201,7 @@ class ToolCall:
             error=None,
             rate_slot=None,
             finished_at=clock.now(),
-            event=self.entry.event("step.completed", **details),
+            event=self.entry.event(Event.Type.STEP_COMPLETED, **details),
             **columns,
         )
 
@@ -214,7 +217,7 @@ class ToolCall:
             attempts=attempts,
             error=error_record(exc, message=str(error), tool=self.tool.name, attempts=attempts),
             finished_at=clock.now(),
-            event=self.entry.event("step.failed", error=str(error)),
+            event=self.entry.event(Event.Type.STEP_FAILED, error=str(error)),
             **columns,
         )
         raise error from exc
@@ -253,7 +256,7 @@ class ToolCall:
         return self.args if edited is None else edited
 
     def _request_approval(self, reason: str) -> None:
-        event = self.entry.event("approval.requested", reason=reason)
+        event = self.entry.event(Event.Type.APPROVAL_REQUESTED, reason=reason)
         with unavailable_as_interrupt(), sql.atomic():
             step_id = self._enter(Step.Status.WAITING, event)
             approvals.request_for_call(

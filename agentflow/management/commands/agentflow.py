@@ -17,7 +17,7 @@ from agentflow.engine import reconciler
 from agentflow.engine.serialize import parse
 from agentflow.management.exit_codes import ExitCode, exit_code
 from agentflow.management.follow import approval_url, follow, pending_approvals
-from agentflow.models import Run
+from agentflow.models import Run, Step
 
 # What `start --wait` says as it exits with each code but 0 (see exit_codes).
 WHY_NOT_DONE = {
@@ -155,7 +155,7 @@ class Command(BaseCommand):
         recent = list(current.steps.order_by("-position", "-index")[:steps])
         for step in reversed(recent):
             usage = ""
-            if step.kind == "llm":
+            if step.kind == Step.Kind.LLM:
                 usage = f"  tokens={step.input_tokens}/{step.output_tokens} cost=${step.cost:f}"
             self.stdout.write(f"    {step}  attempts={step.attempts}{usage}")
         self._outcome(current)

@@ -10,16 +10,6 @@
 (function () {
   "use strict";
 
-  var RUN_STATUS = {
-    "run.created": "pending",
-    "run.started": "running",
-    "run.waiting": "waiting",
-    "run.paused": "paused",
-    "run.resumed": "waiting",
-    "run.succeeded": "succeeded",
-    "run.failed": "failed",
-    "run.cancelled": "cancelled"
-  };
   var EVENTS_KEPT = 500;
 
   function setStatus(element, status) {
@@ -78,11 +68,11 @@
   }
 
   /* What a person acts on (a question, a decision, the run's status) cannot wait out a flood. */
-  function urgent(frame) {
-    if (frame.event === "batch") {
+  function urgent(frame, names) {
+    if (frame.event === names.batch) {
       return false;
     }
-    return frame.event.indexOf("approval.") === 0 || Boolean(RUN_STATUS[frame.event]);
+    return names.approvals.indexOf(frame.event) !== -1 || Object.prototype.hasOwnProperty.call(names.statusAfter, frame.event);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
@@ -90,6 +80,7 @@
     if (!live) {
       return;
     }
+    var names = window.agentflow.names();
     var panels = new window.agentflow.Live({onGone: window.agentflow.approvalGone});
     window.agentflow.live = panels;
     new window.agentflow.Socket(live.socket, {
@@ -98,16 +89,16 @@
       onState: window.agentflow.showState,
       onOpen: function () { panels.refresh(true); },
       onEvent: function (frame) {
-        if (frame.event === "llm.delta") {
+        if (frame.event === names.delta) {
           appendDelta(frame);
           return;
         }
         logEvent(frame);
         var badge = document.getElementById("af-run-status");
-        if (RUN_STATUS[frame.event] && badge) {
-          setStatus(badge, RUN_STATUS[frame.event]);
+        if (Object.prototype.hasOwnProperty.call(names.statusAfter, frame.event) && badge) {
+          setStatus(badge, names.statusAfter[frame.event]);
         }
-        panels.refresh(urgent(frame));
+        panels.refresh(urgent(frame, names));
       }
     });
   });

@@ -4,13 +4,12 @@
  * so what was committed between the rendering and the connect is replayed. A frame that
  * matters to the page (data-af-refresh-on on its live data: "status", "approvals", or both)
  * asks its live panels to refresh from the server (agentflow.Live, coalesced), and so does
- * every successful (re)connect. A run.status frame also changes that run's status badges
- * at once (elements with data-run-status="<run id>").
+ * every successful (re)connect. A status frame also changes that run's status badges
+ * at once (elements with data-run-status="<run id>"). Frame names and the finished
+ * statuses come from the server (agentflow.names()).
  */
 (function () {
   "use strict";
-
-  var TERMINAL = {succeeded: true, failed: true, cancelled: true};
 
   function onStatus(data) {
     document.querySelectorAll('[data-run-status="' + String(data.run).replace(/[^0-9a-f-]/gi, "") + '"]').forEach(function (badge) {
@@ -20,17 +19,18 @@
   }
 
   /* Whether a frame can change what the page shows. */
-  function matters(frame, refreshOn) {
+  function matters(frame, refreshOn, names) {
     var data = frame.data || {};
-    if (frame.event === "run.status") {
-      return refreshOn.indexOf("status") !== -1 || (refreshOn.indexOf("approvals") !== -1 && TERMINAL[data.status] === true);
+    if (frame.event === names.status) {
+      return refreshOn.indexOf("status") !== -1 || (refreshOn.indexOf("approvals") !== -1 && names.terminal.indexOf(data.status) !== -1);
     }
-    return frame.event.indexOf("approval.") === 0 && refreshOn.indexOf("approvals") !== -1;
+    return names.approvals.indexOf(frame.event) !== -1 && refreshOn.indexOf("approvals") !== -1;
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     var live = window.agentflow.pageData("af-live") || {socket: "/ws/agentflow/runs/"};
     var refreshOn = live.refreshOn || ["status", "approvals"];
+    var names = window.agentflow.names();
     var panels = new window.agentflow.Live({onGone: window.agentflow.approvalGone});
     window.agentflow.live = panels;
     new window.agentflow.Socket(live.socket, {
@@ -40,11 +40,11 @@
       onState: window.agentflow.showState,
       onOpen: function () { panels.refresh(true); },
       onEvent: function (frame) {
-        if (frame.event === "run.status") {
+        if (frame.event === names.status) {
           onStatus(frame.data || {});
         }
-        if (matters(frame, refreshOn)) {
-          panels.refresh(frame.event.indexOf("approval.") === 0);
+        if (matters(frame, refreshOn, names)) {
+          panels.refresh(names.approvals.indexOf(frame.event) !== -1);
         }
       }
     });

@@ -1,6 +1,8 @@
 /* agentflow console: a websocket that reconnects with exponential backoff.
  *
- * Frames are {"seq", "event", "data"}; a "batch" frame carries several in data.events.
+ * Frames are {"seq", "event", "data"}; a batch frame carries several in data.events.
+ * Frame names and run statuses come from the server, never from a copy here: pages that
+ * load these scripts render them as the "af-names" JSON blob (agentflow.names()).
  * With `resume: true` the socket asks for `?after=<last seq>` when it (re)connects and
  * drops any frame at or below the last seq it handed on, so nothing is missed or repeated.
  * With `unordered: true` as well (the list socket, whose seqs are event keys that may
@@ -28,6 +30,7 @@
     this.onState = options.onState || function () {};
     this.onOpen = options.onOpen || function () {};
     this.failures = 0;
+    this.batch = names().batch;
     this.closed = false;
     this.connect();
   }
@@ -64,7 +67,7 @@
   };
 
   AgentflowSocket.prototype.dispatch = function (frame) {
-    if (frame && frame.event === "batch" && frame.data && Array.isArray(frame.data.events)) {
+    if (frame && frame.event === this.batch && frame.data && Array.isArray(frame.data.events)) {
       for (var i = 0; i < frame.data.events.length; i += 1) {
         this.handle(frame.data.events[i]);
       }
@@ -120,6 +123,19 @@
     return element ? JSON.parse(element.textContent) : null;
   }
 
+  var NAMES = null;
+
+  /* The server's frame names and statuses (agentflow.console.live.names), read once. */
+  function names() {
+    if (NAMES === null) {
+      NAMES = pageData("af-names");
+      if (NAMES === null) {
+        throw new Error("agentflow: this page has no af-names data; include agentflow/console/live_names.html");
+      }
+    }
+    return NAMES;
+  }
+
   /* Show the connection state as <html data-af-socket="..."> and, where the page has
    * one, in the element with id "af-connection", as text. */
   function showState(state) {
@@ -139,6 +155,7 @@
   window.agentflow = window.agentflow || {};
   window.agentflow.Socket = AgentflowSocket;
   window.agentflow.pageData = pageData;
+  window.agentflow.names = names;
   window.agentflow.showState = showState;
   window.agentflow.statusClass = statusClass;
 }());
