@@ -26,6 +26,19 @@ def amount_of(i: int) -> Decimal:
     return Decimal(50 + (i * 37) % 200) + Decimal("0.25") * (i % 4)
 
 
+def holds(schema_editor, model) -> bool:
+    """Whether the database being migrated holds ``model``.
+
+    A site whose router puts agentflow on a database of its own (tests.settings_two_databases)
+    migrates billing elsewhere: there the policy is for an operator to add in the admin.
+    Called outside a migration (no schema editor, as the tests' fixture does), it is the
+    site's one database.
+    """
+    if schema_editor is None:
+        return True
+    return router.allow_migrate_model(schema_editor.connection.alias, model)
+
+
 def load(apps, schema_editor):
     Invoice = apps.get_model("billing", "Invoice")
     BankTransaction = apps.get_model("billing", "BankTransaction")
@@ -43,9 +56,7 @@ def load(apps, schema_editor):
             BankTransaction.objects.create(
                 reference=number, amount=paid, period=PERIOD, booked_on=date(2026, 10, i + times)
             )
-    # A site whose router puts agentflow on a database of its own (tests.settings_two_databases)
-    # migrates billing elsewhere: there the policy is for an operator to add in the admin.
-    if not router.allow_migrate_model(schema_editor.connection.alias, Policy):
+    if not holds(schema_editor, Policy):
         return
     Policy.objects.get_or_create(
         name=POLICY,
@@ -57,7 +68,7 @@ def unload(apps, schema_editor):
     apps.get_model("billing", "Invoice").objects.filter(period=PERIOD).delete()
     apps.get_model("billing", "BankTransaction").objects.filter(period=PERIOD).delete()
     Policy = apps.get_model("agentflow", "Policy")
-    if router.allow_migrate_model(schema_editor.connection.alias, Policy):
+    if holds(schema_editor, Policy):
         Policy.objects.filter(name=POLICY).delete()
 
 
