@@ -231,6 +231,9 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         if self.pacer is not None:
             self.pacer.stop()
         group, self.group = self.group, None  # a rejoin under way must not add it back
+        receive = getattr(self, "_channel_receive", None)
+        if isinstance(receive, RejoiningReceive):
+            await receive.close()  # nor may one already adding it land after the discard
         if group is not None:
             try:
                 await self.channel_layer.group_discard(group, self.channel_name)

@@ -30,6 +30,9 @@ REJOINED = "agentflow.rejoined"
 FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
 
+# Seconds a closing consumer waits for a rejoin under way before it leaves its groups.
+CLOSE_WAIT = 5.0
+
 Message = dict[str, Any]
 
 
@@ -48,6 +51,8 @@ class RejoiningReceive:
     ) -> None:
         self._receive, self._layer, self._channel, self._groups = receive, layer, channel, groups
         self._backoff = FIRST_BACKOFF
+        self._adding = asyncio.Lock()  # held while a rejoin's group_add calls are under way
+        self._closed = False
 
     async def __call__(self) -> Message:
         loop = asyncio.get_running_loop()
@@ -75,9 +80,26 @@ class RejoiningReceive:
             await asyncio.sleep(self._backoff * random.uniform(0.5, 1.0))
             self._backoff = min(self._backoff * 2, MAX_BACKOFF)
             try:
-                for group in self._groups():
-                    await self._layer.group_add(group, self._channel)
+                async with self._adding:
+                    if self._closed:
+                        return
+                    for group in self._groups():
+                        await self._layer.group_add(group, self._channel)
             except Exception as exc:
                 logger.debug("rejoining %s failed: %s", self._channel, exc)
             else:
                 return
+
+    async def close(self) -> None:
+        """Rejoin no more, and wait (``CLOSE_WAIT`` at most) for a rejoin under way.
+
+        A consumer calls it before it leaves its groups: a group_add still in flight could
+        otherwise reach Redis after the group_discard and leave the closed channel listed.
+        """
+        self._closed = True
+        try:
+            await asyncio.wait_for(self._adding.acquire(), CLOSE_WAIT)
+        except TimeoutError:
+            logger.warning("a rejoin of %s is still under way as it closes", self._channel)
+        else:
+            self._adding.release()
