@@ -11,21 +11,20 @@ import time
 from typing import Any
 from uuid import UUID
 
-from django.db.models import F
-
 from agentflow import permissions, registry, tracing
 from agentflow.definitions import AgentDefinition
-from agentflow.engine import approvals, pausing, retry, run_rows, sql, store
+from agentflow.engine import approvals, pausing, retry
 from agentflow.engine import compare as compare_engine
 from agentflow.engine import fork as fork_engine
 from agentflow.engine import replay as replay_engine
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import check_text, dumps, loads
+from agentflow.engine.state import run_rows, sql
 from agentflow.exceptions import ApprovalNotFound, InvalidState, RunNotFound
 from agentflow.gates import budgets
 from agentflow.gates.redaction import redact_text
 from agentflow.gates.sealing import protect
-from agentflow.models import Approval, Event, Run, Signal, Step, clock
+from agentflow.models import Approval, Run, Signal, clock
 
 RunRef = Run | UUID | str
 
@@ -152,62 +151,17 @@ def signal(run: RunRef, name: str, data: Any = None) -> None:
     run_id = _run_id(run)
     check_text(name, what="signal name", max_chars=Signal._meta.get_field("name").max_length)
     data_json = dumps(data, what=f"data of signal {name}")
-    with sql.atomic():
-        current = Run.objects.select_for_update().filter(id=run_id).first()
-        if current is None:
-            raise RunNotFound(f"There is no run {run_id}.")
-        if current.status not in (*Run.ACTIVE, Run.Status.PAUSED):
-            raise InvalidState(
-                f"Run {run_id} is {current.status}; signals can only reach a run that has "
-                "not finished."
-            )
-        stored, sealed = protect(data_json)
-        Signal.objects.create(
-            run_id=run_id, name=redact_text(name), data=loads(stored), sealed_data=sealed
-        )
-        Run.objects.filter(id=run_id).update(wake_seq=F("wake_seq") + 1, wake_at=clock.now())
-        store.append_event(run_id, Event.Type.SIGNAL_RECEIVED, {"name": name})
-        dispatcher().advance(run_id)
+    run_rows.receive_signal(run_id, name, data_json)
+    dispatcher().advance(run_id)
 
 
 def cancel(run: RunRef, *, by: Any = None) -> Run:
     """Mark the run cancelled; no new step starts, and a worker mid-step stops at its next write."""
     run_id = _run_id(run)
-    now = clock.now()
-    with sql.atomic():
-        cancelled = Run.objects.filter(
-            id=run_id, status__in=(*Run.ACTIVE, Run.Status.PAUSED)
-        ).update(
-            status=Run.Status.CANCELLED,
-            finished_at=now,
-            lease_expires_at=None,
-            lease_owner="",
-            wait_reason="",
-            wake_at=None,
-        )
-        if not cancelled:
-            current = get_run(run_id)
-            raise InvalidState(f"Run {run_id} is already {current.status}; nothing to cancel.")
-        who = _who(by)
-        Step.objects.filter(
-            run_id=run_id,
-            status__in=(
-                Step.Status.PENDING,
-                Step.Status.RUNNING,
-                Step.Status.WAITING,
-                Step.Status.SCHEDULED,
-            ),
-        ).update(
-            status=Step.Status.FAILED,
-            finished_at=now,
-            error={"type": "cancelled", "message": f"run cancelled by {who or 'the system'}"},
-        )
-        Approval.objects.filter(run_id=run_id, status=Approval.Status.PENDING).update(
-            status=Approval.Status.EXPIRED,
-            decided_at=now,
-            comment=f"the run was cancelled by {who or 'the system'}",
-        )
-        store.append_event(run_id, Event.Type.RUN_CANCELLED, {"by": who})
+    who = _who(by)
+    if not run_rows.cancel(run_id, who, clock.now()):
+        current = get_run(run_id)
+        raise InvalidState(f"Run {run_id} is already {current.status}; nothing to cancel.")
     return get_run(run_id)
 
 

@@ -60,7 +60,15 @@ class PolicyDenied(AgentflowError):
 
 
 class BudgetExceeded(AgentflowError):
-    """A budget has no room for the next step."""
+    """A budget has no room for the next step.
+
+    ``hit`` (an ``agentflow.gates.limit_hit.LimitHit``) names the budget and dimension as
+    data, for the pause it causes.
+    """
+
+    def __init__(self, message: str, *, hit: object = None) -> None:
+        super().__init__(message)
+        self.hit = hit
 
 
 class AlreadyDecided(AgentflowError):

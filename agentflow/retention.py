@@ -18,9 +18,9 @@ from uuid import UUID
 
 from django.db.models import Exists, OuterRef, QuerySet
 
-from agentflow.engine import sql
+from agentflow.engine.state import run_rows
 from agentflow.exceptions import InvalidInput
-from agentflow.models import Approval, Budget, Event, Run, Signal, Step, clock
+from agentflow.models import Approval, Event, Run, Step, clock
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 BATCH = 200
@@ -83,23 +83,11 @@ def prune(
         picked = _pick(before, batch)
         if not picked:
             return report
-        with sql.atomic():
-            # Checked again under a row lock: a run retried or forked since the pick is no
-            # longer prunable and stays, with what it recorded since. A retry that comes
-            # after this waits for the lock, then finds no run.
-            ids = list(
-                prunable(before)
-                .filter(id__in=picked)
-                .order_by("id")  # one lock order for concurrent prunes
-                .select_for_update()
-                .values_list("id", flat=True)
-            )
-            report.approvals += _delete(Approval.objects.filter(run_id__in=ids))
-            report.events += _delete(Event.objects.filter(run_id__in=ids))
-            _delete(Signal.objects.filter(run_id__in=ids))
-            report.steps += _delete(Step.objects.filter(run_id__in=ids))
-            Budget.objects.filter(run_id__in=ids).delete()  # a run's own budget and its spend
-            report.runs += _delete(Run.objects.filter(id__in=ids))
+        deleted = run_rows.delete_whole(prunable(before), picked)
+        report.runs += deleted["runs"]
+        report.steps += deleted["steps"]
+        report.events += deleted["events"]
+        report.approvals += deleted["approvals"]
         if progress is not None:
             progress(report)
 
@@ -107,7 +95,3 @@ def prune(
 def _pick(before: datetime, batch: int) -> list[UUID]:
     """The next batch of prunable run ids, oldest first (checked again before deleting)."""
     return list(prunable(before).order_by("finished_at").values_list("id", flat=True)[:batch])
-
-
-def _delete(rows: QuerySet) -> int:
-    return rows.delete()[1].get(rows.model._meta.label, 0)

@@ -36,8 +36,8 @@ from django_celery_beat.models import (
 
 from agentflow import api, conf, registry
 from agentflow.definitions import AgentDefinition
-from agentflow.engine import sql
 from agentflow.engine.serialize import check_text, dumps, loads, shortened
+from agentflow.engine.state import sql
 from agentflow.exceptions import InvalidInput, PayloadError
 from agentflow.gates.budgets import run_budget
 from agentflow.gates.sealing import protect, reveal

@@ -26,7 +26,8 @@ from celery.signals import before_task_publish, worker_process_init, worker_read
 from django.db import InterfaceError, OperationalError, connections
 
 from agentflow import conf, retention, schedules, tracing
-from agentflow.engine import children, executor, fanout, leases, reconciler, sql
+from agentflow.engine import children, executor, fanout, leases, reconciler
+from agentflow.engine.state import sql
 from agentflow.gates import fleet
 
 

@@ -57,8 +57,8 @@ def test_a_held_lease_turns_a_second_advance_into_a_wake_up_for_the_holder(recor
 
 
 def test_a_stale_lease_holder_cannot_write(recording_dispatcher):
-    from agentflow.engine import store
     from agentflow.engine.interrupts import LeaseLost
+    from agentflow.engine.state import step_rows
 
     run = agentflow.start("tests.mixed", {"n": 1})
     stale = leases.acquire(run.id, "stale")
@@ -66,7 +66,7 @@ def test_a_stale_lease_holder_cannot_write(recording_dispatcher):
     fresh = leases.acquire(run.id, "fresh")
     assert fresh.fence.token == stale.fence.token + 1
     with pytest.raises(LeaseLost):
-        store.insert_step(
+        step_rows.insert_step(
             stale.fence,
             position=0,
             kind="step",

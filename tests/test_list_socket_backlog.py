@@ -21,7 +21,7 @@ from django.test import Client
 from django.urls import reverse
 
 from agentflow.consumers import LATE_COMMIT_SECONDS
-from agentflow.engine.store import append_event
+from agentflow.engine.state.outbox import append_event
 from agentflow.models import Approval, Run
 from tests.test_websockets import make_user, receive_until, session_of, socket, unwrap
 

@@ -21,7 +21,7 @@ from django_celery_beat.models import PeriodicTask
 import agentflow
 from agentflow.console import timing
 from agentflow.engine import executor
-from agentflow.models import Budget, Run, Schedule
+from agentflow.models import Budget, Event, Run, Schedule
 from tests.testapp.models import Flag
 
 pytestmark = pytest.mark.django_db
@@ -475,6 +475,23 @@ def test_resume_after_the_budget_is_disabled_resumes(
     response = admin_client.post(admin_url("run_resume", run.id), follow=True)
     assert messages_of(response)[0].startswith("Resumed the run; it is now waiting")
     assert Run.objects.get(id=run.id).status == Run.Status.WAITING
+
+
+def test_resume_finds_the_limit_by_the_row_it_recorded_not_by_its_words(
+    admin_client, recording_dispatcher, monkeypatch
+):
+    """The pause records the budget's id: renamed since, it still stops the run, and a
+    reason whose words were changed (a redaction pattern, a translation) misleads nobody."""
+    run = paused_by_budget(monkeypatch)
+    budget = Budget.objects.get(run=run)
+    Budget.objects.filter(id=budget.id).update(name="renamed by an operator")
+    Run.objects.filter(id=run.id).update(wait_reason="[redacted]")
+    paused = Event.objects.get(run=run, type=Event.Type.RUN_PAUSED).data
+    assert paused["limit"] == {"kind": "budget", "id": budget.id, "limit": "cost", "need": "0.05"}
+    response = admin_client.post(admin_url("run_resume", run.id), follow=True)
+    [message] = messages_of(response)
+    assert "still paused because budget" in message and "renamed by an operator" in message
+    assert Run.objects.get(id=run.id).status == Run.Status.PAUSED
 
 
 def test_resume_of_a_run_paused_by_a_policy_names_the_policy(admin_client, recording_dispatcher):

@@ -119,11 +119,11 @@ def test_every_transaction_is_on_agentflows_database():
 def test_every_wake_up_waits_for_agentflows_commit():
     """``transaction.on_commit`` without ``using`` waits for the default database: on a site
     whose router puts agentflow elsewhere it would send at once, before the rows commit.
-    Only ``engine/sql.py`` calls it, with agentflow's alias."""
+    Only ``engine/state/sql.py`` calls it, with agentflow's alias."""
     bare = sorted(
         f"{path.relative_to(PACKAGE.parent)}:{number}"
         for path in PACKAGE.rglob("*.py")
-        if path != PACKAGE / "engine" / "sql.py"
+        if path != PACKAGE / "engine" / "state" / "sql.py"
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if "transaction.on_commit(" in line
     )
@@ -326,6 +326,92 @@ def test_the_engine_and_gates_import_no_transport():
     assert files and not found, found
 
 
+# Run state has one owner: agentflow/engine/state/ writes the Run, Step and Event rows and
+# opens the transactions that change them. Everything else calls its named transitions.
+STATE = PACKAGE / "engine" / "state"
+OWNED_MODELS = {"Run", "Step", "Event"}
+WRITES = {"update", "create", "bulk_create", "bulk_update", "delete", "get_or_create",
+          "update_or_create", "select_for_update", "save"}  # fmt: skip
+RAW_WRITE = re.compile(
+    r"(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\{(RUN|STEP|EVENT)\}|\"?agentflow_(run|step|event)\b)"
+)
+# Transactions that join a state transition to rows of another kind, each named with why it
+# is one transaction. A new one belongs in engine/state/ unless it too must commit the
+# site's or another table's rows with the run's.
+COMPOSED_TRANSACTIONS = {
+    "agentflow/engine/attempts.py": "an atomic tool's own writes commit with its step record",
+    "agentflow/engine/ops/tools.py": "an inline atomic tool's writes commit with its record",
+    "agentflow/engine/ops/signals.py": "a Signal is consumed with the step that returns it",
+    "agentflow/engine/ops/approval.py": "an Approval is created with the step that waits on it",
+    "agentflow/engine/approvals.py": "a decision commits with the run or child it releases",
+    "agentflow/engine/fanout.py": "rate slots are booked as the children are recorded",
+    "agentflow/engine/children.py": "a budget is reserved under its run's row lock",
+    "agentflow/engine/reconciler.py": "SQLite's fleet lock is a transaction",
+    "agentflow/api.py": "a run starts with its own budget",
+    "agentflow/schedules.py": "django-celery-beat's rows, not run state",
+}
+
+
+def _owned_writes(path: Path) -> list[str]:
+    """ORM writes on Run/Step/Event querysets, and raw INSERT/UPDATE/DELETE on their tables."""
+    text = path.read_text()
+    found = [f"raw SQL: {m[0]}" for m in RAW_WRITE.finditer(text)]
+    for node in ast.walk(ast.parse(text)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        if node.func.attr not in WRITES:
+            continue
+        receiver = node.func.value
+        while isinstance(receiver, ast.Call | ast.Attribute):
+            if (
+                isinstance(receiver, ast.Attribute)
+                and receiver.attr == "objects"
+                and isinstance(receiver.value, ast.Name)
+                and receiver.value.id in OWNED_MODELS
+            ):
+                found.append(
+                    f"line {node.lineno}: {receiver.value.id}.objects...{node.func.attr}()"
+                )
+                break
+            receiver = receiver.func if isinstance(receiver, ast.Call) else receiver.value
+    return found
+
+
+def _outside_state() -> list[Path]:
+    return [
+        path
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if STATE not in path.parents and "migrations" not in path.parts
+    ]
+
+
+def test_only_the_state_package_writes_runs_steps_and_events():
+    """A transition written elsewhere is one the state machine does not know about."""
+    found = {
+        str(path.relative_to(PACKAGE.parent)): writes
+        for path in _outside_state()
+        if (writes := _owned_writes(path))
+    }
+    # Budget.save marks its run as having a budget of its own: the admin saves budgets
+    # through the model, and the models layer cannot call the engine.
+    assert found == {
+        "agentflow/models/budgets.py": [found.get("agentflow/models/budgets.py", [""])[0]]
+    }
+    assert "has_own_budget" in (PACKAGE / "models" / "budgets.py").read_text()
+    assert _owned_writes(STATE / "run_rows.py") and _owned_writes(STATE / "child_rows.py")
+
+
+def test_transactions_on_run_state_are_opened_by_the_state_package():
+    opened = sorted(
+        str(path.relative_to(PACKAGE.parent))
+        for path in _outside_state()
+        if re.search(r"\b(sql\.atomic|transaction\.atomic)\(", path.read_text())
+    )
+    composed = set(COMPOSED_TRANSACTIONS) | {"agentflow/gates/budgets.py"}  # spend rows only
+    assert set(opened) <= composed, sorted(set(opened) - composed)
+    assert set(COMPOSED_TRANSACTIONS) <= set(opened), "stale entries"
+
+
 # Step kinds, event types and status sets are defined once, beside the columns they fill
 # (agentflow/models/runs.py); everything else names them.
 DEFINITIONS = PACKAGE / "models" / "runs.py"
@@ -446,7 +532,7 @@ def test_step_kinds_are_named_not_spelled():
 
 def test_the_open_child_statuses_are_one_set():
     """The open-child partial index, the engine's SQL and the console read one definition."""
-    from agentflow.engine import sql
+    from agentflow.engine.state import sql
     from agentflow.models import Step
 
     index = next(i for i in Step._meta.indexes if i.name == "agentflow_step_open_child_v2")

@@ -11,8 +11,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 import agentflow
-from agentflow.engine import executor, store
+from agentflow.engine import executor
 from agentflow.engine.history import histories
+from agentflow.engine.state import step_rows
 from agentflow.models import Run, Step
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -76,7 +77,7 @@ def test_the_history_cache_reads_whole_when_another_holder_came_between(recordin
     run = agentflow.start("tests.naps", {"rounds": 3})
     assert executor.advance(run.id, worker="test") == "waiting"
     token = Run.objects.get(id=run.id).lease_token
-    recorded = store.load_history(run.id)
+    recorded = step_rows.load_history(run.id)
     assert len(recorded) == 2  # the list step, and the first sleep (waiting)
     histories.keep(run.id, token, recorded)
     with CaptureQueriesContext(connection) as tail:

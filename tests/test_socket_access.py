@@ -17,7 +17,7 @@ from django.contrib.sessions.models import Session
 
 from agentflow import socket_access
 from agentflow.consumers import ACCESS_ENDED
-from agentflow.engine.store import append_event
+from agentflow.engine.state.outbox import append_event
 from tests.test_websockets import make_user, new_run, receive_until, session_of, socket, up_to
 
 pytestmark = pytest.mark.usefixtures("transactional_db", "redis_client")

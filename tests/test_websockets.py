@@ -23,7 +23,7 @@ from django.test import Client
 
 import agentflow
 from agentflow.consumers import FRAME_INTERVAL
-from agentflow.engine.store import append_event
+from agentflow.engine.state.outbox import append_event
 from agentflow.models import Approval, Event, Policy, Run
 from apps.project.asgi import application
 from tests.support import wait_until

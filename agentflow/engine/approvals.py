@@ -14,19 +14,19 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from django.db.models import F
 from pydantic import BaseModel
 
 from agentflow import registry
-from agentflow.engine import fanout, sql, store, titles
+from agentflow.engine import fanout, titles
 from agentflow.engine.attempts import queue_of
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.redacted_edits import keep_real
 from agentflow.engine.serialize import args_hash, check_text, dumps, error_record, loads
+from agentflow.engine.state import child_rows, outbox, run_rows, sql
 from agentflow.exceptions import AlreadyDecided, ApprovalNotFound, InvalidInput, PolicyDenied
 from agentflow.gates.redaction import redact, redact_text
 from agentflow.gates.sealing import protect, reveal, unseal
-from agentflow.models import Approval, Event, Run, Step, clock, validation
+from agentflow.models import Approval, Event, clock, validation
 
 BATCH = 500
 # The longest comment a decision takes. It is kept in the decision's event and step output,
@@ -268,7 +268,7 @@ def decide(
         approval.save(
             update_fields=["status", "data", "sealed_data", "decided_by", "decided_at", "comment"]
         )
-        store.append_event(
+        outbox.append_event(
             approval.run_id,
             Event.Type.APPROVAL_DECIDED,
             {
@@ -283,29 +283,18 @@ def decide(
             },
         )
         if approval.index is None:
-            _wake(approval.run_id, now)
+            if run_rows.wake(approval.run_id, now):
+                dispatcher().advance(approval.run_id)
         else:
             _release_child(approval, data_json, now)
     return approval
-
-
-def _wake(run_id: UUID, now: datetime) -> None:
-    woken = Run.objects.filter(id=run_id, status__in=Run.ACTIVE).update(
-        wake_seq=F("wake_seq") + 1, wake_at=now
-    )
-    if woken:
-        dispatcher().advance(run_id)
 
 
 def _release_child(approval: Approval, data_json: str | None, now: datetime) -> None:
     """An approved child becomes runnable (with edited arguments); a refused one fails."""
     step_id = approval.step_id
     if is_approved(approval):
-        fields: dict[str, Any] = {"status": Step.Status.PENDING, "dispatched_at": now}
-        if data_json is not None:
-            stored, sealed = protect(data_json)
-            fields.update(args=loads(stored), sealed_args=sealed)
-        if Step.objects.filter(id=step_id, status=Step.Status.WAITING).update(**fields):
+        if child_rows.release_approved(step_id, now, data_json):
             dispatcher().run_child(step_id, queue=queue_of(approval.tool))
         return
     denied = PolicyDenied(
@@ -313,9 +302,7 @@ def _release_child(approval: Approval, data_json: str | None, now: datetime) -> 
         f"{approval.position} child {approval.index}: approval {approval.id} was "
         f"{approval.status} by {who(approval)}. The tool did not run."
     )
-    Step.objects.filter(id=step_id, status=Step.Status.WAITING).update(
-        status=Step.Status.FAILED, error=redact(error_record(denied)), finished_at=now
-    )
+    child_rows.fail_waiting(step_id, redact(error_record(denied)), now)
     if not fanout.any_open(approval.run_id, approval.position):
         fanout.join(approval.run_id, approval.position)
 

@@ -17,11 +17,13 @@ from typing import Any, Protocol
 
 from agentflow import registry, tracing
 from agentflow.definitions import ToolDefinition
-from agentflow.engine import leases, sql
+from agentflow.engine import leases
+from agentflow.engine.call_ids import CallKey, Waiter
 from agentflow.engine.errors import tool_error
 from agentflow.engine.interrupts import unavailable_as_interrupt
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import dumps
+from agentflow.engine.state import sql
 from agentflow.engine.timeouts import call_with_timeout
 from agentflow.exceptions import PayloadError, UnknownTool
 from agentflow.gates import admission, budgets
@@ -57,15 +59,13 @@ def queue_of(tool_name: str) -> str | None:
 
 
 def wake(waiters: list[str]) -> None:
-    """Dispatch the calls a freed concurrency slot admits next."""
+    """Dispatch the calls a freed concurrency slot admits next (``Waiter`` texts)."""
     send = dispatcher()
-    for waiter in waiters:
-        kind, _, ident = waiter.partition(":")
-        if kind == "step":
-            step_id, _, tool = ident.partition(":")
-            send.run_child(int(step_id), queue=queue_of(tool) if tool else None)
-        elif kind == "run":
-            send.advance(ident)
+    for waiter in filter(None, map(Waiter.parse, waiters)):
+        if waiter.step_id is not None:
+            send.run_child(waiter.step_id, queue=queue_of(waiter.tool) if waiter.tool else None)
+        else:
+            send.advance(waiter.run_id)
 
 
 def backoff(tool: ToolDefinition, attempt: int) -> timedelta:
@@ -83,7 +83,7 @@ class Attempt:
         *,
         attempt: int,
         where: str,
-        key: str,
+        key: CallKey,
         agent: str,
         owner_id: int | None,
         outcome: Outcome,
@@ -156,22 +156,20 @@ class Attempt:
             return self._call_traced()
 
     def _trace_attributes(self) -> dict[str, Any]:
-        # The key is "<run id>:<position>", with ":<index>" for a fan-out child.
-        run_id, position, *index = self.key.split(":")
         attributes: dict[str, Any] = {
-            tracing.RUN_ID: run_id,
-            tracing.POSITION: int(position),
+            tracing.RUN_ID: self.key.run_id,
+            tracing.POSITION: self.key.position,
             tracing.TOOL: self.tool.name,
             tracing.ATTEMPT: self.attempt,
         }
-        if index:
-            attributes[tracing.INDEX] = int(index[0])
+        if self.key.index is not None:
+            attributes[tracing.INDEX] = self.key.index
         return attributes
 
     def _call_traced(self) -> Any:
         tool, kwargs = self.tool, dict(self.kwargs)
         if tool.takes_idempotency_key:
-            kwargs["idempotency_key"] = self.key
+            kwargs["idempotency_key"] = str(self.key)
         if tool.takes_stop_requested and self.stop is not None:
             kwargs["stop_requested"] = self.stop  # set by the heartbeat
         try:

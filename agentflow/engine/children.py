@@ -18,11 +18,13 @@ from typing import Any
 from django.db.models import Q
 
 from agentflow import conf, registry
-from agentflow.engine import fanout, pausing, sql, store
+from agentflow.engine import fanout, pausing
 from agentflow.engine.attempts import Attempt, queue_of
+from agentflow.engine.call_ids import CallKey, Waiter
 from agentflow.engine.interrupts import LeaseLost, unavailable_as_interrupt
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import error_record, loads
+from agentflow.engine.state import child_rows, run_rows, sql
 from agentflow.exceptions import BudgetExceeded, ToolArgumentError, UnknownTool
 from agentflow.gates import admission, budgets
 from agentflow.gates.redaction import redact
@@ -42,11 +44,7 @@ class Claim:
         self.lost = threading.Event()
 
     def renew(self) -> bool:
-        return bool(
-            Step.objects.filter(
-                id=self.step_id, status=Step.Status.RUNNING, attempts=self.attempt
-            ).update(heartbeat_at=clock.now())
-        )
+        return child_rows.renew_claim(self.step_id, self.attempt)
 
     def __repr__(self) -> str:
         return f"<Claim step {self.step_id} attempt {self.attempt}>"
@@ -80,7 +78,7 @@ class Claimed:
 
 def _claim(step_id: int) -> Claimed | None:
     now = clock.now()
-    row = store.claim_child(step_id, now, now + timedelta(seconds=admission.NOW_ENOUGH))
+    row = child_rows.claim_child(step_id, now, now + timedelta(seconds=admission.NOW_ENOUGH))
     if row is None:
         return None
     return Claimed(
@@ -128,7 +126,7 @@ def run_child(step_id: int) -> str:
         kwargs,
         attempt=step.attempt,
         where=step.where,
-        key=step.idempotency_key,
+        key=CallKey.parse(step.idempotency_key),
         agent=step.agent,
         owner_id=step.owner_id,
         outcome=ChildOutcome(step, atomic=tool.atomic),
@@ -149,7 +147,7 @@ def run_child(step_id: int) -> str:
             return attempt.run(
                 booked=step.rate_slot,
                 member=f"step:{step.id}:{step.attempt}",
-                waiter=f"step:{step.id}:{step.name}",
+                waiter=str(Waiter.child(step.id, step.name)),
             )
         except LeaseLost:
             return "lost"  # the claim lapsed; another attempt owns the child now
@@ -181,32 +179,18 @@ class ChildOutcome:
     def throttled(self, attempt: int, gate: admission.Admission) -> str:
         """Hand the claim back (the attempt does not count) and come back when admitted."""
         step, eta = self.step, gate.wake_at
-        Step.objects.filter(id=step.id, status=Step.Status.RUNNING, attempts=attempt).update(
-            status=Step.Status.SCHEDULED,
-            attempts=attempt - 1,
-            heartbeat_at=None,
-            wake_at=eta,
-            rate_slot=gate.booked,
-            dispatched_at=clock.now(),
-        )
+        child_rows.defer(step.id, attempt, eta, attempts=attempt - 1, rate_slot=gate.booked)
         dispatcher().run_child(step.id, eta=eta, queue=step.queue)
         return "deferred"
 
     def retrying(self, attempt: int, exc: Exception, wake_at: datetime) -> str:
         step = self.step
-        Step.objects.filter(id=step.id, status=Step.Status.RUNNING, attempts=attempt).update(
-            status=Step.Status.SCHEDULED,
-            wake_at=wake_at,
-            error=redact(error_record(exc)),
-            heartbeat_at=None,
-            rate_slot=None,
-            dispatched_at=clock.now(),
-        )
+        child_rows.defer(step.id, attempt, wake_at, error=redact(error_record(exc)), rate_slot=None)
         dispatcher().run_child(step.id, eta=wake_at, queue=step.queue)
         return "retrying"
 
     def succeeded(self, attempt: int, output_json: str) -> str:
-        recorded, self.open_left, racing = store.finish_child(
+        recorded, self.open_left, racing = child_rows.finish_child(
             self.step.id, attempt, Step.Status.SUCCEEDED, output_json, None
         )
         if not recorded:
@@ -226,7 +210,7 @@ class ChildOutcome:
 
     def close(self, status: str, output_json: str | None, error: Any) -> str:
         """Record the outcome; the last child to finish joins the fan-out."""
-        recorded, open_left, racing = store.finish_child(
+        recorded, open_left, racing = child_rows.finish_child(
             self.step.id, self.step.attempt, status, output_json, error
         )
         if recorded:
@@ -274,18 +258,14 @@ def _reserve_or_hold(
     claim back and pause the run; if it is paused already, only hand the claim back.
     """
     with sql.atomic():
-        active = (
-            Run.objects.select_for_update().filter(id=step.run_id, status__in=Run.ACTIVE).exists()
-        )
+        active = run_rows.lock_if_active(step.run_id)
         if active:
             try:  # limits are read fresh: a raised one admits the call now
                 with unavailable_as_interrupt("reserving budget"):
                     return budgets.reserve(rows, step.run_id, usage, what)
             except BudgetExceeded as exc:
-                pausing.pause(step.run_id, str(exc))
-        Step.objects.filter(id=step.id, status=Step.Status.RUNNING, attempts=step.attempt).update(
-            status=Step.Status.PENDING, attempts=step.attempt - 1, heartbeat_at=None
-        )
+                pausing.pause(step.run_id, exc.hit)
+        child_rows.hand_back(step.id, step.attempt)
     return None
 
 
@@ -297,7 +277,7 @@ def _not_claimed(step_id: int) -> str:
     if early is None:
         return "skipped"
     # A wake-up came before the child is due: ask for it again at its time.
-    Step.objects.filter(id=early.id, status__in=Step.CLAIMABLE).update(dispatched_at=clock.now())
+    child_rows.mark_dispatched([early.id], clock.now())
     dispatcher().run_child(early.id, eta=early.wake_at, queue=queue_of(early.name))
     return "deferred"
 
@@ -307,7 +287,7 @@ def recover(now: datetime) -> dict[str, int]:
 
     Each pass handles at most ``BATCH`` of each; the next pass takes the rest.
     """
-    dead = _reset_dead(now)
+    dead = child_rows.reset_dead(now, timedelta(seconds=conf.setting("LEASE_SECONDS")), BATCH)
     grace = timedelta(seconds=conf.setting("REDISPATCH_SECONDS"))
     lost = list(
         Step.objects.filter(
@@ -318,29 +298,10 @@ def recover(now: datetime) -> dict[str, int]:
             run__status__in=Run.ACTIVE,
         ).values_list("id", "name")[:BATCH]
     )
-    Step.objects.filter(id__in=[step_id for step_id, _ in lost]).update(dispatched_at=now)
+    child_rows.mark_dispatched([step_id for step_id, _ in lost], now)
     send = dispatcher()
     for step_id, name in dead:  # their runs were cut off mid-step: they go ahead of queued tools
         send.run_child(step_id, urgent=True, queue=queue_of(name))
     for step_id, name in lost:
         send.run_child(step_id, queue=queue_of(name))
     return {"children_dead": len(dead), "children_resent": len(lost)}
-
-
-def _reset_dead(now: datetime) -> list[tuple[int, str]]:
-    """Hand back claims whose heartbeat stopped; return (id, tool) of those this call reset.
-
-    They are marked dispatched now, since the caller sends them at once: the lost-wake-up
-    query must not find (and send, and count) them a second time.
-    """
-    lease = timedelta(seconds=conf.setting("LEASE_SECONDS"))
-    stale = Step.objects.filter(
-        index__isnull=False, status=Step.Status.RUNNING, heartbeat_at__lt=now - lease
-    ).values_list("id", "attempts", "name")[:BATCH]
-    return [
-        (step_id, name)
-        for step_id, attempts, name in stale
-        if Step.objects.filter(id=step_id, status=Step.Status.RUNNING, attempts=attempts).update(
-            status=Step.Status.SCHEDULED, wake_at=None, heartbeat_at=None, dispatched_at=now
-        )
-    ]

@@ -18,12 +18,12 @@ from django.utils.dateparse import parse_datetime
 
 from agentflow import registry
 from agentflow.definitions import ToolDefinition
-from agentflow.engine import store
 from agentflow.engine.approvals import Decision
 from agentflow.engine.journal import EndOfHistory, Journal
 from agentflow.engine.ops import approval, fan_out, signals, steps, timers, tools
 from agentflow.engine.ops import llm as model_call
 from agentflow.engine.ops import llm_loop as model_loop
+from agentflow.engine.state import step_rows
 from agentflow.exceptions import NonDeterminismError, ToolArgumentError
 from agentflow.llm.results import LLMResult
 from agentflow.models import Step
@@ -41,7 +41,7 @@ class RunContext:
     def __init__(
         self,
         run: Run,
-        history: dict[int, store.StepRecord],
+        history: dict[int, step_rows.StepRecord],
         *,
         lease: Lease | None = None,
     ) -> None:
@@ -56,7 +56,7 @@ class RunContext:
     @property
     def idempotency_key(self) -> str:
         """The stable key of the ctx.step in progress, else of the next position."""
-        return self.journal.current_key
+        return str(self.journal.current_key)
 
     @property
     def diverged(self) -> NonDeterminismError | None:

@@ -14,12 +14,13 @@ from uuid import UUID
 from django.db import close_old_connections
 
 from agentflow import conf, registry, tracing
-from agentflow.engine import leases, logs, pausing, run_rows, store
+from agentflow.engine import leases, logs, pausing
 from agentflow.engine.context import RunContext
 from agentflow.engine.history import histories
 from agentflow.engine.interrupts import LeaseLost, Pause, StoreUnavailable, Suspend
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import dumps, error_record
+from agentflow.engine.state import run_rows, step_rows
 from agentflow.exceptions import RedactionUnavailable, UnknownAgent
 from agentflow.models import Event, Run, clock
 
@@ -91,10 +92,10 @@ def _drive(lease: leases.Lease) -> str:
                 if suspend.wake_at != run.wake_at:  # else an earlier advance already sent it
                     _schedule(run.id, suspend)
                 return "waiting"
-            history = store.load_history(run.id)
+            history = step_rows.load_history(run.id)
             continue  # something we wait on moved while we ran: look again
         except Pause as pause:
-            if not pausing.pause_held(lease.fence, pause.reason):
+            if not pausing.pause_held(lease.fence, pause.hit):
                 raise LeaseLost(f"run {run.id} was taken over or cancelled") from None
             return "paused"
         except Exception as exc:

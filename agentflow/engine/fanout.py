@@ -15,18 +15,17 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from django.db.models import F
-
 from agentflow.definitions import ToolDefinition
-from agentflow.engine import sql, store
+from agentflow.engine.call_ids import CallKey
 from agentflow.engine.interrupts import unavailable_as_interrupt
 from agentflow.engine.ports import dispatcher
 from agentflow.engine.serialize import dumps
+from agentflow.engine.state import child_rows, run_rows, sql
 from agentflow.gates import admission
 from agentflow.gates.limits import limits_for
 from agentflow.gates.redaction import redact_json
 from agentflow.gates.sealing import protect, reveal
-from agentflow.models import Event, Run, Step, clock
+from agentflow.models import Event, Step, clock
 
 if TYPE_CHECKING:
     from agentflow.engine.journal import Entry, Journal
@@ -68,7 +67,7 @@ def create(journal: Journal, entry: Entry, children: list[Child]) -> list[tuple[
         runnable: dict[str | None, list[int]] = defaultdict(list)
         waiting: list[tuple[int, int, Child]] = []
         send = dispatcher()
-        for step_id, status, index in store.insert_children(rows):
+        for step_id, status, index in child_rows.insert_children(rows):
             queue = children[index].tool.queue
             if status == Step.Status.PENDING:
                 runnable[queue].append(step_id)
@@ -124,7 +123,7 @@ def _row(run_id: UUID, position: int, index: int, child: Child, now: Any) -> dic
         "error": redact_json(dumps(child.error, what="child error", limited=False))
         if failed
         else None,
-        "idempotency_key": f"{run_id}:{position}:{index}",
+        "idempotency_key": str(CallKey(str(run_id), position, index)),
         "started_at": now if failed else None,  # else set when a worker claims it
         "finished_at": now if failed else None,
         "dispatched_at": now,
@@ -134,7 +133,7 @@ def _row(run_id: UUID, position: int, index: int, child: Child, now: Any) -> dic
 
 def any_open(run_id: UUID, position: int) -> bool:
     """Whether a child of the fan-out is still pending, scheduled, running or waiting."""
-    return store.any_open_child(run_id, position)
+    return child_rows.any_open_child(run_id, position)
 
 
 def results(run_id: UUID, position: int) -> list[tuple[str, Any, dict[str, Any] | None]]:
@@ -152,20 +151,7 @@ def results(run_id: UUID, position: int) -> list[tuple[str, Any, dict[str, Any] 
 
 def join(run_id: UUID, position: int) -> bool:
     """Close a complete fan-out and wake its run; True only for the one caller that did."""
-    now = clock.now()
-    with sql.atomic():
-        closed = store.close_parent(run_id, position, now)
-        if closed is None:
-            return False
-        status, kind, name = closed
-        woken = Run.objects.filter(id=run_id, status__in=Run.ACTIVE).update(
-            wake_seq=F("wake_seq") + 1, wake_at=now
-        )
-        store.append_event(
-            run_id,
-            Event.Type.STEP_COMPLETED,
-            {"position": position, "kind": kind, "name": name, "joined": True, "status": status},
-        )
-        if woken:
-            dispatcher().advance(run_id)
-    return True
+    joined, woken = run_rows.join_fan_out(run_id, position)
+    if woken:
+        dispatcher().advance(run_id)
+    return joined

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from uuid import UUID
 
-from agentflow.engine import store
+from agentflow.engine.state import step_rows
 
 # At most this many step records are kept per process, least recently parked dropped first.
 MAX_RECORDS = 200_000
@@ -53,12 +53,12 @@ class HistoryCache:
             if kept is not None:
                 self._size -= len(kept.history)
         if kept is None or kept.token + 1 != token:
-            return History(store.load_history(run_id))
+            return History(step_rows.load_history(run_id))
         history = kept.history  # taken out of the cache: this advance owns it now
-        history.update(store.load_history(run_id, after=history.prefix))
+        history.update(step_rows.load_history(run_id, after=history.prefix))
         return history
 
-    def keep(self, run_id: UUID, token: int, history: dict[int, store.StepRecord]) -> None:
+    def keep(self, run_id: UUID, token: int, history: dict[int, step_rows.StepRecord]) -> None:
         """Remember what the holder of ``token`` read, up to the first unfinished position.
 
         Costs what the history grew by since it was loaded, not its length.

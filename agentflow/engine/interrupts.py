@@ -9,6 +9,7 @@ from datetime import datetime
 from django.db import DatabaseError, IntegrityError
 
 from agentflow.exceptions import RedactionUnavailable
+from agentflow.gates.limit_hit import LimitHit
 
 
 class Interrupt(BaseException):
@@ -43,9 +44,9 @@ class Pause(Interrupt):
     Raised before the step it guards starts, so no step is half-executed.
     """
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, hit: LimitHit) -> None:
+        super().__init__(hit.reason)
+        self.hit = hit
 
 
 @contextlib.contextmanager

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agentflow.engine import store
+from agentflow.engine.call_ids import CallKey
 from agentflow.engine.errors import rebuild_exception
 from agentflow.engine.interrupts import Interrupt, LeaseLost, Pause, unavailable_as_interrupt
 from agentflow.engine.serialize import args_hash, shortened
+from agentflow.engine.state import step_rows
 from agentflow.exceptions import BudgetExceeded, NonDeterminismError
 from agentflow.gates import budgets, policy
 from agentflow.gates.redaction import redact_text
@@ -47,7 +48,7 @@ class Entry:
     name: str
     args_json: str
     digest: str
-    record: store.StepRecord | None
+    record: step_rows.StepRecord | None
 
     @property
     def finished(self) -> bool:
@@ -72,7 +73,7 @@ class Journal:
     """One advance's view of a run's history, and the only way to write to it."""
 
     def __init__(
-        self, run: Run, history: dict[int, store.StepRecord], *, lease: Lease | None = None
+        self, run: Run, history: dict[int, step_rows.StepRecord], *, lease: Lease | None = None
     ) -> None:
         self.run = run
         self.history = history
@@ -92,24 +93,24 @@ class Journal:
         return self.lease is None
 
     @property
-    def fence(self) -> store.Fence:
+    def fence(self) -> step_rows.Fence:
         assert self.lease is not None, "a replay-only journal writes nothing"
         return self.lease.fence
 
-    def key(self, position: int) -> str:
+    def key(self, position: int) -> CallKey:
         """The stable idempotency key of a position."""
-        return f"{self.run.id}:{position}"
+        return CallKey(str(self.run.id), position)
 
     @property
-    def current_key(self) -> str:
+    def current_key(self) -> CallKey:
         """The key of the ctx.step in progress, else of the next position."""
         return self.key(self.position if self.step_position is None else self.step_position)
 
-    def peek(self) -> store.StepRecord | None:
+    def peek(self) -> step_rows.StepRecord | None:
         """The record at the next position, without taking it."""
         return self.history.get(self.position)
 
-    def replayed_as(self, kind: str, memo: Any) -> store.StepRecord | None:
+    def replayed_as(self, kind: str, memo: Any) -> step_rows.StepRecord | None:
         """The next position's record if it finished and this process matched it with
         ``memo`` before; the position is then taken. None: take it the usual way.
 
@@ -168,7 +169,7 @@ class Journal:
         if record is not None:
             if record.args_hash != digest or record.kind != kind:
                 self._diverge(position, record, kind, name, digest, args_json)
-            if not store.same_name(record.name, name):
+            if not step_rows.same_name(record.name, name):
                 self._diverge(position, record, kind, name, digest, args_json)
             if self.lease is None and not record.finished:
                 raise EndOfHistory(position, kind, name)  # replay stops where the run stopped
@@ -184,15 +185,15 @@ class Journal:
     def _diverge(
         self,
         position: int,
-        record: store.StepRecord,
+        record: step_rows.StepRecord,
         kind: str,
         name: str,
         digest: str,
         args_json: str,
     ) -> None:
         asked = json.dumps(json.loads(args_json), sort_keys=True) if args_json else "none"
-        recorded, asked = store.recorded_args(record.id), shortened(redact_text(asked))
-        same_call = record.kind == kind and store.same_name(record.name, name)
+        recorded, asked = step_rows.recorded_args(record.id), shortened(redact_text(asked))
+        same_call = record.kind == kind and step_rows.same_name(record.name, name)
         self.diverged = NonDeterminismError(
             f"Run {self.run.id} ({self.run.agent} version {self.run.agent_version}) "
             f"diverged from its history at position {position}: the history has "
@@ -215,16 +216,16 @@ class Journal:
     def _guard(self, position: int, kind: str, name: str) -> None:
         """Before a new step: the loop guard, the run duration and step budgets."""
         with unavailable_as_interrupt("reading policies"):
-            reason = policy.run_guard(self.run, position)
-        if reason is None:
+            hit = policy.run_guard(self.run, position)
+        if hit is None:
             try:
                 self._counted_step = self.reserve(
                     budgets.Usage(steps=1), f"{kind} {name!r} at position {position}"
                 )
             except BudgetExceeded as exc:
-                reason = str(exc)
-        if reason is not None:
-            raise Pause(reason)
+                hit = exc.hit
+        if hit is not None:
+            raise Pause(hit)
 
     def uncount_step(self) -> None:
         """Give back the newest position's step: it paused unrecorded and is taken again."""
@@ -251,7 +252,7 @@ class Journal:
             return budgets.reserve(rows, self.run.id, usage, what)
 
     @staticmethod
-    def replayed(record: store.StepRecord) -> Any:
+    def replayed(record: step_rows.StepRecord) -> Any:
         """A finished step's outcome again: its output, or its error raised.
 
         A dict or list comes as a copy: the agent may change it, the record must not
@@ -263,17 +264,17 @@ class Journal:
 
     def record(self, entry: Entry, **fields: Any) -> tuple[int, Any]:
         """Record a new step at ``entry``'s position; return (step id, stored output)."""
-        return store.insert_step(
+        return step_rows.insert_step(
             self.fence,
             position=entry.position,
             kind=entry.kind,
             name=entry.name,
             args_json=entry.args_json,
             args_hash=entry.digest,
-            key=self.key(entry.position),
+            key=str(self.key(entry.position)),
             **fields,
         )
 
     def update(self, step_id: int, **fields: Any) -> Any:
         """Move a recorded step on (only the columns passed change); return its output."""
-        return store.update_step(self.fence, step_id, **fields)
+        return step_rows.update_step(self.fence, step_id, **fields)

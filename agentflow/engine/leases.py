@@ -1,6 +1,6 @@
 """Per-run leases with fencing tokens, renewed by one heartbeat thread per process.
 
-Only the holder of a run's current token may write its steps (see ``store.Fence``).
+Only the holder of a run's current token may write its steps (see ``step_rows.Fence``).
 A worker that dies stops renewing; its lease expires after LEASE_SECONDS and the
 reconciler hands the run to another worker. Heartbeats renew on a timer, never per step.
 """
@@ -20,13 +20,14 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from django.db import close_old_connections, connection
-from django.db.models import F
 
 from agentflow import conf
-from agentflow.engine import logs, run_rows, sql, store
+from agentflow.engine import logs
 from agentflow.engine.interrupts import LeaseLost
+from agentflow.engine.state import run_rows, step_rows
+from agentflow.engine.state.run_rows import Busy
 from agentflow.gates import fleet
-from agentflow.models import Event, Run, clock
+from agentflow.models import Run, clock
 
 logger = logging.getLogger("agentflow.leases")
 
@@ -40,7 +41,7 @@ class Lease:
     """A held run: its fence, the wake counter seen at acquisition, and the row itself."""
 
     run: Run
-    fence: store.Fence
+    fence: step_rows.Fence
     wake_seq: int
     # Taken as the run left PENDING: nothing has advanced it before.
     first_start: bool = False
@@ -49,17 +50,6 @@ class Lease:
 
     def renew(self) -> bool:
         return renew(self)
-
-
-@dataclass(frozen=True)
-class Busy:
-    """Another worker holds the run until about ``retry_at``: ask again then.
-
-    The holder may be dead (SIGKILL leaves a lease that looks alive until it expires), so
-    a wake-up that finds the run busy is put off, never dropped.
-    """
-
-    retry_at: datetime
 
 
 def retry_after(expires_at: datetime) -> datetime:
@@ -81,50 +71,12 @@ def acquire(run_id: UUID, owner: str) -> Lease | Busy | None:
     now = clock.now()
     taken = run_rows.take_lease(run_id, owner, now + lease_duration(), now)
     if taken is None:
-        taken = _acquire_locked(run_id, owner, now)
+        taken = run_rows.take_lease_locked(run_id, owner, now, now + lease_duration(), retry_after)
         if not isinstance(taken, tuple):
             return taken
     run, first_start = taken
-    fence = store.Fence(run.id, run.lease_token)
+    fence = step_rows.Fence(run.id, run.lease_token)
     return Lease(run=run, fence=fence, wake_seq=run.wake_seq, first_start=first_start)
-
-
-def _acquire_locked(run_id: UUID, owner: str, now: datetime) -> tuple[Run, bool] | Busy | None:
-    """``acquire`` off the fast path: under the row lock, nudge a live holder or take over."""
-    with sql.atomic():
-        run = Run.objects.select_for_update().filter(id=run_id).first()
-        if run is None or run.status not in Run.ACTIVE:
-            return None
-        if run.lease_expires_at is not None and run.lease_expires_at >= now:
-            scheduled = run.nudged_at is not None and run.nudged_at > run.lease_expires_at
-            retry_at = retry_after(run.lease_expires_at)
-            changes: dict[str, Any] = {"wake_seq": F("wake_seq") + 1}
-            if not scheduled:
-                changes["nudged_at"] = retry_at
-            Run.objects.filter(id=run_id).update(**changes)
-            return None if scheduled else Busy(retry_at)
-        first_start = run.status == Run.Status.PENDING
-        run.status = Run.Status.RUNNING
-        run.lease_owner = owner
-        run.lease_token += 1
-        run.lease_expires_at = now + lease_duration()
-        run.started_at = run.started_at or now
-        run.wait_reason = ""
-        run.nudged_at = None
-        run.save(
-            update_fields=[
-                "status",
-                "lease_owner",
-                "lease_token",
-                "lease_expires_at",
-                "started_at",
-                "wait_reason",
-                "nudged_at",
-            ]
-        )
-        if first_start:
-            run.event_seq = store.append_event(run.id, Event.Type.RUN_STARTED, {"worker": owner})
-    return run, first_start
 
 
 def release_waiting(lease: Lease, *, reason: str, wake_at: datetime | None) -> bool:
@@ -135,11 +87,7 @@ def release_waiting(lease: Lease, *, reason: str, wake_at: datetime | None) -> b
     """
     if run_rows.park(lease.fence, lease.wake_seq, reason, wake_at):
         return True
-    row = (
-        Run.objects.filter(id=lease.fence.run_id)
-        .values_list("lease_token", "wake_seq", "status")
-        .first()
-    )
+    row = run_rows.lease_state(lease.fence.run_id)
     if row is None or row[0] != lease.fence.token or row[2] != Run.Status.RUNNING:
         raise LeaseLost(f"run {lease.fence.run_id} was taken over or cancelled")
     lease.wake_seq = row[1]
@@ -148,11 +96,7 @@ def release_waiting(lease: Lease, *, reason: str, wake_at: datetime | None) -> b
 
 def renew(lease: Lease) -> bool:
     """Push the lease's expiry forward; False if the token is no longer ours."""
-    return bool(
-        Run.objects.filter(
-            id=lease.fence.run_id, lease_token=lease.fence.token, status=Run.Status.RUNNING
-        ).update(lease_expires_at=clock.now() + lease_duration())
-    )
+    return run_rows.renew_lease(lease.fence, clock.now() + lease_duration())
 
 
 class Renewable(Protocol):

@@ -19,8 +19,9 @@ from datetime import timedelta
 from django.db.models import Exists, OuterRef, Q
 
 from agentflow import conf
-from agentflow.engine import approvals, attempts, children, fanout, sql
+from agentflow.engine import approvals, attempts, children, fanout
 from agentflow.engine.ports import dispatcher
+from agentflow.engine.state import run_rows, sql
 from agentflow.gates import admission, fleet
 from agentflow.models import Run, Step, clock
 
@@ -79,7 +80,7 @@ def reconcile() -> dict[str, int]:
     )
     rows = list(due.order_by("created_at").values_list("id", "status")[:BATCH])
     # Several reconcilers may race here; a duplicate wake-up is harmless, only wasteful.
-    Run.objects.filter(id__in=[run_id for run_id, _ in rows]).update(nudged_at=now)
+    run_rows.mark_nudged([run_id for run_id, _ in rows], now)
     send = dispatcher()
     for run_id, _ in rows:
         send.advance(run_id)

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentflow import registry
-from agentflow.engine import store
 from agentflow.engine.context import EndOfHistory, RunContext
 from agentflow.engine.interrupts import Suspend
 from agentflow.engine.serialize import dumps, loads
+from agentflow.engine.state import step_rows
 from agentflow.exceptions import NonDeterminismError, UnknownAgent
 from agentflow.gates.redaction import redact_json
 from agentflow.models import Run
@@ -59,7 +59,7 @@ def replay(run: Run) -> ReplayReport:
         definition = registry.get_agent(run.agent, run.agent_version)
     except UnknownAgent:
         definition = registry.get_agent(run.agent)
-    history = store.load_history(run.id)
+    history = step_rows.load_history(run.id)
     report = ReplayReport(run.id, run.agent, definition.version)
     ctx = RunContext(run, history)
     try:

@@ -22,6 +22,7 @@ from django.db.models import F, Q
 
 from agentflow import conf
 from agentflow.exceptions import BudgetExceeded, InvalidInput
+from agentflow.gates.limit_hit import BUDGET, LimitHit
 from agentflow.models import clock
 from agentflow.models.database import alias as database_alias
 from agentflow.models.matching import matches
@@ -186,23 +187,27 @@ def reserve(budgets: list[Any], run_id: UUID, usage: Usage, what: str) -> Reserv
                 **increments, updated_at=now
             ):
                 spend.refresh_from_db()
-                raise BudgetExceeded(_exhausted(budget, spend, usage, what))
+                hit = _exhausted(budget, spend, usage, what)
+                raise BudgetExceeded(hit.reason, hit=hit)
             held.append(spend.id)
     return Reservation(held, usage)
 
 
-def _exhausted(budget: Any, spend: Any, usage: Usage, what: str) -> str:
+def _exhausted(budget: Any, spend: Any, usage: Usage, what: str) -> LimitHit:
     for name, limit_field in DIMENSIONS.items():
         limit, amount = getattr(budget, limit_field), getattr(usage, name)
         if limit is not None and amount and getattr(spend, name) + amount > limit:
             unit = "$" if name == "cost" else ""
-            return (
+            reason = (
                 f"Budget '{budget.name}' ({budget.get_period_display()}, {spend.window}) is "
                 f"exhausted: {name.replace('_', ' ')} spent {unit}{getattr(spend, name)} of "
                 f"{unit}{limit}, and {what} needs {unit}{amount} more. Raise the limit in the "
                 "admin, then resume the run."
             )
-    return f"Budget '{budget.name}' has no room for {what}."
+            return LimitHit(BUDGET, budget.id, name, reason, need=Decimal(amount))
+    # A concurrent change took the room between the refused update and this read.
+    reason = f"Budget '{budget.name}' has no room for {what}."
+    return LimitHit(BUDGET, budget.id, "", reason)
 
 
 def settle(reservation: Reservation, actual: Usage) -> None:

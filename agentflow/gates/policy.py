@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from agentflow import conf
+from agentflow.gates.limit_hit import MAX_DURATION, MAX_STEPS, POLICY, LimitHit
 from agentflow.models import clock, conditions
 from agentflow.models.matching import matches
 
@@ -109,8 +110,8 @@ def _because(policy: Policy, truth: bool | None) -> str:
     return f" (condition: {policy.condition})"
 
 
-def run_guard(run: Any, position: int, now: datetime | None = None) -> str | None:
-    """Why the run may not take the step at ``position`` (loop guard, duration), if so."""
+def run_guard(run: Any, position: int, now: datetime | None = None) -> LimitHit | None:
+    """The policy that stops the run before the step at ``position`` (loop guard, duration)."""
     rows = [p for p in enabled_policies() if p.max_steps is not None or p.max_duration]
     if not rows:
         return None
@@ -118,17 +119,19 @@ def run_guard(run: Any, position: int, now: datetime | None = None) -> str | Non
         if not _applies(policy, run.agent, run.owner_id):
             continue
         if policy.max_steps is not None and position >= policy.max_steps:
-            return (
+            reason = (
                 f"Policy '{policy.name}' allows at most {policy.max_steps} steps per run "
                 f"(loop guard); run {run.id} reached it at position {position}. Raise "
                 "max_steps or disable the policy, then resume the run."
             )
+            return LimitHit(POLICY, policy.id, MAX_STEPS, reason, position=position)
         started = run.started_at
         now = now or clock.now()
         if policy.max_duration and started and now - started > policy.max_duration:
-            return (
+            reason = (
                 f"Policy '{policy.name}' allows runs of {policy.max_duration} at most; run "
                 f"{run.id} started at {started.isoformat()} and is past it at position "
                 f"{position}. Raise max_duration or disable the policy, then resume the run."
             )
+            return LimitHit(POLICY, policy.id, MAX_DURATION, reason, position=position)
     return None

@@ -7,12 +7,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agentflow.engine import approvals, sql
+from agentflow.engine import approvals
 from agentflow.engine.approvals import Decision
 from agentflow.engine.durations import check_seconds
 from agentflow.engine.interrupts import Suspend, unavailable_as_interrupt
 from agentflow.engine.journal import Journal
 from agentflow.engine.serialize import dumps, loads
+from agentflow.engine.state import sql
 from agentflow.exceptions import InvalidInput
 from agentflow.gates.redaction import redact_text
 from agentflow.gates.sealing import protect

@@ -7,11 +7,11 @@ from typing import Any
 
 from django.db.models import Q
 
-from agentflow.engine import sql
 from agentflow.engine.durations import check_seconds
 from agentflow.engine.interrupts import Suspend, unavailable_as_interrupt
 from agentflow.engine.journal import Journal
 from agentflow.engine.serialize import check_text, dumps, error_record
+from agentflow.engine.state import sql
 from agentflow.gates.redaction import redact_text
 from agentflow.gates.sealing import reveal
 from agentflow.models import Event, Signal, Step, clock

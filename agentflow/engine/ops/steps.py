@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from agentflow import tracing
-from agentflow.engine import store
 from agentflow.engine.journal import Journal
 from agentflow.engine.serialize import check_text, dumps, error_record
+from agentflow.engine.state import step_rows
 from agentflow.models import Event, Step, clock
 
 RESERVED_EVENT_PREFIXES = ("run.", "step.", "signal.")
@@ -97,7 +97,7 @@ def patched(journal: Journal, change_id: str) -> bool:
     check_text(change_id, what="the change id of ctx.patched", max_chars=MAX_NAME_CHARS)
     record = journal.peek()
     if record is not None and not (
-        record.kind == Step.Kind.PATCH and store.same_name(record.name, change_id)
+        record.kind == Step.Kind.PATCH and step_rows.same_name(record.name, change_id)
     ):
         return False
     if record is None and journal.replaying:

@@ -11,12 +11,14 @@ from typing import Any
 
 from agentflow import conf
 from agentflow.definitions import ToolDefinition
-from agentflow.engine import approvals, sql
+from agentflow.engine import approvals
 from agentflow.engine.attempts import Attempt
+from agentflow.engine.call_ids import Waiter
 from agentflow.engine.interrupts import Pause, Suspend, unavailable_as_interrupt
 from agentflow.engine.journal import Entry, Journal
 from agentflow.engine.ops import fan_out
 from agentflow.engine.serialize import dumps, error_record
+from agentflow.engine.state import sql
 from agentflow.exceptions import BudgetExceeded, PayloadError, PolicyDenied, ToolArgumentError
 from agentflow.gates import admission, policy
 from agentflow.gates.sealing import reveal
@@ -110,7 +112,7 @@ class ToolCall:
             except BudgetExceeded as exc:
                 if record is None:  # nothing recorded here: resuming takes this position anew
                     self.journal.uncount_step()
-                raise Pause(str(exc)) from None
+                raise Pause(exc.hit) from None
             self._enter(
                 Step.Status.RUNNING,
                 self.entry.event(Event.Type.STEP_STARTED, attempt=attempt.attempt),
@@ -119,7 +121,7 @@ class ToolCall:
             return attempt.run(
                 booked=record.rate_slot if record is not None else None,
                 member=f"{attempt.key}:{attempt.attempt}",
-                waiter=f"run:{run.id}",
+                waiter=str(Waiter.run(run.id)),
             )
 
     # -- recording ----------------------------------------------------------------------

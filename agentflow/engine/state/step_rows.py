@@ -1,4 +1,4 @@
-"""The SQL of steps and events: fenced step writes, fan-out children, joins, history.
+"""A run's top-level steps: fenced writes of their rows (with their events) and history.
 
 Each step is recorded in one statement on PostgreSQL: the fencing check (the writer still
 holds the run's lease), the Step row and its Event row. The SQL is written by hand because
@@ -18,11 +18,17 @@ from uuid import UUID
 
 from django.db import IntegrityError
 
-from agentflow.engine import sql
 from agentflow.engine.interrupts import LeaseLost, unavailable_as_interrupt
-from agentflow.engine.ports import publisher
-from agentflow.engine.serialize import dumps, loads, shortened
-from agentflow.engine.sql import EVENT, RUN, STEP, UNSET, Unset, db_uuid, db_when
+from agentflow.engine.serialize import loads, shortened
+from agentflow.engine.state import sql
+from agentflow.engine.state.outbox import (
+    EVENT_COLUMNS,
+    announce,
+    insert_event,
+    next_seq,
+    record_json,
+)
+from agentflow.engine.state.sql import EVENT, RUN, STEP, UNSET, Unset, db_uuid, db_when
 from agentflow.gates.redaction import REPLACEMENT, redact_json, redact_text
 from agentflow.gates.sealing import protect, reveal
 from agentflow.models import Run, Step, clock
@@ -120,19 +126,6 @@ def recorded_args(step_id: int) -> str:
     return shortened(json.dumps(args, sort_keys=True, default=str))
 
 
-def record_json(value: Any, what: str) -> str | None:
-    """Redacted JSON of a record the runtime writes itself (an error, an event): never refused."""
-    return None if value is None else redact_json(dumps(value, what=what, limited=False))
-
-
-def announce(run_id: UUID, seq: int, type_: str, data_json: str | None) -> None:
-    """Publish an event live once it commits (the redacted JSON that was stored)."""
-    sql.on_commit(lambda: publisher().publish(run_id, seq, type_, data_json))
-
-
-EVENT_COLUMNS = "(run_id, seq, type, data, created_at)"
-
-
 def _fence_sql(with_event: bool) -> str:
     """A CTE ``fence`` with one row (the next event seq) only if the lease still holds."""
     running = sql.literal(Run.Status.RUNNING)
@@ -145,23 +138,6 @@ def _fence_sql(with_event: bool) -> str:
         f"fence AS (SELECT event_seq FROM {RUN} "
         f"WHERE id = %s AND lease_token = %s AND status IN {running})"
     )
-
-
-def _next_seq(cursor: Any, run_id: UUID) -> int:
-    cursor.execute(
-        f"UPDATE {RUN} SET event_seq = event_seq + 1 WHERE id = %s RETURNING event_seq",
-        [db_uuid(run_id)],
-    )
-    return cursor.fetchone()[0]
-
-
-def insert_event(cursor: Any, run_id: UUID, seq: int, type_: str, data_json: str | None) -> None:
-    """Insert an event whose seq the caller took (SQLite's path of a fenced write)."""
-    cursor.execute(
-        f"INSERT INTO {EVENT} {EVENT_COLUMNS} VALUES (%s, %s, %s, %s, %s)",
-        [db_uuid(run_id), seq, type_, data_json, db_when(clock.now())],
-    )
-    announce(run_id, seq, type_, data_json)
 
 
 def _write(
@@ -203,7 +179,7 @@ def _write(
                 cursor.execute(f"WITH {_fence_sql(False)} {write}", [*fence_values, *values])
                 row = cursor.fetchone()
                 if row is not None and event:
-                    seq = _next_seq(cursor, fence.run_id)
+                    seq = next_seq(cursor, fence.run_id)
                     insert_event(cursor, fence.run_id, seq, event[0], event_json)
     if row is None:
         raise LeaseLost(f"run {fence.run_id} is no longer held with token {fence.token}")
@@ -406,174 +382,19 @@ def update_step(
     return _stored_output(output_json, output, sealed_output)
 
 
-def append_event(run_id: UUID, type_: str, data: dict[str, Any]) -> int:
-    """Write an event for a writer that holds no lease (start, signal, cancel); return its seq.
-
-    Taking the sequence number locks the run row until commit, so events commit in
-    sequence order and a reader that resumes after seq N misses nothing. One statement on
-    PostgreSQL, so it opens no savepoint inside the caller's transaction.
-    """
-    data_json = record_json(data, f"event {type_}")
-    with sql.cursor() as cursor:
-        if sql.postgres():
-            cursor.execute(
-                f"WITH seq AS (UPDATE {RUN} SET event_seq = event_seq + 1 WHERE id = %s "
-                f"RETURNING id, event_seq) INSERT INTO {EVENT} {EVENT_COLUMNS} "
-                "SELECT id, event_seq, %s, %s, %s FROM seq RETURNING seq",
-                [db_uuid(run_id), type_, data_json, db_when(clock.now())],
-            )
-            seq = cursor.fetchone()[0]
-            announce(run_id, seq, type_, data_json)
-            return seq
-        with sql.atomic():
-            seq = _next_seq(cursor, run_id)
-            insert_event(cursor, run_id, seq, type_, data_json)
-    return seq
+# A fork's copy of a step keeps what it recorded; what belongs to the source run's
+# progress (its timer, rate slot and last dispatch) starts empty.
+COPY_RESET = ("run_id", "wake_at", "rate_slot", "dispatched_at")
+COPY_KEPT = tuple(column for column in STEP_COLUMNS if column not in COPY_RESET)
 
 
-# -- fan-out children -------------------------------------------------------------------
-
-
-def _open_child_sql() -> str:
-    """Whether a child of (run, position) is still open; served by agentflow_step_open_child."""
-    return (
-        f"SELECT 1 FROM {STEP} o WHERE o.run_id = %s AND o.position = %s "
-        f"AND o.{sql.quote('index')} IS NOT NULL AND o.status IN {sql.OPEN_STEP}"
-    )
-
-
-CHILD_BATCH = 1000
-
-
-def insert_children(rows: list[dict[str, Any]]) -> list[tuple[int, str, int]]:
-    """Insert children (``step_values`` columns by name) in multi-row INSERTs.
-
-    Returns (id, status, index) of each.
-    """
-    placeholders = "(" + ", ".join(["%s"] * len(STEP_COLUMNS)) + ")"
-    inserted: list[tuple[int, str, int]] = []
-    with sql.cursor(prepared=False) as cursor:  # as many rows as the fan-out has
-        for start in range(0, len(rows), CHILD_BATCH):
-            batch = rows[start : start + CHILD_BATCH]
-            values = [value for row in batch for value in step_values(**row)]
-            cursor.execute(
-                f"INSERT INTO {STEP} ({step_columns()}) VALUES "
-                f"{', '.join([placeholders] * len(batch))} "
-                f"RETURNING id, status, {sql.quote('index')}",
-                values,
-            )
-            inserted += cursor.fetchall()
-    return inserted
-
-
-def any_open_child(run_id: UUID, position: int) -> bool:
-    """Whether a child of the fan-out is still pending, scheduled, running or waiting."""
-    with sql.cursor() as cursor:
-        cursor.execute(f"SELECT EXISTS ({_open_child_sql()})", [db_uuid(run_id), position])
-        return bool(cursor.fetchone()[0])
-
-
-def close_parent(run_id: UUID, position: int, now: datetime) -> tuple[str, str, str] | None:
-    """Close a fan-out's parent once no child is open; (status, kind, name), or None.
-
-    Failed if a child failed. A ``call`` parent (a routed ``ctx.call``, one child) takes
-    its child's output and error, so it replays like a call that ran inline.
-    """
-    index = sql.quote("index")
-    child = f"FROM {STEP} c WHERE c.run_id = %s AND c.position = %s AND c.{index} IS NOT NULL"
-    # The call's one child, by its unique key. Postgres may evaluate these subqueries even
-    # for a map parent (a concurrent update of the parent re-checks the row with every
-    # InitPlan forced), so each must return at most one row whatever the parent's kind.
-    only = f"{child} AND c.{index} = 0"
-    failed, call = sql.literal(Step.Status.FAILED), sql.literal(Step.Kind.CALL)
-    statement = (
-        f"UPDATE {STEP} SET finished_at = %s, status = CASE WHEN EXISTS ("
-        f"  SELECT 1 {child} AND c.status = {failed}"
-        f") THEN {failed} ELSE {sql.literal(Step.Status.SUCCEEDED)} END, "
-        f"output = CASE WHEN kind = {call} THEN (SELECT c.output {only}) ELSE output END, "
-        f"sealed_output = CASE WHEN kind = {call} THEN (SELECT c.sealed_output {only}) "
-        "ELSE sealed_output END, "
-        f"error = CASE WHEN kind = {call} THEN (SELECT c.error {only}) ELSE error END "
-        f"WHERE run_id = %s AND position = %s AND {index} IS NULL "
-        f"AND status IN {sql.literal(Step.Status.WAITING)} AND NOT EXISTS ({_open_child_sql()}) "
-        "RETURNING status, kind, name"
-    )
-    where = [db_uuid(run_id), position]
-    with sql.cursor() as cursor:
-        cursor.execute(statement, [db_when(now), *(where * 6)])
-        return cursor.fetchone()
-
-
-def claim_child(step_id: int, now: datetime, due_by: datetime) -> dict[str, Any] | None:
-    """open -> running, with attempts + 1, if due and its run is active; one statement.
-
-    Returns the child's columns and its run's (``agent``, ``owner_id``,
-    ``has_own_budget``) by name. The first claim sets ``started_at``: a child starts when
-    a worker takes it, not when its fan-out was recorded.
-    """
-    index = sql.quote("index")
-    with sql.cursor() as cursor:
+def copy_steps(source_id: UUID, target_id: UUID, at: int) -> None:
+    """Copy the steps before position ``at`` (and their children) in one statement."""
+    quote = sql.quote
+    kept = ", ".join(quote(column) for column in COPY_KEPT)
+    with sql.connection().cursor() as cursor:
         cursor.execute(
-            f"UPDATE {STEP} SET status = %s, attempts = attempts + 1, heartbeat_at = %s, "
-            "started_at = COALESCE(started_at, %s), wake_at = NULL "
-            f"WHERE id = %s AND status IN {sql.CLAIMABLE_STEP} "
-            "AND (wake_at IS NULL OR wake_at <= %s) "
-            f"AND EXISTS (SELECT 1 FROM {RUN} r WHERE r.id = run_id AND r.status IN "
-            f"{sql.ACTIVE_RUN}) "
-            f"RETURNING id, run_id, position, {index} AS child_index, name, args, sealed_args, "
-            "idempotency_key, attempts, rate_slot, "
-            f"(SELECT agent FROM {RUN} r WHERE r.id = run_id) AS agent, "
-            f"(SELECT owner_id FROM {RUN} r WHERE r.id = run_id) AS owner_id, "
-            f"(SELECT has_own_budget FROM {RUN} r WHERE r.id = run_id) AS has_own_budget",
-            [Step.Status.RUNNING, db_when(now), db_when(now), step_id, db_when(due_by)],
+            f"INSERT INTO {STEP} ({quote('run_id')}, {kept}) "
+            f"SELECT %s, {kept} FROM {STEP} WHERE run_id = %s AND position < %s",
+            [db_uuid(target_id), db_uuid(source_id), at],
         )
-        return sql.fetch_dict(cursor)
-
-
-def finish_child(
-    step_id: int, attempt: int, status: str, output_json: str | None, error: Any
-) -> tuple[bool, bool, bool]:
-    """Record a child's outcome if its claim (``attempt``) still holds.
-
-    Returns (recorded, a sibling is still open, every open sibling was running). On
-    PostgreSQL all in one statement; the probe reads siblings as they were before it, so
-    two that finish at the same moment may each see the other open (both running): the
-    caller looks again after its commit then. SQLite serializes writes: its probe runs
-    after the commit and cannot miss a sibling's outcome.
-    """
-    stored_output, sealed_output = protect(output_json)
-    update = (
-        f"UPDATE {STEP} SET status = %s, output = %s, sealed_output = %s, error = %s, "
-        "finished_at = %s, heartbeat_at = NULL, rate_slot = NULL "
-        f"WHERE id = %s AND status IN {sql.literal(Step.Status.RUNNING)} AND attempts = %s"
-    )
-    values = [
-        status,
-        stored_output,
-        sealed_output,
-        record_json(error, "child error"),
-        db_when(clock.now()),
-        step_id,
-        attempt,
-    ]
-    with sql.cursor() as cursor:
-        if sql.postgres():
-            index = sql.quote("index")
-            sibling = (
-                f"SELECT 1 FROM {STEP} o, done WHERE o.run_id = done.run_id "
-                f"AND o.position = done.position AND o.{index} IS NOT NULL "
-                f"AND o.status IN {sql.OPEN_STEP} AND o.id <> %s"
-            )
-            cursor.execute(
-                f"WITH done AS ({update} RETURNING run_id, position) "
-                f"SELECT EXISTS (SELECT 1 FROM done), EXISTS ({sibling}), "
-                f"EXISTS ({sibling} AND o.status <> {sql.literal(Step.Status.RUNNING)})",
-                [*values, step_id, step_id],
-            )
-            recorded, open_left, queued = cursor.fetchone()
-            return bool(recorded), bool(open_left), bool(open_left and not queued)
-        cursor.execute(update + " RETURNING run_id, position", values)
-        row = cursor.fetchone()
-    if row is None:
-        return False, False, False
-    return True, any_open_child(sql.as_uuid(row[0]), row[1]), False

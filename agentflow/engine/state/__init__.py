@@ -1,0 +1,13 @@
+"""The one owner of run and step state: every write of a Run, Step or Event row is here.
+
+- ``sql``: the database that holds agentflow's tables, and every transaction on it.
+- ``outbox``: events, numbered in the run's sequence and published once committed.
+- ``run_rows``: the run's transitions (create, lease, park, wake, pause, finish, ...).
+- ``step_rows``: a run's top-level steps, written only while the writer holds the lease.
+- ``child_rows``: fan-out children (record, claim, finish, reset) and the one join.
+
+Each transition is a named function that says what it guarantees; the rest of agentflow
+calls these and writes none of these tables itself (``tests/test_project.py`` checks it).
+The status sets and the step-kind and event-type enums are on the models
+(``Run.ACTIVE``, ``Step.OPEN``, ``Step.Kind``, ``Event.Type``) so migrations see them too.
+"""
