@@ -2,7 +2,8 @@
 
 Deciding needs ``agentflow.decide_approval``, granted globally or on the Approval object
 (django-guardian answers object checks through Django's permission backends where it is
-installed), and then ``AGENTFLOW["APPROVAL_RULE"](user, approval)`` must say yes. Viewing
+installed), and then ``AGENTFLOW["APPROVAL_RULE"](user, approval)`` and the run view rule
+(below) must say yes. Viewing
 a run (its page, its live events) needs ``agentflow.view_run`` the same way, then
 ``AGENTFLOW["RUN_VIEW_RULE"](user, run)``. The default rules let staff act on any run.
 """
@@ -68,8 +69,14 @@ def visible_runs(user: Any, runs: QuerySet) -> QuerySet:
 
 
 def may_decide(user: Any, approval: Any) -> bool:
-    """Whether ``user`` may approve or reject ``approval``."""
-    return _allowed(user, DECIDE, approval, "APPROVAL_RULE")
+    """Whether ``user`` may approve or reject ``approval``.
+
+    The run view rule must admit its run too: a reviewer who may not see a run must not be
+    able to steer it (the approval queue hides its approvals already).
+    """
+    return _allowed(user, DECIDE, approval, "APPROVAL_RULE") and bool(
+        import_string(conf.setting("RUN_VIEW_RULE"))(user, approval.run)
+    )
 
 
 def _allowed(user: Any, permission: str, obj: Any, rule_setting: str) -> bool:

@@ -23,7 +23,8 @@ if os.environ.get("AGENTFLOW_TEST_WORKER"):
 AGENTFLOW = {
     # A test that runs workers on a queue of their own gives them its name.
     "QUEUE": os.environ.get("AGENTFLOW_TEST_QUEUE") or None,
-    "LEASE_SECONDS": 3.0,
+    # A test may give its workers a shorter lease, to show a busy worker still renews it.
+    "LEASE_SECONDS": float(os.environ.get("AGENTFLOW_TEST_LEASE_SECONDS", 3.0)),
     # A test worker may run its reconciler rarely, to show another path recovers a run.
     "RECONCILE_EVERY": float(os.environ.get("AGENTFLOW_TEST_RECONCILE_EVERY", 1.0)),
     "FAN_OUT_TASK_SECONDS": float(os.environ.get("AGENTFLOW_TEST_FAN_OUT_TASK_SECONDS", 0.25)),

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import connection
 
 import agentflow
-from agentflow.models import Run, clock
+from agentflow.models import Run, Step, clock
 from tests.support import wait_until
 from tests.test_recovery import assert_each_effect_once, slow_tool_started
 from tests.testapp.models import Execution
@@ -81,3 +81,26 @@ def test_a_worker_an_hour_slow_keeps_its_lease_and_no_tool_runs_twice(workers):
     run = agentflow.wait(run, timeout=90)
     assert run.status == Run.Status.SUCCEEDED, run.error
     assert Execution.objects.filter(key=f"{run.id}:3").count() == 1, "the tool ran twice"
+
+
+def test_a_timer_on_a_worker_two_hours_fast_waits_its_duration_on_the_databases_clock(workers):
+    workers("fast", concurrency=1, env=skewed("+2h"))
+    seconds = 5.0
+    began = database_now()
+    run = agentflow.start("tests.sleeper", {"seconds": seconds})
+    sleep = wait_until(
+        lambda: Step.objects.filter(run=run, kind=Step.Kind.SLEEP).first(),
+        timeout=60,
+        what="the run to start its timer",
+    )
+    # Due its duration after the database's now, not two hours later.
+    assert sleep.wake_at - sleep.started_at == timedelta(seconds=seconds)
+    assert abs(sleep.started_at - database_now()) < timedelta(seconds=5), sleep.started_at
+    run = agentflow.wait(run, timeout=60)
+    waited = database_now() - began
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    # It did not fire at once (nor wait for hours), measured on the database's clock.
+    assert timedelta(seconds=seconds) <= waited < timedelta(seconds=seconds + 20), waited
+    sleep.refresh_from_db()
+    assert sleep.finished_at - sleep.started_at >= timedelta(seconds=seconds)
+    assert run.output["slept"] >= seconds  # ctx.now() reads the database's clock as well

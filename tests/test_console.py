@@ -170,6 +170,11 @@ def test_every_admin_page_of_agentflow_sends_the_csp(admin_client):
             urls.append(reverse(f"admin:agentflow_{model}_change", args=[row.pk]))
             urls.append(reverse(f"admin:agentflow_{model}_history", args=[row.pk]))
     urls += [reverse("admin:agentflow_budget_add"), reverse("admin:agentflow_policy_add")]
+    # The delete confirmations of the models that may be deleted (the rest answer 403).
+    urls += [
+        reverse("admin:agentflow_budget_delete", args=[Budget.objects.get(name="b").pk]),
+        reverse("admin:agentflow_policy_delete", args=[Policy.objects.get(name="p").pk]),
+    ]
     for url in urls:
         response = admin_client.get(url)
         assert response.status_code == 200, url

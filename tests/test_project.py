@@ -412,11 +412,66 @@ def test_transactions_on_run_state_are_opened_by_the_state_package():
     assert set(COMPOSED_TRANSACTIONS) <= set(opened), "stale entries"
 
 
+# Wall-clock readers: ``module.attribute`` pairs, and names imported from those modules.
+WALL_CLOCKS = {
+    ("timezone", "now"), ("datetime", "now"), ("datetime", "utcnow"), ("datetime", "today"),
+    ("date", "today"), ("time", "time"), ("time", "time_ns"), ("timezone", "localtime"),
+}  # fmt: skip
+# Wall-clock reads that are neither stored nor compared with stored times, and why.
+LOCAL_WALL_CLOCKS = {
+    # The in-memory limit store of the embedded default: one process compares only its own
+    # readings, and none leaves the process.
+    ("agentflow/gates/stores.py", "time.time"): 5,
+}
+
+
+def _wall_clock_reads(tree: ast.Module) -> list[str]:
+    """``module.attribute`` of each wall-clock read, called or passed on, and each import."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if (node.value.id, node.attr) in WALL_CLOCKS:
+                found.append(f"{node.value.id}.{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            module = node.module.rsplit(".", 1)[-1]
+            found += [
+                f"{module}.{alias.name}"
+                for alias in node.names
+                if (module, alias.name) in WALL_CLOCKS
+            ]
+    return found
+
+
+def test_the_engine_and_gates_read_the_time_from_the_databases_clock():
+    """Leases, timers, deadlines and recorded times come from ``agentflow.models.clock``.
+
+    A worker whose clock is 2 h fast or 1 h slow stamps wrong times with its own clock
+    (issue 20). ``time.monotonic()`` (durations inside one process) is always allowed.
+    """
+    files = sorted((PACKAGE / "engine").rglob("*.py")) + sorted((PACKAGE / "gates").rglob("*.py"))
+    reads: dict[tuple[str, str], int] = {}
+    for path in files:
+        for read in _wall_clock_reads(ast.parse(path.read_text())):
+            key = (str(path.relative_to(PACKAGE.parent)), read)
+            reads[key] = reads.get(key, 0) + 1
+    assert files
+    assert reads == LOCAL_WALL_CLOCKS, sorted(set(reads.items()) - set(LOCAL_WALL_CLOCKS.items()))
+
+
+def test_the_wall_clock_guard_sees_reads_called_passed_and_imported():
+    source = (
+        "from django.utils.timezone import now\n"
+        "a = timezone.now()\nb = record(timezone.now)\nc = datetime.now(UTC)\nd = time.time()\n"
+        "e = time.monotonic()\nf = clock.now()\n"
+    )
+    assert _wall_clock_reads(ast.parse(source)) == [
+        "timezone.now", "timezone.now", "timezone.now", "datetime.now", "time.time",
+    ]  # fmt: skip
+
+
 # Step kinds, event types and status sets are defined once, beside the columns they fill
 # (agentflow/models/runs.py); everything else names them.
 DEFINITIONS = PACKAGE / "models" / "runs.py"
-# String constants that equal a step kind but mean something else.
-NOT_A_KIND = {("agentflow/engine/attempts.py", "step")}  # a concurrency waiter's prefix
 
 
 def _sources() -> list[tuple[str, ast.Module]]:
@@ -525,7 +580,7 @@ def test_step_kinds_are_named_not_spelled():
         f"{path}:{node.lineno} {node.value!r}"
         for path, tree in sources
         for node in _kind_sites(tree, takes_kind)
-        if node.value in kinds and (path, node.value) not in NOT_A_KIND
+        if node.value in kinds
     )
     assert not spelled, f"use Step.Kind instead of: {spelled}"
 

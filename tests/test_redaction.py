@@ -35,15 +35,15 @@ def fresh_patterns():
     redaction.clear_cache()
 
 
-def full_scan() -> dict[str, int]:
-    """How often SECRET appears in each agentflow table, read with raw SQL."""
+def full_scan(secret: str = SECRET) -> dict[str, int]:
+    """How often ``secret`` appears in each agentflow table, read with raw SQL."""
     found = {}
     for model in apps.get_app_config("agentflow").get_models():
         table = model._meta.db_table
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT * FROM {table}")
             text = json.dumps(cursor.fetchall(), default=str)
-        found[table] = text.count(SECRET)
+        found[table] = text.count(secret)
     return found
 
 
@@ -88,6 +88,65 @@ def test_a_planted_secret_is_found_nowhere_in_the_tables_or_the_channel_layer(wo
     assert {m["type"] for m in listener.received} == {"agentflow.batch"}
     assert SECRET not in json.dumps(mine())
     assert any(e["event"] == "note" for e in mine())
+
+
+def published(listener: GroupListener, run: Run) -> list[dict]:
+    """Every event of ``run`` the listener received, once all its stored events arrived."""
+    seqs = set(Event.objects.filter(run=run).values_list("seq", flat=True))
+
+    def mine() -> list[dict]:
+        return [
+            e
+            for m in listener.received
+            for r in m["runs"]
+            if r["run"] == str(run.id)
+            for e in r["events"]
+        ]
+
+    def all_arrived() -> list[dict]:
+        listener.drain()
+        return {e["seq"] for e in mine()} >= seqs and mine()
+
+    return wait_until(all_arrived, timeout=30, what="every event on the channel layer")
+
+
+def test_the_configured_model_key_is_redacted_wherever_it_appears(workers, monkeypatch):
+    """A key of no known shape (not ``sk-``), echoed by a tool and sent in a signal."""
+    key = "live9Qx7TzLm2Rb8Kp4W"
+    assert redaction.redact_text(key) == key  # no pattern of the settings names it
+    monkeypatch.setenv("AGENTFLOW_TEST_LLM_KEY", key)  # the key tests.settings configures
+    redaction.clear_cache()
+    assert redaction.redact_text(f"key={key};") == "key=[redacted];"
+    listener = GroupListener(ALL_RUNS_GROUP)
+    workers("w1")  # its environment holds the key too
+    run = agentflow.start("tests.key_echoer")
+    wait_until(
+        lambda: Run.objects.get(id=run.id).status == Run.Status.WAITING,
+        timeout=60,
+        what="the run to wait for its signal",
+    )
+    agentflow.signal(run, "go", {"note": f"rotated {key} today", key: 1})
+    run = agentflow.wait(run, timeout=60)
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    # The agent got the real values (sealed); the rows hold the replacement.
+    assert run.output == {"tool_had_key": True, "signal_had_key": True}
+    call = Step.objects.get(run=run, name="tests.echo_key")
+    assert call.output == {
+        "log": "calling the model with key=[redacted]; done",
+        "key": "[redacted]",
+    }
+    assert run.signals.get().data == {"note": "rotated [redacted] today", "[redacted]": 1}
+    assert full_scan(key) == dict.fromkeys(full_scan(key), 0)
+    events = json.dumps(published(listener, run))
+    assert key not in events
+    assert "key=[redacted]" in events and "rotated [redacted] today" in events
+
+
+def test_a_short_configured_key_is_not_redacted(monkeypatch):
+    """Below the model layer's minimum length a key would blank ordinary text."""
+    monkeypatch.setenv("AGENTFLOW_TEST_LLM_KEY", "x")
+    redaction.clear_cache()
+    assert redaction.redact_text("x marks the spot") == "x marks the spot"
 
 
 def test_policy_patterns_add_to_the_settings_list(settings):
@@ -291,3 +350,23 @@ def test_an_advance_never_redacts_recorded_history_again(recording_dispatcher, m
     assert Step.objects.get(run=run, position=2).name == "done-[redacted]"
     assert full_scan() == dict.fromkeys(full_scan(), 0)
     assert "ann@example.org" not in json.dumps(list(Step.objects.values_list("output")))
+
+
+def test_a_worker_redacting_a_megabyte_of_near_matches_keeps_its_lease(workers):
+    """The heartbeat renews while the output is redacted (RE2 releases the GIL): no takeover.
+
+    The output is dense with near-matches of the email pattern, its worst case; the lease is
+    short, and a second worker's reconciler stands ready to take over a lapsed one.
+    """
+    short = {"AGENTFLOW_TEST_LEASE_SECONDS": "1.0"}
+    workers("a", concurrency=1, env=short)
+    workers("b", concurrency=1, env=short)
+    size = 900_000
+    run = agentflow.wait(agentflow.start("tests.dense_output", {"size": size}), timeout=120)
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    assert run.output == {"length": size, "intact": True}
+    assert len(Step.objects.get(run=run, name="tests.dense").output) == size  # nothing matched
+    assert Execution.objects.count() == 1, "the tool ran again after a takeover"
+    # One holder took the lease once, and only once.
+    assert run.lease_token == 1, f"the lease was taken {run.lease_token} times"
+    assert Event.objects.filter(run=run, type=Event.Type.RUN_STARTED).count() == 1

@@ -8,6 +8,8 @@ rule with a SQL form (``queryset``) and under one without (asked run by run).
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
@@ -111,3 +113,71 @@ def test_the_default_rule_shows_staff_every_run_and_others_none():
     alice.is_staff = False  # the default rule admits staff only
     alice.save()
     assert run_id not in alice_client.get(listing).content.decode()
+
+
+def test_run_actions_on_another_owners_run_are_refused_and_change_nothing(settings):
+    """Cancel, resume, retry, fork and decide, POSTed with the console's CSRF token."""
+    from django.contrib.admin.models import LogEntry
+
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "RUN_VIEW_RULE": "tests.test_view_rule.owner_only"}
+    alice = User.objects.create_user("alice", password="pw", is_staff=True)
+    bob = User.objects.create_user("bob", password="pw", is_staff=True)
+    bob.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="agentflow",
+            codename__in=["view_run", "cancel_run", "resume_run", "fork_run", "view_approval",
+                          "decide_approval"],
+        )
+    )  # fmt: skip
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(bob)
+    own = owned_run(bob, "bob's own output")["run"]
+    page = client.get(reverse("admin:agentflow_run_change", args=[own.id]))
+    assert page.status_code == 200
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode())[1]
+
+    def hers(status: str, **fields) -> Run:
+        run = Run.objects.create(
+            agent="tests.mixed", agent_version="1", status=status, owner=alice, **fields
+        )
+        Step.objects.create(
+            run=run, position=0, kind="call", name="tests.record_effect", status="succeeded",
+            args={"tag": SECRET}, output=SECRET,
+        )  # fmt: skip
+        return run
+
+    asking = hers(Run.Status.WAITING)
+    approval = Approval.objects.create(run=asking, position=1, title="Pay?", request={})
+    posts = {
+        "cancel": (reverse("admin:agentflow_run_cancel", args=[hers("paused").id]),
+                   {"confirm": "yes"}),
+        "resume": (reverse("admin:agentflow_run_resume", args=[hers("paused").id]), {}),
+        "retry": (reverse("admin:agentflow_run_resume", args=[hers("failed").id]), {}),
+        "fork": (reverse("admin:agentflow_run_fork", args=[hers("succeeded").id]),
+                 {"position": "1"}),
+        "decide": (reverse("agentflow:decide", args=[approval.id]),
+                   {"decision": "approve", "comment": "mine now"}),
+    }  # fmt: skip
+
+    def state() -> tuple:
+        return (
+            sorted(Run.objects.values_list("id", "status", "lease_token", "wake_seq")),
+            sorted(Approval.objects.values_list("id", "status", "comment")),
+            Event.objects.count(),
+            LogEntry.objects.count(),
+        )
+
+    before = state()
+    for name, (url, data) in posts.items():
+        response = client.post(url, {**data, "csrfmiddlewaretoken": token})
+        assert response.status_code == 403, (name, response.status_code)
+        assert SECRET not in response.content.decode(), name
+        assert state() == before, name
+    # The same token and permissions act on his own run: the refusals were the rule's.
+    his = Run.objects.create(agent="tests.mixed", agent_version="1", status="paused", owner=bob)
+    response = client.post(
+        reverse("admin:agentflow_run_cancel", args=[his.id]),
+        {"confirm": "yes", "csrfmiddlewaretoken": token},
+    )
+    assert response.status_code == 302
+    assert Run.objects.get(id=his.id).status == Run.Status.CANCELLED

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from agentflow import registry
@@ -26,7 +25,7 @@ from agentflow.engine.ops import llm_loop as model_loop
 from agentflow.engine.state import step_rows
 from agentflow.exceptions import NonDeterminismError, ToolArgumentError
 from agentflow.llm.results import LLMResult
-from agentflow.models import Step
+from agentflow.models import Step, clock
 
 if TYPE_CHECKING:
     from agentflow.engine.leases import Lease
@@ -184,8 +183,12 @@ class RunContext:
         steps.emit(self.journal, type, data)
 
     def now(self) -> datetime:
-        """The current time, recorded once and identical on replay."""
-        return parse_datetime(steps.recorded_value(self.journal, Step.Kind.NOW, timezone.now))
+        """The current time, recorded once and identical on replay.
+
+        Read from the database's clock, as timers are: a run resumed on another worker
+        subtracts times that different machines recorded.
+        """
+        return parse_datetime(steps.recorded_value(self.journal, Step.Kind.NOW, clock.now))
 
     def random(self) -> float:
         """A random float in [0, 1), recorded once and identical on replay."""

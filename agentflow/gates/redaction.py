@@ -2,7 +2,9 @@
 
 Patterns come from ``AGENTFLOW["REDACT"]`` (API keys, bearer tokens and email addresses by
 default: ``agentflow.conf.DEFAULT_REDACT``) and from the ``redact`` lines of enabled Policy
-rows. They are matched against every string in a value, keys included.
+rows; the literal values of the model API keys ``AGENTFLOW["LLM"]`` configures are added
+(a key of another shape than ``sk-`` would pass the patterns). They are matched against
+every string in a value, keys included.
 
 Where a value the runtime needs again changed (a run's input, a step's output, a fan-out
 child's arguments, signal and decision data), the real JSON is kept sealed beside it
@@ -36,7 +38,7 @@ from itertools import count
 from typing import Any
 
 from agentflow import conf
-from agentflow.exceptions import RedactionUnavailable
+from agentflow.exceptions import RedactionUnavailable, UnknownModel
 from agentflow.models import patterns as syntax
 
 REPLACEMENT = "[redacted]"
@@ -95,7 +97,31 @@ def _sources() -> tuple[tuple[str, str], ...]:
             (pattern, f"line {n} of Policy '{policy.name}' (id {policy.pk})")
             for n, pattern in enumerate(policy.redact_patterns, 1)
         ]
+    sources += [
+        (syntax.literal(key), f"the API key of AGENTFLOW['LLM']['{alias}']")
+        for alias, key in _model_keys()
+    ]
     return tuple(sources)
+
+
+def _model_keys() -> list[tuple[str, str]]:
+    """The configured model API keys, by alias: a key has no shape a pattern could name.
+
+    A key shorter than the model layer's minimum is left alone (a local server's "x" would
+    blank every x). An alias that cannot be built has no key to redact; the system check
+    reports it.
+    """
+    from agentflow.llm import base, providers
+
+    keys = []
+    for alias in sorted(conf.setting("LLM") or {}):
+        try:
+            key = providers.get(alias).api_key
+        except (UnknownModel, ImportError):  # the system check reports a broken alias
+            continue
+        if len(key) >= base.MIN_KEY_LENGTH:
+            keys.append((alias, key))
+    return keys
 
 
 def _pattern() -> Patterns | None:

@@ -57,6 +57,11 @@ def compile_pattern(pattern: str) -> Any:
     return re2.compile(pattern, _options())
 
 
+def literal(text: str) -> str:
+    """A pattern that matches exactly ``text`` (an API key), whatever characters it holds."""
+    return re2.escape(text)
+
+
 def unusable(pattern: str) -> str | None:
     """Why RE2 cannot match ``pattern`` as written, in words a person can act on; else None."""
     if not isinstance(pattern, str) or not pattern:

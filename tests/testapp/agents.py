@@ -1068,3 +1068,45 @@ def wide_approval(ctx: RunContext, width: int = 600) -> dict:
         data={"note": text, "amount": 1, "lines": [{"sku": text[:80], "qty": 2}]},
     )
     return {"approved": decision.approved, "text": text}
+
+
+# -----------------------------------------------------------------------------------------
+# Redaction (tests/test_redaction.py): outputs dense with near-matches of
+# the default patterns, and a configured model API key echoed back by a tool and a signal.
+# -----------------------------------------------------------------------------------------
+
+
+def near_misses(size: int) -> str:
+    """``size`` characters of long letter and digit runs joined by @ and dots, and no match:
+    the email pattern's worst case (each run could start an address that never ends)."""
+    block = "a1" * 2000 + "@" + "b2" * 2000 + ".9 " + "sk-" + "c" * 15 + " "
+    return (block * (size // len(block) + 1))[:size]
+
+
+@tool(name="tests.dense", retries=0)
+def dense(size: int, *, idempotency_key: str) -> str:
+    executed(idempotency_key)
+    return near_misses(size)
+
+
+@agent(name="tests.dense_output")
+def dense_output(ctx: RunContext, size: int) -> dict:
+    out = ctx.call(dense, size=size)
+    return {"length": len(out), "intact": out == near_misses(size)}
+
+
+@tool(name="tests.echo_key", retries=0)
+def echo_key(*, idempotency_key: str) -> dict:
+    """What a tool that logs its configuration returns: the model API key, in passing."""
+    executed(idempotency_key)
+    key = os.environ["AGENTFLOW_TEST_LLM_KEY"]
+    return {"log": f"calling the model with key={key}; done", "key": key}
+
+
+@agent(name="tests.key_echoer")
+def key_echoer(ctx: RunContext) -> dict:
+    out = ctx.call(echo_key)
+    signal = ctx.wait_for("go")
+    ctx.emit("note", {"tool": out["log"], "signal": signal})  # streamed live
+    key = os.environ["AGENTFLOW_TEST_LLM_KEY"]
+    return {"tool_had_key": out["key"] == key, "signal_had_key": key in str(signal)}
