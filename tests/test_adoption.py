@@ -7,9 +7,10 @@ beat`, started and approved with `manage.py agentflow`, once on a Redis broker a
 RabbitMQ. On Redis it also serves the site both ways the README gives (daphne's `runserver`
 in development; `collectstatic`, then `daphne` with DEBUG off and WhiteNoise, in production)
 and approves a run in the console in Chromium. What the test adds is only what every site
-has of its own: its database, its app, its DEBUG and ALLOWED_HOSTS, its Redis (a server on
-a free port), and a Celery queue name unique to the test run, so that nothing left on
-RabbitMQ by an earlier run (queues persist there) can reach it.
+has of its own: its database's name (the README's `DATABASES` block, with `"NAME"` pointed
+at a new database), its app, its DEBUG and ALLOWED_HOSTS, its Redis (a server on a free
+port), and a Celery queue name unique to the test run, so that nothing left on RabbitMQ by an
+earlier run (queues persist there) can reach it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ README_REDIS = "redis://127.0.0.1:6379/0"
 README_AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 AMQP_URL = README_AMQP
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+# The README's DATABASES names its database after the project; the test's is a new one.
+README_DATABASE_NAME = f'"NAME": "{readme_steps.PLACEHOLDER}"'
 FAN_OUT = 6
 PASSWORD = "adopt-admin-password"
 WAITS_FOR_A_PERSON = 5  # `start --wait`'s exit code for a run at an approval (README)
@@ -354,12 +357,14 @@ def site(venv, tmp_path, database, queue, redis_url, broker) -> Iterator[Site]:
 def apply_readme(root: Path, *, broker: str, database: str, queue: str, redis_url: str) -> None:
     """Apply the README's blocks for ``broker`` to the project in ``root``, as written.
 
-    Only the README's service URLs are pointed at this test's; the site's own settings (its
-    database, its app, its queue name) go around the README's, as in any site.
+    Only the README's service URLs and database name are pointed at this test's; the site's
+    own settings (its app, its queue name) go around the README's, as in any site. The
+    database is the README's ``DATABASES`` block (PostgreSQL on 127.0.0.1, user postgres,
+    the test's server), named ``database``.
     """
     blocks = readme_steps.read().files_for(broker)
     assert any(b.path.endswith("settings.py") for b in blocks), "README: no settings block"
-    settings_before = textwrap.dedent(f"""
+    settings_before = textwrap.dedent("""
 
         # -- the site's own (not from the README) --
         import os
@@ -367,23 +372,23 @@ def apply_readme(root: Path, *, broker: str, database: str, queue: str, redis_ur
         DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"  # production: DJANGO_DEBUG=0
         ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
         INSTALLED_APPS += ["adopt"]
-        DATABASES = {{
-            "default": {{
-                "ENGINE": "django.db.backends.postgresql",
-                "NAME": "{database}",
-                "USER": "postgres",
-                "HOST": "127.0.0.1",
-                "PORT": "5432",
-            }}
-        }}
 
         # -- from the README --
     """)
     settings_after = f'\n# -- the test\'s own queue --\nCELERY_TASK_DEFAULT_QUEUE = "{queue}"\n'
     appended: dict[Path, list[str]] = {}
+    databases = [b for b in blocks if "DATABASES = {" in b.code]
+    assert len(databases) == 1, "README: no settings block (or more than one) sets DATABASES"
     for block in blocks:
         target = root / block.target(PROJECT)
-        text = block.text(PROJECT)
+        text = block.code
+        if block in databases:
+            assert README_DATABASE_NAME in text, (
+                f"README: DATABASES names no {README_DATABASE_NAME}"
+            )
+            assert "django.db.backends.postgresql" in text, "README: DATABASES is not PostgreSQL"
+            text = text.replace(README_DATABASE_NAME, f'"NAME": "{database}"')
+        text = text.replace(readme_steps.PLACEHOLDER, PROJECT)
         if target.name == "settings.py":
             assert README_REDIS in text or block.broker, f"README: {block.label} has no Redis URL"
             text = text.replace(README_REDIS, redis_url)

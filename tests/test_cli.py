@@ -204,3 +204,17 @@ def test_start_wait_exits_with_a_code_for_each_outcome(workers):
     assert "failed (exit code 3)" in codes["failed"][1]
     assert "waits for a person" in codes["approval"][1]
     assert "after 2s" in codes["timeout"][1]
+
+
+def test_start_wait_exits_5_for_a_run_the_loop_guard_paused(workers):
+    """A paused run needs a person too (raise the limit, resume): exit code 5, like an
+    approval, not 0 and not the timeout's 6."""
+    from agentflow.models import Policy
+
+    Policy.objects.create(name="guard", agent="tests.runaway", max_steps=3)
+    workers("w1", concurrency=1)
+    out = run_command_exiting(5, "start", "tests.runaway", "--wait", "--timeout", "60")
+    run = Run.objects.get(agent="tests.runaway")
+    assert run.status == Run.Status.PAUSED, run.status
+    assert "allows at most 3 steps per run (loop guard)" in run.wait_reason
+    assert f"run {run.id} ({run.agent} version {run.agent_version})" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 import sys
@@ -71,15 +72,19 @@ def test_the_api_page_documents_the_public_names(site: Path) -> None:
 
 
 def test_the_api_page_opens_with_what_a_user_writes_first(site: Path) -> None:
-    """agent, tool, the run context and start come before results and exceptions, and
-    every public name is documented somewhere on the page."""
+    """agent, tool and start come first, then wait, get_run and approve, and only after
+    them the run context's members and the rest; every public name is documented."""
     import agentflow
 
     html = (site / "api" / "index.html").read_text(encoding="utf-8")
     documented = re.findall(r'id="(agentflow[\w.]*)"', html)
-    assert documented[:3] == ["agentflow.agent", "agentflow.tool", RUN_CONTEXT], documented[:5]
-    first_error = documented.index("agentflow.AgentflowError")
-    assert documented.index("agentflow.api.start") < first_error
+    first = ["agentflow.agent", "agentflow.tool", "agentflow.api.start"]
+    assert documented[:3] == first, documented[:5]
+    then = [f"agentflow.api.{name}" for name in ("wait", "get_run", "approve")]
+    assert [documented.index(name) for name in then] == [3, 4, 5], documented[:8]
+    run_context = documented.index(RUN_CONTEXT)
+    assert run_context > max(documented.index(name) for name in first + then)
+    assert run_context < documented.index("agentflow.AgentflowError")
     names = {anchor.rsplit(".", 1)[-1] for anchor in documented}
     assert set(agentflow.__all__) <= names, set(agentflow.__all__) - names
 
@@ -117,3 +122,17 @@ def test_every_test_the_docs_cite_exists() -> None:
         if not re.search(rf"^def {name}\(", (ROOT / file).read_text(encoding="utf-8"), re.M)
     ]
     assert not missing, f"docs cite tests that do not exist: {missing}"
+
+
+def test_the_exit_code_tables_list_start_wait_s_codes() -> None:
+    """README's and the docs' tables give every code of exit_codes.py, and the paragraph
+    after the README's is not swallowed into the table (a blank line ends it)."""
+    from agentflow.management.exit_codes import ExitCode
+
+    for page in (ROOT / "README.md", DOCS / "reference.md"):
+        lines = page.read_text(encoding="utf-8").splitlines()
+        top = lines.index("| code | the run |")
+        rows = list(itertools.takewhile(lambda line: line.startswith("|"), lines[top + 2 :]))
+        codes = {int(row.split("|")[1]) for row in rows}
+        assert codes == {int(code) for code in ExitCode}, (page, codes)
+        assert lines[top + 2 + len(rows)] == "", (page, lines[top + 2 + len(rows)])
