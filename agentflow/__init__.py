@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from agentflow.definitions import AgentDefinition, ToolDefinition, agent, tool
+from agentflow._definitions import AgentDefinition, ToolDefinition, agent, tool
 from agentflow.exceptions import (
     AgentflowError,
     AlreadyDecided,
@@ -31,25 +31,25 @@ from agentflow.exceptions import (
     UnknownModel,
     UnknownTool,
 )
-from agentflow.llm.results import LLMResult, TokenUsage
+from agentflow.llm._results import LLMResult, TokenUsage
 
 _LAZY = {
-    "RunContext": "agentflow.engine.context",
-    "ReplayReport": "agentflow.engine.replay",
-    "start": "agentflow.api",
-    "wait": "agentflow.api",
-    "signal": "agentflow.api",
-    "cancel": "agentflow.api",
-    "replay": "agentflow.api",
-    "get_run": "agentflow.api",
-    "approve": "agentflow.api",
-    "reject": "agentflow.api",
-    "resume": "agentflow.api",
-    "fork": "agentflow.api",
-    "compare": "agentflow.api",
-    "RunComparison": "agentflow.engine.compare",
+    "RunContext": "agentflow._engine.context",
+    "ReplayReport": "agentflow._engine.replay",
+    "start": "agentflow._api",
+    "wait": "agentflow._api",
+    "signal": "agentflow._api",
+    "cancel": "agentflow._api",
+    "replay": "agentflow._api",
+    "get_run": "agentflow._api",
+    "approve": "agentflow._api",
+    "reject": "agentflow._api",
+    "resume": "agentflow._api",
+    "fork": "agentflow._api",
+    "compare": "agentflow._api",
+    "RunComparison": "agentflow._engine.compare",
     "schedule": "agentflow.schedules",
-    "Decision": "agentflow.engine.approvals",
+    "Decision": "agentflow._engine.decisions",
 }
 
 __all__ = [

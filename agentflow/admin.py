@@ -2,7 +2,7 @@
 
 Rows a run depends on (runs, steps, events, signals, approvals, budget spend) are never
 edited or deleted here: the runtime and the public API change them, with their checks,
-events and audit. Runs open on the console's run page (``agentflow.console``); decisions
+events and audit. Runs open on the console's run page (``agentflow._console``); decisions
 go through the decide view; actions call ``agentflow.cancel``/``resume``/``fork``.
 """
 
@@ -20,14 +20,14 @@ from django.urls import URLPattern, reverse
 from django.utils.html import format_html
 
 from agentflow import permissions
-from agentflow.console.approval_form import review_form
-from agentflow.console.approvals import ApprovalQueueMixin
-from agentflow.console.csp import protect
-from agentflow.console.overview import ApprovalAgentLookupMixin, RunOverviewMixin
-from agentflow.console.runs import RunConsoleMixin
-from agentflow.console.schedules import ScheduleAdmin, ScheduleConsoleMixin
-from agentflow.console.start import StartRunMixin
-from agentflow.gates.budgets import DIMENSIONS
+from agentflow._console.approval_form import review_form
+from agentflow._console.approval_queue import ApprovalQueueMixin
+from agentflow._console.csp import protect
+from agentflow._console.overview import ApprovalAgentLookupMixin, RunOverviewMixin
+from agentflow._console.runs import RunConsoleMixin
+from agentflow._console.schedules import ScheduleAdmin, ScheduleConsoleMixin
+from agentflow._console.start import StartRunMixin
+from agentflow._guardrails.budgets import DIMENSIONS
 from agentflow.models import (
     Approval,
     Budget,

@@ -13,13 +13,13 @@ class AgentflowConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
 
         from agentflow import (  # noqa: F401  (the checks modules register themselves)
-            channel_checks,
-            checks,
+            _channel_checks,
+            _checks,
+            _registry,
+            _site_checks,
             conf,
-            registry,
-            site_checks,
         )
-        from agentflow.gates import budgets, policy, redaction
+        from agentflow._guardrails import budgets, policy, redaction
         from agentflow.models import Budget, Policy
 
         # The gates' caches register with conf.on_reload as they are imported (above).
@@ -36,4 +36,4 @@ class AgentflowConfig(AppConfig):
             signal.connect(
                 budgets.clear_cache, sender=Budget, dispatch_uid=f"agentflow.budget.{signal}"
             )
-        registry.autodiscover()
+        _registry.autodiscover()

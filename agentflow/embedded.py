@@ -22,7 +22,8 @@ def is_embedded() -> bool:
 
 def queues(app: object) -> list[str]:
     """agentflow's queue and every tool's own: the one embedded worker serves them all."""
-    from agentflow import conf, registry
+    from agentflow import _registry as registry
+    from agentflow import conf
 
     own = conf.setting("QUEUE") or app.conf.task_default_queue
     return sorted({own, *(tool.queue for tool in registry.tools() if tool.queue)})

@@ -23,7 +23,7 @@
     └── RedactionUnavailable      a redaction pattern cannot be compiled: nothing is stored
 
 The runtime's own control flow (``Suspend``, ``LeaseLost``) lives in
-``agentflow.engine.interrupts`` and derives from ``BaseException``, so user code that
+``agentflow._engine.interrupts`` and derives from ``BaseException``, so user code that
 catches ``Exception`` cannot swallow it.
 """
 
@@ -62,7 +62,7 @@ class PolicyDenied(AgentflowError):
 class BudgetExceeded(AgentflowError):
     """A budget has no room for the next step.
 
-    ``hit`` (an ``agentflow.gates.limit_hit.LimitHit``) names the budget and dimension as
+    ``hit`` (an ``agentflow._guardrails.limit_hit.LimitHit``) names the budget and dimension as
     data, for the pause it causes.
     """
 

@@ -4,9 +4,11 @@ from typing import Any
 
 from django.urls import path, re_path
 
-from agentflow.consumers import RunEventsConsumer, RunListConsumer
+from agentflow._consumers import RunEventsConsumer, RunListConsumer
 
 # A run id as a route takes it: 32 hex digits, with or without the hyphens of a UUID.
+__all__ = ["websocket_urlpatterns"]
+
 RUN_ID = r"(?P<run_id>[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12})"
 
 

@@ -34,13 +34,15 @@ from django_celery_beat.models import (
     PeriodicTasks,
 )
 
-from agentflow import api, conf, registry
-from agentflow.definitions import AgentDefinition
-from agentflow.engine.serialize import check_text, dumps, loads, shortened
-from agentflow.engine.state import sql
+from agentflow import _api as api
+from agentflow import _registry as registry
+from agentflow import conf
+from agentflow._definitions import AgentDefinition
+from agentflow._engine.serialize import check_text, dumps, loads, shortened
+from agentflow._engine.state import sql
+from agentflow._guardrails.budgets import run_budget
+from agentflow._guardrails.sealing import protect, reveal
 from agentflow.exceptions import InvalidInput, PayloadError
-from agentflow.gates.budgets import run_budget
-from agentflow.gates.sealing import protect, reveal
 from agentflow.models import Run
 from agentflow.models.schedules import TASK
 

@@ -25,10 +25,12 @@ from celery import Task, chord, current_app, shared_task
 from celery.signals import before_task_publish, worker_process_init, worker_ready
 from django.db import InterfaceError, OperationalError, connections
 
-from agentflow import conf, retention, schedules, tracing
-from agentflow.engine import children, executor, fanout, leases, reconciler
-from agentflow.engine.state import sql
-from agentflow.gates import fleet
+from agentflow import _retention as retention
+from agentflow import _tracing as tracing
+from agentflow import conf, schedules
+from agentflow._engine import child_runner, executor, fan_out_record, leases, reconciler
+from agentflow._engine.state import sql
+from agentflow._guardrails import fleet
 
 
 class DurableTask(Task):
@@ -54,7 +56,7 @@ class DurableTask(Task):
             conn.close_if_unusable_or_obsolete()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        # Continue the trace of whoever sent the message (see ``agentflow.tracing``).
+        # Continue the trace of whoever sent the message (see ``agentflow._tracing``).
         with tracing.continued(self.request):
             return super().__call__(*args, **kwargs)
 
@@ -72,7 +74,7 @@ def advance(run_id: str) -> str:
 @shared_task(name="agentflow.run_tool", base=DurableTask)
 def run_tool(step_id: int) -> str:
     """Run one fan-out child (a chord header task; the chord counts it all the same)."""
-    return children.run_child(step_id)
+    return child_runner.run_child(step_id)
 
 
 @shared_task(name="agentflow.run_tools", base=DurableTask)
@@ -83,7 +85,7 @@ def run_tools(step_ids: list[int], queue: str | None = None) -> list[str]:
     own, so a control message queued meanwhile gets this process after one child, as it
     would between one-child tasks.
     """
-    outcomes, rest = children.run_in_turn(step_ids, conf.setting("FAN_OUT_TASK_SECONDS"))
+    outcomes, rest = child_runner.run_in_turn(step_ids, conf.setting("FAN_OUT_TASK_SECONDS"))
     if rest:
         run_tools.apply_async((rest, queue), **_options(WORK, queue))
     return outcomes
@@ -114,7 +116,7 @@ def send_chord(run_id: str, position: int, groups: list[list[int]], queue: str |
 @shared_task(name="agentflow.join", base=DurableTask, ignore_result=False)
 def join(results: object, run_id: str, position: int) -> bool:
     """Chord body: close the fan-out if its children are done. Safe to fire twice or never."""
-    return fanout.join(UUID(run_id), position)
+    return fan_out_record.join(UUID(run_id), position)
 
 
 @shared_task(name="agentflow.reconcile", base=DurableTask)

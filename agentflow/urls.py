@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from agentflow import views
+from agentflow import _views as views
 
 app_name = "agentflow"
 urlpatterns = [

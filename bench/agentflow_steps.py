@@ -18,7 +18,7 @@ from bench.common import django_site, mean_ms, per_step_ms, report
 def main(steps: int, workflows: int, early: int, late: int, window: int) -> None:
     django_site("agentflow_bench")
     import agentflow
-    from agentflow.engine import executor
+    from agentflow._engine import executor
     from bench.agents import stamps
 
     run = agentflow.start("bench.steps", {"n": steps})

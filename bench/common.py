@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -63,6 +64,28 @@ def spawn(name: str, command: list[str]) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def daphne(name: str, application: str, port: int) -> subprocess.Popen:
+    """daphne serving ``application`` on ``port`` (see ``spawn``), once it listens."""
+    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), application]
+    process = spawn(name, command)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                sys.exit(f"daphne did not start:\n{(LOG_DIR / f'bench-{name}.log').read_text()}")
+            time.sleep(0.1)
 
 
 @contextlib.contextmanager

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
 
-from bench.common import LOG_DIR, celery_workers, django_site, processes, report, spawn, wait_for
-from bench.websocket_latency import free_port
+from bench.common import celery_workers, daphne, django_site, free_port, processes, report, wait_for
 
 GOAL_P95_MS = 1000.0
 PASSWORD = "bench-pass-1"
@@ -44,23 +41,6 @@ OBSERVE = """() => {
 }"""
 
 
-def start_daphne(port: int) -> subprocess.Popen:
-    """daphne serving the site and its static files on ``port``, once it listens."""
-    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-    process = spawn("console-live-daphne", [*command, "bench.console_asgi:application"])
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                log = (LOG_DIR / "bench-console-live-daphne.log").read_text()
-                sys.exit(f"daphne did not start:\n{log}")
-            time.sleep(0.1)
-
-
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -81,7 +61,10 @@ def main(n: int) -> None:
     if chromium is None:
         sys.exit("Chromium is missing: install Debian's chromium package")
     latencies: list[float] = []
-    with processes([start_daphne(port)]), processes(celery_workers(["live1"], 2)):
+    with (
+        processes([daphne("console-live-daphne", "bench.console_asgi:application", port)]),
+        processes(celery_workers(["live1"], 2)),
+    ):
         run = agentflow.start("bench.approvals", {"n": n + 1})
         wait_for(
             lambda: Approval.objects.filter(run=run, status="pending").exists(),

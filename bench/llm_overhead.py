@@ -32,7 +32,7 @@ def main(calls: int, deltas: int, chunk_delay_ms: float) -> None:
         import openai
 
         import agentflow
-        from agentflow.engine import executor
+        from agentflow._engine import executor
         from bench import agents
 
         client = openai.OpenAI(base_url=server.base_url, api_key="bench", max_retries=0)

@@ -51,7 +51,7 @@ def worst_payload(rng: random.Random) -> str:
 
 
 def timed(text: str, repeats: int) -> float:
-    from agentflow.gates.redaction import redact_json
+    from agentflow._guardrails.redaction import redact_json
 
     redact_json(text)  # compiles the patterns
     times = []

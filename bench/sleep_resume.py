@@ -26,7 +26,7 @@ from bench.common import django_site, report
 
 def resume_seconds(run_id: UUID) -> float:
     """Wait until the run's 0.1 ms timer is due, then time one advance of it."""
-    from agentflow.engine import executor
+    from agentflow._engine import executor
 
     time.sleep(0.0005)
     started = time.perf_counter()

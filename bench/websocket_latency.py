@@ -19,43 +19,16 @@ import base64
 import json
 import multiprocessing
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
-from bench.common import LOG_DIR, ROOT, django_site, report
+from bench.common import daphne, django_site, free_port, processes, report
 
 ORIGIN = "http://127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_daphne(port: int) -> subprocess.Popen:
-    log = open(LOG_DIR / "daphne.log", "w")  # noqa: SIM115 (closed with the process)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-         "apps.project.asgi:application"],
-        cwd=ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                sys.exit(f"daphne did not start:\n{(LOG_DIR / 'daphne.log').read_text()}")
-            time.sleep(0.1)
 
 
 async def open_socket(
@@ -135,7 +108,7 @@ def measure(port: int, session: str, runs: int, steps: int, gap: float) -> list[
     """Latencies in milliseconds of ``runs`` x ``steps`` step events."""
     from django.db import connection
 
-    from agentflow.engine import executor
+    from agentflow._engine import executor
     from agentflow.models import Run
     from bench.agents import commits
 
@@ -186,10 +159,9 @@ def main(events: int) -> None:
     browser = Client()
     browser.force_login(User.objects.create_superuser("bench", "bench@example.com", "pw"))
     session = browser.cookies["sessionid"].value
-    daphne = start_daphne(free_port())
-    port = int(daphne.args[daphne.args.index("-p") + 1])
+    port = free_port()
     results: dict[str, Any] = {}
-    try:
+    with processes([daphne("daphne", "apps.project.asgi:application", port)]):
         runs = 4
         paced_p50, paced_p99 = percentiles(measure(port, session, runs, events // runs, 0.06))
         burst_p50, burst_p99 = percentiles(measure(port, session, 1, events, 0.0))
@@ -199,9 +171,6 @@ def main(events: int) -> None:
             "ws_burst_p50_ms": burst_p50,
             "ws_burst_p99_ms": burst_p99,
         }
-    finally:
-        daphne.terminate()
-        daphne.wait(30)
     report(results)
 
 

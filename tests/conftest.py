@@ -149,7 +149,7 @@ def recording_dispatcher(settings):
     settings.AGENTFLOW = {**settings.AGENTFLOW, "DISPATCHER": "tests.support.RecordingDispatcher"}
     RecordingDispatcher.sent = []
     RecordingDispatcher.children = []
-    from agentflow.engine import ports
+    from agentflow._engine import ports
 
     ports._load.cache_clear()
     yield RecordingDispatcher.sent

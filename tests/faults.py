@@ -29,15 +29,15 @@ def install_if_asked() -> None:
     """Called from the test app's ``ready``: a no-op unless the environment asks."""
     point = os.environ.get(FAULT)
     if point == "before_record":
-        from agentflow.engine import children
-        from agentflow.engine.ops import tools
+        from agentflow._engine import child_runner
+        from agentflow._engine.ops import tools
 
-        for owner in (tools.ToolCall, children.ChildOutcome):
+        for owner in (tools.ToolStep, child_runner.ChildOutcome):
             owner.succeeded = _dying_first(owner.succeeded)
     elif point == "before_join":
-        from agentflow.engine import fanout
+        from agentflow._engine import fan_out_record
 
-        fanout.join = _dying_first(fanout.join)
+        fan_out_record.join = _dying_first(fan_out_record.join)
     elif point:
         raise ValueError(f"{FAULT}={point!r} names no fault point")
 

@@ -16,7 +16,7 @@ import anthropic
 import openai
 import pytest
 
-from agentflow.llm.base import broke_off
+from agentflow.llm._base import broke_off
 from tests.anthropic_server import (
     MODEL_ID,
     AnthropicServer,

@@ -9,7 +9,7 @@ from django.test import Client
 from django.utils import timezone
 
 import agentflow
-from agentflow.engine import executor
+from agentflow._engine import executor
 from agentflow.models import Approval, Event, Run, Step
 from tests.support import all_at_once, run_ids, wait_until
 from tests.testapp.models import Execution, SideEffect

@@ -80,7 +80,7 @@ def test_signal_to_a_missing_run():
 def test_an_oversized_step_output_tool_output_or_event_is_refused_and_the_run_goes_on(
     recording_dispatcher, settings
 ):
-    from agentflow.engine import executor
+    from agentflow._engine import executor
     from agentflow.models import Step
     from tests.testapp.models import Execution
 
@@ -135,7 +135,7 @@ def _token(client, url: str) -> str:
 
 
 def _waiting_approval() -> tuple[Run, object]:
-    from agentflow.engine import executor
+    from agentflow._engine import executor
     from agentflow.models import Approval
 
     run = agentflow.start("tests.asker", {})
@@ -152,7 +152,7 @@ def test_a_fork_position_that_is_no_plain_number_is_refused_with_a_message(
     from django.contrib.admin.models import LogEntry
     from django.urls import reverse
 
-    from agentflow.engine import executor
+    from agentflow._engine import executor
 
     run = agentflow.start("tests.mixed", {"n": 3})
     while executor.advance(run.id, worker="test") not in ("succeeded", "failed"):
@@ -210,8 +210,8 @@ def test_a_decision_comment_over_the_limit_is_refused_and_the_run_stays_consiste
     from django.contrib.auth.models import User
     from django.urls import reverse
 
-    from agentflow.engine import executor
-    from agentflow.engine.approvals import MAX_COMMENT_CHARS
+    from agentflow._engine import executor
+    from agentflow._engine.decisions import MAX_COMMENT_CHARS
     from agentflow.models import Approval
 
     assert MAX_COMMENT_CHARS == 10_000  # the documented limit (docs/approvals-budgets-policies)

@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 
 import agentflow
-from agentflow.engine import children
-from agentflow.gates import budgets
+from agentflow._engine import child_runner
+from agentflow._guardrails import budgets
 from agentflow.models import Budget, BudgetSpend, Event, Run, Step
 from tests.support import all_at_once, assert_form_refuses, wait_until
 from tests.testapp.models import Execution, SideEffect
@@ -178,7 +178,7 @@ def own_budgets(run: Run) -> list[Budget]:
     return budgets.for_run(run.id, run.agent, None)
 
 
-def _stale_refusal(run: Run) -> tuple[children.Claimed, Step]:
+def _stale_refusal(run: Run) -> tuple[child_runner.Claimed, Step]:
     """A child claimed and refused before an operator raised the limit and resumed."""
     step = Step.objects.create(
         run=run,
@@ -192,7 +192,7 @@ def _stale_refusal(run: Run) -> tuple[children.Claimed, Step]:
         attempts=1,
         idempotency_key=f"{run.id}:0:7",
     )
-    claimed = children.Claimed(
+    claimed = child_runner.Claimed(
         step.id, run.id, 0, 7, "tests.metered", {"i": 7}, step.idempotency_key, 1, None,
         run.agent, None, True,
     )  # fmt: skip
@@ -204,7 +204,9 @@ def test_a_refusal_read_before_a_resume_does_not_pause_the_run_again():
     Run.objects.filter(id=run.id).update(status=Run.Status.WAITING)  # resumed meanwhile
     claimed, step = _stale_refusal(run)
     usage = budgets.Usage(cost=Decimal("0.05"), tool_calls=1)
-    reservation = children._reserve_or_hold(claimed, own_budgets(run), usage, "tool tests.metered")
+    reservation = child_runner._reserve_or_hold(
+        claimed, own_budgets(run), usage, "tool tests.metered"
+    )
     assert reservation is not None and reservation.spend_ids  # the raised limit admits it
     run.refresh_from_db()
     assert run.status == Run.Status.WAITING and not run.wait_reason
@@ -217,7 +219,10 @@ def test_a_child_refused_while_its_run_is_paused_is_handed_back_for_resume():
     Run.objects.filter(id=run.id).update(status=Run.Status.PAUSED, wait_reason="by a sibling")
     claimed, step = _stale_refusal(run)
     usage = budgets.Usage(cost=Decimal("0.05"), tool_calls=1)
-    assert children._reserve_or_hold(claimed, own_budgets(run), usage, "tool tests.metered") is None
+    assert (
+        child_runner._reserve_or_hold(claimed, own_budgets(run), usage, "tool tests.metered")
+        is None
+    )
     run.refresh_from_db()
     assert (run.status, run.wait_reason) == (Run.Status.PAUSED, "by a sibling")
     step.refresh_from_db()
@@ -226,7 +231,7 @@ def test_a_child_refused_while_its_run_is_paused_is_handed_back_for_resume():
 
 
 def test_a_call_paused_by_its_budget_counts_its_step_once(recording_dispatcher, monkeypatch):
-    from agentflow.engine import executor
+    from agentflow._engine import executor
     from tests.testapp import agents as test_agents
 
     def two_calls(ctx, n):
@@ -253,7 +258,7 @@ def test_a_database_failure_reading_budgets_leaves_the_run_to_be_retried(
     """The gate lets the error out; the engine makes it a retry, never the run's failure."""
     from django.db import OperationalError
 
-    from agentflow.engine import executor
+    from agentflow._engine import executor
 
     run = agentflow.start("tests.mixed", {"n": 1}, budget={"max_steps": 10})
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from agentflow.engine.call_ids import CallKey, Waiter
+from agentflow._engine.call_ids import CallKey, Waiter
 
 RUN = "0b8a6f0e-58b5-4d1c-a3a5-0f2b9d8b6c11"
 

@@ -239,7 +239,7 @@ def test_five_thousand_children_never_make_one_giant_message(redis_client):
     from kombu.utils.json import dumps
 
     from agentflow import conf, tasks
-    from agentflow.engine import executor
+    from agentflow._engine import executor
 
     sent: list[tuple[str, tuple, int]] = []
 

@@ -103,7 +103,7 @@ def test_recover_takes_the_fleet_s_lock_and_leaves_the_pass_to_its_holder(record
     from django.db import connection
     from django.utils import timezone
 
-    from agentflow.engine.reconciler import LOCK_KEY
+    from agentflow._engine.reconciler import LOCK_KEY
 
     run = Run.objects.create(agent="tests.mixed", agent_version="1", input={"n": 1})
     Run.objects.filter(id=run.id).update(created_at=timezone.now() - timedelta(minutes=5))
@@ -173,7 +173,7 @@ def test_start_wait_stops_at_an_approval_and_approve_and_reject_decide_it(worker
 
 def test_start_wait_exits_with_a_code_for_each_outcome(workers):
     """Scripts branch on the exit code: 0 succeeded, 3 failed, 4 cancelled, 5 needs a
-    person, 6 still going when --timeout ran out (agentflow.management.exit_codes)."""
+    person, 6 still going when --timeout ran out (agentflow.management._exit_codes)."""
     workers("w1", concurrency=2)
     started = {
         "succeeded": manage_py("start", "tests.mixed", "--input", '{"n": 2}', "--wait"),

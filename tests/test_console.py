@@ -20,8 +20,8 @@ from django.urls import reverse
 from django_celery_beat.models import PeriodicTask
 
 import agentflow
-from agentflow.console.csp import POLICY
-from agentflow.engine import executor
+from agentflow._console.csp import POLICY
+from agentflow._engine import executor
 from agentflow.models import Approval, Budget, BudgetSpend, Event, Run, Step
 from tests.testapp.models import Flag
 

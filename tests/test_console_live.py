@@ -18,7 +18,7 @@ from playwright.sync_api import expect
 
 import agentflow
 from agentflow import schedules
-from agentflow.engine.state.outbox import append_event
+from agentflow._engine.state.outbox import append_event
 from agentflow.models import Approval, Run
 from tests.browser import ARTIFACTS
 from tests.support import wait_until

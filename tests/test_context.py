@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import agentflow
-from agentflow.engine import executor
+from agentflow._engine import executor
 from agentflow.models import Event, Run, Step
 from tests.testapp import agents as test_agents
 

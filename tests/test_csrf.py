@@ -21,7 +21,7 @@ from django.urls import reverse
 from django_celery_beat.models import PeriodicTask
 
 import agentflow
-from agentflow.engine import executor
+from agentflow._engine import executor
 from agentflow.models import Approval, Budget, Event, Policy, Run
 
 pytestmark = pytest.mark.django_db

@@ -14,7 +14,7 @@ from django.test import Client
 from django.utils import timezone
 
 import agentflow
-from agentflow.engine import approvals, children, executor
+from agentflow._engine import child_runner, decisions, executor
 from agentflow.models import Approval, Event, Run, Step
 from tests.support import RecordingDispatcher
 from tests.testapp.models import Execution
@@ -37,7 +37,7 @@ def tables_holding(text: str) -> list[str]:
 
 
 def admin_pages(run: Run) -> list[str]:
-    """Every admin page that shows the run, its steps, events or approvals."""
+    """Every admin page that shows the run, its steps, events or decisions."""
     pages = ["/admin/agentflow/run/", f"/admin/agentflow/run/{run.id}/change/"]
     for model in (Step, Event, Approval):
         prefix = f"/admin/agentflow/{model._meta.model_name}/"
@@ -96,22 +96,22 @@ def test_recover_sends_each_dead_child_once_and_caps_each_list(recording_dispatc
         status=Step.Status.RUNNING, attempts=1, heartbeat_at=long_ago, dispatched_at=long_ago
     )
     kids.filter(id=ids[3]).update(dispatched_at=long_ago)
-    monkeypatch.setattr(children, "BATCH", 2)
+    monkeypatch.setattr(child_runner, "BATCH", 2)
     RecordingDispatcher.children.clear()
 
     now = timezone.now()
-    assert children.recover(now) == {"children_dead": 2, "children_resent": 1}
+    assert child_runner.recover(now) == {"children_dead": 2, "children_resent": 1}
     first = [step_id for step_id, _ in RecordingDispatcher.children]
     assert sorted(first) == sorted(set(first)) and len(first) == 3
     assert kids.filter(status=Step.Status.RUNNING).count() == 1  # left for the next pass
 
     RecordingDispatcher.children.clear()
-    assert children.recover(now) == {"children_dead": 1, "children_resent": 0}
+    assert child_runner.recover(now) == {"children_dead": 1, "children_resent": 0}
     second = [step_id for step_id, _ in RecordingDispatcher.children]
     assert len(second) == 1 and set(first) | set(second) == set(ids)
 
     RecordingDispatcher.children.clear()
-    assert children.recover(now) == {"children_dead": 0, "children_resent": 0}
+    assert child_runner.recover(now) == {"children_dead": 0, "children_resent": 0}
     assert RecordingDispatcher.children == []
 
 
@@ -170,7 +170,7 @@ def test_a_missing_run_or_approval_raises_its_not_found_error(recording_dispatch
         with pytest.raises(agentflow.ApprovalNotFound, match="There is no approval 999999"):
             decide(999999, by=root)
     with pytest.raises(agentflow.ApprovalNotFound, match="There is no approval 999999"):
-        approvals.decide(999999, outcome=Approval.Status.REJECTED)
+        decisions.decide(999999, outcome=Approval.Status.REJECTED)
 
     # Code that caught the old errors keeps working.
     with pytest.raises(agentflow.InvalidState):

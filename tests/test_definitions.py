@@ -9,9 +9,9 @@ from django.core.exceptions import ImproperlyConfigured
 from pydantic import BaseModel
 
 import agentflow
-from agentflow import registry
-from agentflow.definitions import parse_rate
-from agentflow.schema import SchemaError
+from agentflow import _registry as registry
+from agentflow._definitions import parse_rate
+from agentflow._schema import SchemaError
 
 
 class Opaque:

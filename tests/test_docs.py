@@ -13,7 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-RUN_CONTEXT = "agentflow.engine.context.RunContext"
+RUN_CONTEXT = "agentflow._engine.context.RunContext"
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +60,9 @@ def test_the_api_page_documents_the_public_names(site: Path) -> None:
     for anchor in (
         "agentflow.tool",
         "agentflow.agent",
-        "agentflow.engine.context.RunContext",
-        "agentflow.engine.context.RunContext.call",
-        "agentflow.api.start",
+        "agentflow._engine.context.RunContext",
+        "agentflow._engine.context.RunContext.call",
+        "agentflow._api.start",
         "agentflow.ToolError",
     ):
         assert f'id="{anchor}"' in html, f"the API page has no entry for {anchor}"
@@ -78,9 +78,9 @@ def test_the_api_page_opens_with_what_a_user_writes_first(site: Path) -> None:
 
     html = (site / "api" / "index.html").read_text(encoding="utf-8")
     documented = re.findall(r'id="(agentflow[\w.]*)"', html)
-    first = ["agentflow.agent", "agentflow.tool", "agentflow.api.start"]
+    first = ["agentflow.agent", "agentflow.tool", "agentflow._api.start"]
     assert documented[:3] == first, documented[:5]
-    then = [f"agentflow.api.{name}" for name in ("wait", "get_run", "approve")]
+    then = [f"agentflow._api.{name}" for name in ("wait", "get_run", "approve")]
     assert [documented.index(name) for name in then] == [3, 4, 5], documented[:8]
     run_context = documented.index(RUN_CONTEXT)
     assert run_context > max(documented.index(name) for name in first + then)
@@ -125,9 +125,9 @@ def test_every_test_the_docs_cite_exists() -> None:
 
 
 def test_the_exit_code_tables_list_start_wait_s_codes() -> None:
-    """README's and the docs' tables give every code of exit_codes.py, and the paragraph
+    """README's and the docs' tables give every code of _exit_codes.py, and the paragraph
     after the README's is not swallowed into the table (a blank line ends it)."""
-    from agentflow.management.exit_codes import ExitCode
+    from agentflow.management._exit_codes import ExitCode
 
     for page in (ROOT / "README.md", DOCS / "reference.md"):
         lines = page.read_text(encoding="utf-8").splitlines()

@@ -13,7 +13,7 @@ import pytest
 from django.utils import timezone
 
 import agentflow
-from agentflow.engine import executor, leases, reconciler
+from agentflow._engine import executor, leases, reconciler
 from agentflow.models import Event, Run, Step
 from tests.support import run_ids
 
@@ -57,8 +57,8 @@ def test_a_held_lease_turns_a_second_advance_into_a_wake_up_for_the_holder(recor
 
 
 def test_a_stale_lease_holder_cannot_write(recording_dispatcher):
-    from agentflow.engine.interrupts import LeaseLost
-    from agentflow.engine.state import step_rows
+    from agentflow._engine.interrupts import LeaseLost
+    from agentflow._engine.state import step_rows
 
     run = agentflow.start("tests.mixed", {"n": 1})
     stale = leases.acquire(run.id, "stale")

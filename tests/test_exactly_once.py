@@ -110,7 +110,7 @@ def test_a_fan_out_of_200_atomic_children_with_two_kills_writes_exactly_200_rows
 
 def test_a_failed_attempt_of_an_atomic_tool_rolls_its_writes_back(recording_dispatcher):
     """Driven in-process: the first attempt writes and raises, the second writes and returns."""
-    from agentflow.engine import executor
+    from agentflow._engine import executor
 
     attempts: list[int] = []
 

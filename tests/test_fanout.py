@@ -153,11 +153,11 @@ def test_chord_body_delivered_twice_re_advances_once(workers):
 
 
 def test_concurrent_joins_win_once_in_process():
-    from agentflow.engine import fanout
+    from agentflow._engine import fan_out_record
 
     run = Run.objects.create(agent="tests.fan", agent_version="1", input={"n": 0}, status="waiting")
     Step.objects.create(run=run, position=0, kind="map", name="x", status="waiting")
-    outcomes = all_at_once(lambda: fanout.join(run.id, 0), threads=8)
+    outcomes = all_at_once(lambda: fan_out_record.join(run.id, 0), threads=8)
     assert sorted(outcomes) == [False] * 7 + [True]
     assert Run.objects.get(id=run.id).wake_seq == 1
 

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection, transaction
 
 import agentflow
-from agentflow.engine import children, executor, fanout
+from agentflow._engine import child_runner, executor, fan_out_record
 from agentflow.models import Run, Step
 from tests.support import RecordingDispatcher, wait_until
 from tests.testapp import agents as test_agents
@@ -28,7 +28,7 @@ def waiting_on_a_row_lock() -> bool:
 def run_all_children(dispatched: list) -> None:
     while dispatched:
         step_id, _ = dispatched.pop(0)
-        children.run_child(step_id)
+        child_runner.run_child(step_id)
 
 
 def test_a_map_larger_than_the_payload_limit_fits_when_each_call_does(
@@ -93,12 +93,12 @@ def test_the_last_two_children_finishing_at_once_still_join(recording_dispatcher
     """Each one's probe sees the other still running: whoever commits second joins."""
     run = agentflow.start("tests.fan", {"n": 2})
     assert executor.advance(run.id, worker="t") == "waiting"
-    first, second = (children._claim(step_id) for step_id, _ in RecordingDispatcher.children)
+    first, second = (child_runner._claim(step_id) for step_id, _ in RecordingDispatcher.children)
     probed, finish = threading.Event(), threading.Event()
 
     def finish_first() -> None:
         # First's outcome is written and its probe has run, but it has not committed yet.
-        outcome = children.ChildOutcome(first)
+        outcome = child_runner.ChildOutcome(first)
         try:
             with transaction.atomic():
                 outcome.succeeded(first.attempt, "2")
@@ -111,7 +111,7 @@ def test_the_last_two_children_finishing_at_once_still_join(recording_dispatcher
     thread = threading.Thread(target=finish_first)
     thread.start()
     assert probed.wait(30)
-    children.ChildOutcome(second).close(Step.Status.SUCCEEDED, "4", None)  # sees first open
+    child_runner.ChildOutcome(second).close(Step.Status.SUCCEEDED, "4", None)  # sees first open
     parent = Step.objects.get(run=run, position=0, index__isnull=True)
     assert parent.status == Step.Status.WAITING  # not yet: first has not committed
     finish.set()
@@ -148,7 +148,7 @@ def test_a_join_that_waits_on_a_concurrent_update_of_the_parent_still_closes_it(
 
     def join() -> None:
         try:
-            joined.append(fanout.join(run.id, 0))
+            joined.append(fan_out_record.join(run.id, 0))
         except Exception as exc:  # reported by the assertion below
             joined.append(exc)
         finally:

@@ -8,8 +8,8 @@ import re
 import pytest
 
 import agentflow
-from agentflow.gates import fleet
-from agentflow.gates.stores import MemoryLimitStore, RedisLimitStore
+from agentflow._guardrails import fleet
+from agentflow._guardrails.stores import MemoryLimitStore, RedisLimitStore
 from agentflow.models import Run
 from tests.support import wait_until
 
@@ -81,7 +81,7 @@ def test_one_process_per_period_takes_the_turn(kind, settings, redis_client):
 
 
 def test_the_heartbeat_s_pass_runs_once_per_period_across_processes(settings, redis_client):
-    from agentflow.engine import reconciler
+    from agentflow._engine import reconciler
 
     settings.AGENTFLOW = {**settings.AGENTFLOW, "RECONCILE_EVERY": 30.0}
     assert reconciler.reconcile_in_turn() is not None  # the first offer takes the turn

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from agentflow.engine.leases import heartbeat
+from agentflow._engine.leases import heartbeat
 from tests.support import wait_until
 
 

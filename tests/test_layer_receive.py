@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from agentflow.layer_receive import REJOINED, RejoiningReceive
+from agentflow._layer_receive import REJOINED, RejoiningReceive
 
 
 class BlockingLayer:

@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 
 import agentflow
-from agentflow.engine import executor
-from agentflow.gates.admission import admit
-from agentflow.gates.limits import Limits
-from agentflow.gates.stores import MemoryLimitStore, RedisLimitStore
+from agentflow._engine import executor
+from agentflow._guardrails.admission import admit
+from agentflow._guardrails.limits import Limits
+from agentflow._guardrails.stores import MemoryLimitStore, RedisLimitStore
 from agentflow.models import Event, Policy, Run, Step
 from tests.support import RecordingDispatcher, assert_form_refuses, wait_until
 from tests.testapp.models import Call

@@ -20,8 +20,8 @@ from django.db import connection, transaction
 from django.test import Client
 from django.urls import reverse
 
-from agentflow.consumers import LATE_COMMIT_SECONDS
-from agentflow.engine.state.outbox import append_event
+from agentflow._consumers import LATE_COMMIT_SECONDS
+from agentflow._engine.state.outbox import append_event
 from agentflow.models import Approval, Run
 from tests.test_websockets import make_user, receive_until, session_of, socket, unwrap
 

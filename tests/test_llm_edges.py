@@ -16,11 +16,11 @@ from uuid import uuid4
 import pytest
 
 import agentflow
+from agentflow._engine import executor
+from agentflow._engine.ops.llm import Deltas
+from agentflow._guardrails.redaction import redact_text
+from agentflow._guardrails.sealing import reveal
 from agentflow.conf import DEFAULT_REDACT
-from agentflow.engine import executor
-from agentflow.engine.ops.llm import Deltas
-from agentflow.gates.redaction import redact_text
-from agentflow.gates.sealing import reveal
 from agentflow.models import Budget, BudgetSpend, Event, Run, Step
 from tests.openai_server import OpenAIServer, Reply, ToolCall
 from tests.support import GroupListener, wait_until
@@ -306,7 +306,7 @@ def test_deltas_never_publish_a_secret_cut_across_pieces_even_flushing_every_pie
 
 
 def test_streaming_redaction_work_stays_linear_in_the_text(settings, monkeypatch):
-    from agentflow.engine.ops import llm
+    from agentflow._engine.ops import llm
 
     scanned = []
 

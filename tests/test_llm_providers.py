@@ -7,10 +7,10 @@ import threading
 import pytest
 
 from agentflow.exceptions import ModelRefused, ModelUnavailable
-from agentflow.llm.anthropic_messages import AnthropicProvider
-from agentflow.llm.base import Request, ToolSpec, function_name
-from agentflow.llm.openai_compatible import OpenAIProvider
-from agentflow.llm.scripted import ScriptedProvider
+from agentflow.llm._anthropic_messages import AnthropicProvider
+from agentflow.llm._base import Request, ToolSpec, function_name
+from agentflow.llm._openai_compatible import OpenAIProvider
+from agentflow.llm._scripted import ScriptedProvider
 from tests.anthropic_server import AnthropicServer
 from tests.openai_server import OpenAIServer, Reply, ToolCall
 from tests.support import wait_until
@@ -337,8 +337,8 @@ def test_a_claude_stream_past_its_deadline_is_closed_and_retryable(claude_server
 
 def test_model_aliases_are_checked_by_name_and_an_unknown_one_says_which_exist(settings):
     from agentflow import UnknownModel
-    from agentflow.checks import check_models
-    from agentflow.llm import providers
+    from agentflow._checks import check_models
+    from agentflow.llm import _providers as providers
 
     assert check_models() == []
     settings.AGENTFLOW = {
@@ -360,7 +360,7 @@ def test_model_aliases_are_checked_by_name_and_an_unknown_one_says_which_exist(s
 
 
 def test_the_built_provider_follows_the_setting(settings):
-    from agentflow.llm import providers
+    from agentflow.llm import _providers as providers
 
     settings.AGENTFLOW = {
         "LLM": {"default": {"BACKEND": "agentflow.llm.ScriptedProvider", "MODEL": "m1"}}
@@ -373,7 +373,7 @@ def test_the_built_provider_follows_the_setting(settings):
 
 
 def test_a_model_setting_without_a_default_alias_is_flagged(settings):
-    from agentflow.checks import check_default_model
+    from agentflow._checks import check_default_model
 
     assert check_default_model() == []
     settings.AGENTFLOW = {"LLM": {"fast": {"BACKEND": "agentflow.llm.ScriptedProvider"}}}

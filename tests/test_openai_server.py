@@ -14,7 +14,7 @@ from typing import Any
 import openai
 import pytest
 
-from agentflow.llm.base import broke_off
+from agentflow.llm._base import broke_off
 from tests.openai_server import (
     MODEL_ID,
     OpenAIServer,

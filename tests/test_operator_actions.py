@@ -19,8 +19,8 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 import agentflow
-from agentflow.console import timing
-from agentflow.engine import executor
+from agentflow._console import timing
+from agentflow._engine import executor
 from agentflow.models import Budget, Event, Run, Schedule
 from tests.testapp.models import Flag
 
@@ -54,7 +54,7 @@ def admin_url(name: str, *args) -> str:
 
 
 def test_the_new_pages_send_the_csp_and_hold_no_inline_script(admin_client):
-    from agentflow.console.csp import POLICY
+    from agentflow._console.csp import POLICY
     from tests.test_console import inline_scripts
 
     run = new_run()

@@ -19,8 +19,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from agentflow.console import figures
-from agentflow.console.csp import POLICY
+from agentflow._console import figures
+from agentflow._console.csp import POLICY
 from agentflow.models import Approval, Budget, BudgetSpend, Run, Step
 
 pytestmark = pytest.mark.django_db
@@ -231,7 +231,7 @@ def test_buckets_end_with_the_one_that_holds_now():
 def test_the_sqlite_percentiles_match_postgresql_percentile_cont(monkeypatch, n):
     from django.db.models import DurationField, ExpressionWrapper, F
 
-    from agentflow.console import percentiles
+    from agentflow._console import percentiles
 
     for i in range(n):
         make_run("p", "succeeded", timedelta(minutes=1), took=(i * 7919) % 101 + 0.25)

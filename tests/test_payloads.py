@@ -10,8 +10,8 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 import agentflow
-from agentflow.engine import executor
-from agentflow.engine.serialize import MAX_DEPTH, dumps, parse
+from agentflow._engine import executor
+from agentflow._engine.serialize import MAX_DEPTH, dumps, parse
 from agentflow.models import Approval, Event, Run, Signal, Step
 from tests.testapp.agents import SLEEPS, TIMEOUTS
 from tests.testapp.models import Execution

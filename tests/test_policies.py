@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 import agentflow
-from agentflow.engine import executor
+from agentflow._engine import executor
 from agentflow.models import Policy, Run, Step, conditions
 from tests.support import assert_form_refuses, wait_until
 from tests.testapp.models import Execution
@@ -28,7 +28,7 @@ def test_a_denied_tool_makes_zero_calls_and_raises_policy_denied(workers):
 
 
 def test_deny_by_default_needs_an_allow_rule(recording_dispatcher, settings):
-    from agentflow.engine import children
+    from agentflow._engine import child_runner
     from tests.support import RecordingDispatcher
 
     settings.AGENTFLOW = {**settings.AGENTFLOW, "DENY_BY_DEFAULT": True}
@@ -46,7 +46,7 @@ def test_deny_by_default_needs_an_allow_rule(recording_dispatcher, settings):
     assert Execution.objects.filter(key="forbidden").count() == 1
     step_ids = [step_id for step_id, _ in RecordingDispatcher.children]
     assert len(step_ids) == 2  # both children were sent, none refused
-    assert [children.run_child(step_id) for step_id in step_ids] == ["succeeded"] * 2
+    assert [child_runner.run_child(step_id) for step_id in step_ids] == ["succeeded"] * 2
     assert executor.advance(run.id, worker="t") == "succeeded"
     run.refresh_from_db()
     assert run.output == {"call": "ran", "map": ["ran", "ran"]}
@@ -123,7 +123,7 @@ def test_conditions_are_evaluated_without_eval(text, args, expected):
 def policy_gate(tool_name: str, args: dict, *, requires_approval: bool = False):
     from types import SimpleNamespace
 
-    from agentflow.gates import policy
+    from agentflow._guardrails import policy
 
     policy.clear_cache()
     tool = SimpleNamespace(name=tool_name, requires_approval=requires_approval)
@@ -182,11 +182,11 @@ def test_an_infinite_amount_waits_for_a_person_and_never_reaches_the_tool(record
     )
     run = agentflow.start("tests.transferrer", {"amounts": ["Infinity"]})
     assert executor.advance(run.id, worker="t") == "waiting"
-    from agentflow.engine import children
+    from agentflow._engine import child_runner
     from tests.support import RecordingDispatcher
 
     for step_id, _ in RecordingDispatcher.children:
-        children.run_child(step_id)
+        child_runner.run_child(step_id)
     approval = wait_until(lambda: run.approvals.first(), timeout=10, what="the transfer's approval")
     assert approval.request["args"] == {"amount": "Infinity"}
     assert "cannot be evaluated" in approval.request["reason"]
@@ -247,7 +247,7 @@ def test_a_database_failure_rereading_redaction_patterns_mid_step_is_a_retry(
     """Recording a step re-reads the redaction patterns when their cache is stale."""
     from django.db import OperationalError
 
-    from agentflow.gates import redaction
+    from agentflow._guardrails import redaction
 
     run = agentflow.start("tests.three_steps")
 

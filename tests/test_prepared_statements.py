@@ -6,8 +6,8 @@ import pytest
 from django.db import connection
 
 import agentflow
-from agentflow.engine import executor
-from agentflow.engine.state import sql
+from agentflow._engine import executor
+from agentflow._engine.state import sql
 from agentflow.models import Run
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -59,7 +59,7 @@ API_NAMES = {
 
 
 # Bottom to top: each layer may import the ones before it, never one after it.
-LAYERS = ("agentflow.conf", "agentflow.models", "agentflow.gates", "agentflow.engine")
+LAYERS = ("agentflow.conf", "agentflow.models", "agentflow._guardrails", "agentflow._engine")
 PACKAGE = Path(agentflow.__file__).parent
 
 
@@ -119,11 +119,11 @@ def test_every_transaction_is_on_agentflows_database():
 def test_every_wake_up_waits_for_agentflows_commit():
     """``transaction.on_commit`` without ``using`` waits for the default database: on a site
     whose router puts agentflow elsewhere it would send at once, before the rows commit.
-    Only ``engine/state/sql.py`` calls it, with agentflow's alias."""
+    Only ``_engine/state/sql.py`` calls it, with agentflow's alias."""
     bare = sorted(
         f"{path.relative_to(PACKAGE.parent)}:{number}"
         for path in PACKAGE.rglob("*.py")
-        if path != PACKAGE / "engine" / "state" / "sql.py"
+        if path != PACKAGE / "_engine" / "state" / "sql.py"
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if "transaction.on_commit(" in line
     )
@@ -143,6 +143,64 @@ def test_public_names_are_exactly_the_contract():
         assert getattr(agentflow, name) is not None
 
 
+# What a site may import or name in its settings, and where it is told to. Everything else
+# is internal and its name starts with "_", as in DBOS and Temporal's SDK.
+PUBLIC_MODULES = {
+    "agentflow": "the API: agentflow/__init__.py",
+    "agentflow.beat": "beat_schedule, in the site's celery.py (README)",
+    "agentflow.conf": "DEFAULT_REDACT, in settings (docs/approvals-budgets-policies.md)",
+    "agentflow.embedded": "the in-process worker of the embedded default (docs/reference.md)",
+    "agentflow.events": "ChannelLayerPublisher, the PUBLISHER setting's default (README)",
+    "agentflow.exceptions": "the one error hierarchy (docs/api.md)",
+    "agentflow.llm": "the providers AGENTFLOW['LLM'] names (README)",
+    "agentflow.models": "the models (API.md)",
+    "agentflow.permissions": "staff_may_view and staff_may_decide, the rules' defaults (README)",
+    "agentflow.routing": "websocket_urlpatterns, in the site's asgi.py (README)",
+    "agentflow.schedules": "runs_of and sync_queues (docs/scheduling.md)",
+    "agentflow.tasks": "priorities and stamp_fire_time, in the site's celery.py (README)",
+    "agentflow.urls": "include('agentflow.urls') (README)",
+}
+# Names Django and Celery look up by convention; their insides are Django's shapes.
+CONVENTIONS = {"agentflow.admin", "agentflow.apps", "agentflow.management",
+               "agentflow.migrations", "agentflow.templatetags"}  # fmt: skip
+LLM_NAMES = {"AnthropicProvider", "LLMResult", "OpenAIProvider", "Provider", "Reply", "Request",
+             "ScriptedProvider", "TokenUsage", "ToolCall", "ToolSpec"}  # fmt: skip
+
+
+DOCS = PACKAGE.parent / "docs"
+
+
+def _module_names() -> set[str]:
+    names = set()
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        names.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def test_the_public_surface_is_exactly_what_the_docs_name():
+    """A module whose name has no "_" is one a site may rely on: each is listed here with
+    where a site is told to use it, and every other one is marked internal."""
+    public = {
+        name
+        for name in _module_names()
+        if not any(part.startswith("_") for part in name.split(".")[1:])
+        and not any(name == c or name.startswith(c + ".") for c in CONVENTIONS)
+    }
+    models = {name for name in public if name.startswith("agentflow.models.")}
+    assert public - models == set(PUBLIC_MODULES), sorted((public - models) ^ set(PUBLIC_MODULES))
+    docs = "\n".join(p.read_text() for p in [PACKAGE.parent / "README.md", *DOCS.glob("*.md")])
+    for name, where in PUBLIC_MODULES.items():
+        assert name in docs or name == "agentflow", f"{name} ({where}) is named in no doc"
+    import agentflow.llm
+    import agentflow.routing
+
+    assert set(agentflow.llm.__all__) == LLM_NAMES
+    assert all(getattr(agentflow.llm, name) for name in LLM_NAMES)
+    assert agentflow.routing.__all__ == ["websocket_urlpatterns"]
+    assert agentflow.routing.websocket_urlpatterns
+
+
 def test_every_error_derives_from_the_root():
     for name in API_NAMES:
         value = getattr(agentflow, name)
@@ -151,7 +209,7 @@ def test_every_error_derives_from_the_root():
 
 
 def test_system_checks_refuse_bad_settings(settings):
-    from agentflow.checks import check_settings
+    from agentflow._checks import check_settings
 
     assert check_settings() == []
     settings.AGENTFLOW = {"LEASE_SECONDS": -1}
@@ -164,7 +222,7 @@ def test_system_checks_refuse_bad_settings(settings):
 
 
 def test_a_database_result_backend_is_flagged_for_chords(settings):
-    from agentflow.checks import check_result_backend
+    from agentflow._checks import check_result_backend
 
     assert check_result_backend() == []
     settings.CELERY_RESULT_BACKEND = "django-db"
@@ -181,7 +239,7 @@ def test_a_database_result_backend_is_flagged_for_chords(settings):
 
 
 def test_a_prefetching_worker_is_flagged_because_control_would_wait_behind_tools(settings):
-    from agentflow.checks import check_prefetch
+    from agentflow._checks import check_prefetch
 
     assert check_prefetch() == []
     del settings.CELERY_WORKER_PREFETCH_MULTIPLIER  # Celery's default, 4
@@ -197,7 +255,7 @@ def test_a_prefetching_worker_is_flagged_because_control_would_wait_behind_tools
 
 
 def test_celery_settings_that_break_runs_are_errors_and_per_process_limits_a_warning(settings):
-    from agentflow.checks import check_celery
+    from agentflow._checks import check_celery
 
     assert check_celery() == []
     settings.CELERY_RESULT_BACKEND = None
@@ -218,8 +276,8 @@ def test_celery_settings_that_break_runs_are_errors_and_per_process_limits_a_war
 def test_a_redis_broker_set_in_celery_py_alone_is_flagged(settings):
     """The limit store reads Django's settings: a broker the Celery app alone names is
     not seen, so limits would stay per process; the check says so."""
-    from agentflow.checks import check_celery
-    from agentflow.gates.stores import MemoryLimitStore, limit_store
+    from agentflow._checks import check_celery
+    from agentflow._guardrails.stores import MemoryLimitStore, limit_store
 
     del settings.CELERY_BROKER_URL
     settings.AGENTFLOW = {**settings.AGENTFLOW, "REDIS_URL": None}
@@ -235,7 +293,7 @@ def test_a_redis_broker_set_in_celery_py_alone_is_flagged(settings):
 def test_a_celery_app_not_built_from_settings_is_flagged(settings):
     from celery import Celery, current_app
 
-    from agentflow.checks import check_celery_app
+    from agentflow._checks import check_celery_app
 
     assert check_celery_app() == []  # the test site's celery.py reads CELERY_BROKER_URL
     site_app = current_app._get_current_object()
@@ -252,7 +310,7 @@ def test_a_celery_app_not_built_from_settings_is_flagged(settings):
 
 
 def test_a_misspelled_setting_is_reported_with_the_key_it_probably_means(settings):
-    from agentflow.checks import check_settings
+    from agentflow._checks import check_settings
 
     settings.AGENTFLOW = {"LEASE_SECOND": 2}
     (error,) = check_settings()
@@ -261,7 +319,7 @@ def test_a_misspelled_setting_is_reported_with_the_key_it_probably_means(setting
 
 
 def test_live_events_without_a_shared_channel_layer_are_flagged(settings):
-    from agentflow.checks import check_channel_layer, check_channel_layer_deployed
+    from agentflow._checks import check_channel_layer, check_channel_layer_deployed
 
     assert check_channel_layer() == [] and check_channel_layer_deployed() == []
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -279,7 +337,7 @@ def test_live_events_without_a_shared_channel_layer_are_flagged(settings):
 
 
 def test_a_visibility_timeout_shorter_than_a_lease_or_tool_timeout_is_flagged(settings):
-    from agentflow.checks import check_visibility_timeout
+    from agentflow._checks import check_visibility_timeout
 
     assert check_visibility_timeout() == []  # an hour: longer than any test tool's timeout
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 1}
@@ -290,7 +348,7 @@ def test_a_visibility_timeout_shorter_than_a_lease_or_tool_timeout_is_flagged(se
 
 
 def test_an_asgi_application_without_agentflow_websockets_is_flagged(settings):
-    from agentflow.checks import check_websocket_routes
+    from agentflow._checks import check_websocket_routes
 
     assert check_websocket_routes() == []  # the demo's asgi.py routes them
     settings.ASGI_APPLICATION = "tests.test_project.ROUTES_ONLY_HTTP"
@@ -316,7 +374,9 @@ ROUTES_ONLY_HTTP = _HttpOnly()
 def test_the_engine_and_gates_import_no_transport():
     """Celery and Channels stay behind the ports (``agentflow.tasks``, ``agentflow.events``)."""
     transports = ("celery", "kombu", "channels", "channels_redis")
-    files = sorted((PACKAGE / "engine").rglob("*.py")) + sorted((PACKAGE / "gates").rglob("*.py"))
+    files = sorted((PACKAGE / "_engine").rglob("*.py")) + sorted(
+        (PACKAGE / "_guardrails").rglob("*.py")
+    )
     found = sorted(
         f"{path.relative_to(PACKAGE.parent)} imports {module}"
         for path in files
@@ -326,9 +386,9 @@ def test_the_engine_and_gates_import_no_transport():
     assert files and not found, found
 
 
-# Run state has one owner: agentflow/engine/state/ writes the Run, Step and Event rows and
+# Run state has one owner: agentflow/_engine/state/ writes the Run, Step and Event rows and
 # opens the transactions that change them. Everything else calls its named transitions.
-STATE = PACKAGE / "engine" / "state"
+STATE = PACKAGE / "_engine" / "state"
 OWNED_MODELS = {"Run", "Step", "Event"}
 WRITES = {"update", "create", "bulk_create", "bulk_update", "delete", "get_or_create",
           "update_or_create", "select_for_update", "save"}  # fmt: skip
@@ -339,15 +399,15 @@ RAW_WRITE = re.compile(
 # is one transaction. A new one belongs in engine/state/ unless it too must commit the
 # site's or another table's rows with the run's.
 COMPOSED_TRANSACTIONS = {
-    "agentflow/engine/attempts.py": "an atomic tool's own writes commit with its step record",
-    "agentflow/engine/ops/tools.py": "an inline atomic tool's writes commit with its record",
-    "agentflow/engine/ops/signals.py": "a Signal is consumed with the step that returns it",
-    "agentflow/engine/ops/approval.py": "an Approval is created with the step that waits on it",
-    "agentflow/engine/approvals.py": "a decision commits with the run or child it releases",
-    "agentflow/engine/fanout.py": "rate slots are booked as the children are recorded",
-    "agentflow/engine/children.py": "a budget is reserved under its run's row lock",
-    "agentflow/engine/reconciler.py": "SQLite's fleet lock is a transaction",
-    "agentflow/api.py": "a run starts with its own budget",
+    "agentflow/_engine/attempts.py": "an atomic tool's own writes commit with its step record",
+    "agentflow/_engine/ops/tools.py": "an inline atomic tool's writes commit with its record",
+    "agentflow/_engine/ops/signals.py": "a Signal is consumed with the step that returns it",
+    "agentflow/_engine/ops/approval.py": "an Approval is created with the step that waits on it",
+    "agentflow/_engine/decisions.py": "a decision commits with the run or child it releases",
+    "agentflow/_engine/fan_out_record.py": "rate slots are booked as the children are recorded",
+    "agentflow/_engine/child_runner.py": "a budget is reserved under its run's row lock",
+    "agentflow/_engine/reconciler.py": "SQLite's fleet lock is a transaction",
+    "agentflow/_api.py": "a run starts with its own budget",
     "agentflow/schedules.py": "django-celery-beat's rows, not run state",
 }
 
@@ -407,7 +467,7 @@ def test_transactions_on_run_state_are_opened_by_the_state_package():
         for path in _outside_state()
         if re.search(r"\b(sql\.atomic|transaction\.atomic)\(", path.read_text())
     )
-    composed = set(COMPOSED_TRANSACTIONS) | {"agentflow/gates/budgets.py"}  # spend rows only
+    composed = set(COMPOSED_TRANSACTIONS) | {"agentflow/_guardrails/budgets.py"}  # spend rows only
     assert set(opened) <= composed, sorted(set(opened) - composed)
     assert set(COMPOSED_TRANSACTIONS) <= set(opened), "stale entries"
 
@@ -421,7 +481,7 @@ WALL_CLOCKS = {
 LOCAL_WALL_CLOCKS = {
     # The in-memory limit store of the embedded default: one process compares only its own
     # readings, and none leaves the process.
-    ("agentflow/gates/stores.py", "time.time"): 5,
+    ("agentflow/_guardrails/stores.py", "time.time"): 5,
 }
 
 
@@ -448,7 +508,9 @@ def test_the_engine_and_gates_read_the_time_from_the_databases_clock():
     A worker whose clock is 2 h fast or 1 h slow stamps wrong times with its own clock
     (issue 20). ``time.monotonic()`` (durations inside one process) is always allowed.
     """
-    files = sorted((PACKAGE / "engine").rglob("*.py")) + sorted((PACKAGE / "gates").rglob("*.py"))
+    files = sorted((PACKAGE / "_engine").rglob("*.py")) + sorted(
+        (PACKAGE / "_guardrails").rglob("*.py")
+    )
     reads: dict[tuple[str, str], int] = {}
     for path in files:
         for read in _wall_clock_reads(ast.parse(path.read_text())):
@@ -587,7 +649,7 @@ def test_step_kinds_are_named_not_spelled():
 
 def test_the_open_child_statuses_are_one_set():
     """The open-child partial index, the engine's SQL and the console read one definition."""
-    from agentflow.engine.state import sql
+    from agentflow._engine.state import sql
     from agentflow.models import Step
 
     index = next(i for i in Step._meta.indexes if i.name == "agentflow_step_open_child_v2")
@@ -603,7 +665,7 @@ JS = PACKAGE / "static" / "agentflow"
 
 def test_the_scripts_spell_no_event_or_status_of_their_own():
     """The browser gets frame names and statuses from the server (``af-names``)."""
-    from agentflow.consumers import BATCH_FRAME, STATUS_FRAME
+    from agentflow._consumers import BATCH_FRAME, STATUS_FRAME
     from agentflow.models import Event, Run
 
     names = {str(name) for name in Event.Type} | {BATCH_FRAME, STATUS_FRAME}
@@ -642,7 +704,7 @@ def test_pages_that_load_the_live_scripts_render_the_names():
 def test_the_names_served_to_the_scripts_are_the_python_ones():
     from django.template.loader import render_to_string
 
-    from agentflow.consumers import BATCH_FRAME, STATUS_FRAME
+    from agentflow._consumers import BATCH_FRAME, STATUS_FRAME
     from agentflow.models import Event, Run
 
     html = render_to_string("agentflow/console/live_names.html")

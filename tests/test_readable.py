@@ -18,12 +18,12 @@ from django.utils import timezone
 
 import agentflow
 from agentflow import tool
-from agentflow.console import comparing, durations, trees
-from agentflow.console.approval_form import changes, labelled
-from agentflow.console.csp import POLICY
-from agentflow.console.errors import error_view
-from agentflow.engine import executor, titles
-from agentflow.engine.serialize import error_record
+from agentflow._console import comparing, durations, trees
+from agentflow._console.approval_form import changes, labelled
+from agentflow._console.csp import POLICY
+from agentflow._console.errors import error_view
+from agentflow._engine import executor, titles
+from agentflow._engine.serialize import error_record
 from agentflow.exceptions import AgentflowError, ToolDefinitionError
 from agentflow.models import Approval, Run, Step
 from tests.test_console import (
@@ -442,7 +442,7 @@ def test_the_queue_titles_and_labels_are_escaped(admin_client):
 
 def test_time_waiting_for_a_person_counts_overlapping_approvals_once(admin_client):
     """A fan-out's approvals asked together count once; later ones add; pending runs to now."""
-    from agentflow.console.timeline import person_wait
+    from agentflow._console.timeline import person_wait
 
     run = Run.objects.create(agent="tests.fan", agent_version="1", status="waiting")
     t0 = timezone.now() - timedelta(hours=1)

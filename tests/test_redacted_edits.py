@@ -11,7 +11,7 @@ import pytest
 from django.urls import reverse
 
 import agentflow
-from agentflow.engine import children, executor
+from agentflow._engine import child_runner, executor
 from agentflow.models import Approval, Run, Step
 from tests.support import RecordingDispatcher
 from tests.test_approvals import reviewer
@@ -42,7 +42,7 @@ def test_an_edited_tool_call_keeps_the_real_values_the_reviewer_left_alone(
         child_approval, by=reviewer("second"), data={**child_approval.request["args"], "amount": 7}
     )
     for step_id, _ in RecordingDispatcher.children:
-        children.run_child(step_id)
+        child_runner.run_child(step_id)
     assert executor.advance(run.id, worker="t") == "succeeded"
     assert Execution.objects.filter(key=f"wire:7:{MEMO}:{SECRET}").count() == 1
     assert not Execution.objects.filter(key__contains="[redacted]").exists()
@@ -66,7 +66,7 @@ def test_edited_approval_data_keeps_the_real_values_the_reviewer_left_alone(
     assert SECRET not in str(run.output)  # the stored output is redacted ...
     assert agentflow.replay(run).ok
     # ... while the agent got the real values (it returned them; sealed in the step).
-    from agentflow.gates.sealing import reveal
+    from agentflow._guardrails.sealing import reveal
 
     step = Step.objects.get(run=run, position=0)
     real = reveal(step.output, step.sealed_output)

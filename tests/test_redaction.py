@@ -10,10 +10,10 @@ from django.contrib.auth.models import Permission, User
 from django.db import connection
 
 import agentflow
+from agentflow._guardrails import redaction, sealing
 from agentflow.conf import DEFAULT_REDACT
 from agentflow.events import ALL_RUNS_GROUP
 from agentflow.exceptions import RedactionUnavailable
-from agentflow.gates import redaction, sealing
 from agentflow.models import Approval, Event, Run, Step
 from tests.support import GroupListener, assert_form_refuses, wait_until
 from tests.testapp.models import Execution
@@ -26,7 +26,7 @@ SECRET = "sk-live-4f9a8b7c6d5e4f3a2b1c"
 @pytest.fixture(autouse=True)
 def fresh_patterns():
     """Policy rows of an earlier test are gone: so must be the patterns cached from them."""
-    from agentflow.gates import policy
+    from agentflow._guardrails import policy
 
     policy.clear_cache()
     redaction.clear_cache()
@@ -261,7 +261,7 @@ def test_matches_past_the_limit_replace_the_rest_of_the_value_whole(monkeypatch)
 
 def test_a_pattern_re2_cannot_compile_stores_nothing_and_the_run_waits(recording_dispatcher):
     """Redaction fails closed: no value is stored unredacted, and nothing fails for good."""
-    from agentflow.engine import executor
+    from agentflow._engine import executor
     from agentflow.models import Policy
 
     run = agentflow.start("tests.three_steps")
@@ -296,7 +296,7 @@ def test_the_policy_form_names_a_pattern_re2_refuses_and_why(admin_client):
 
 
 def test_the_system_check_names_a_settings_pattern_re2_refuses(settings):
-    from agentflow.checks import check_redact
+    from agentflow._checks import check_redact
 
     assert check_redact() == []
     settings.AGENTFLOW = {**settings.AGENTFLOW, "REDACT": [*DEFAULT_REDACT, r"(?<!x)key-\d+"]}
@@ -308,7 +308,7 @@ def test_the_system_check_names_a_settings_pattern_re2_refuses(settings):
 
 def test_an_advance_never_redacts_recorded_history_again(recording_dispatcher, monkeypatch):
     """Names, titles and a reviewer's comment were redacted when recorded: not on replay."""
-    from agentflow.engine import executor
+    from agentflow._engine import executor
 
     run = agentflow.start("tests.secret_titles", {"token": SECRET})
     assert executor.advance(run.id, worker="t") == "waiting"

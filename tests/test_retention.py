@@ -11,8 +11,8 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 import agentflow
-from agentflow import retention
-from agentflow.engine import executor
+from agentflow import _retention as retention
+from agentflow._engine import executor
 from agentflow.models import Approval, Budget, Event, Run, Step
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -11,9 +11,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 import agentflow
-from agentflow.engine import executor
-from agentflow.engine.history import histories
-from agentflow.engine.state import step_rows
+from agentflow._engine import executor
+from agentflow._engine.history import histories
+from agentflow._engine.state import step_rows
 from agentflow.models import Run, Step
 
 pytestmark = pytest.mark.django_db(transaction=True)

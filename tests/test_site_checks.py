@@ -1,4 +1,4 @@
-"""System checks of how a site is served and run (agentflow/site_checks.py): each fires on the
+"""System checks of how a site is served and run (agentflow/_site_checks.py): each fires on the
 setup that breaks the console or the workers quietly, and the README's site passes them all."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class OwnWhiteNoise(WhiteNoiseMiddleware):
 
 
 def test_a_runserver_that_serves_no_websockets_is_flagged_in_development(settings):
-    from agentflow.site_checks import check_runserver
+    from agentflow._site_checks import check_runserver
 
     settings.DEBUG = True
     assert check_runserver() == []  # the test site lists "daphne" first
@@ -64,7 +64,7 @@ def test_a_runserver_that_serves_no_websockets_is_flagged_in_development(setting
 
 
 def test_a_production_site_that_serves_no_static_files_is_flagged(settings):
-    from agentflow.site_checks import check_static_files, check_static_files_deployed
+    from agentflow._site_checks import check_static_files, check_static_files_deployed
 
     settings.DEBUG = False
     assert check_static_files() == [] and check_static_files_deployed() == []
@@ -99,7 +99,7 @@ def test_a_production_site_that_serves_no_static_files_is_flagged(settings):
 
 
 def test_a_production_site_without_static_root_is_flagged(settings):
-    from agentflow.site_checks import check_static_files
+    from agentflow._site_checks import check_static_files
 
     settings.DEBUG = False
     settings.STATIC_ROOT = None
@@ -117,8 +117,8 @@ def test_a_production_site_without_static_root_is_flagged(settings):
 def test_a_site_with_no_broker_at_all_is_flagged(settings, monkeypatch):
     from celery import Celery, current_app
 
-    from agentflow.checks import check_celery_app
-    from agentflow.site_checks import check_broker_configured
+    from agentflow._checks import check_celery_app
+    from agentflow._site_checks import check_broker_configured
 
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
     assert check_broker_configured() == []
@@ -148,7 +148,7 @@ def test_a_site_with_no_broker_at_all_is_flagged(settings, monkeypatch):
 
 @pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
 def test_sqlite_shared_by_worker_processes_is_flagged():
-    from agentflow.site_checks import check_database_for_workers
+    from agentflow._site_checks import check_database_for_workers
 
     assert check_database_for_workers() == []  # PostgreSQL
     with override_settings(DATABASES={"default": SQLITE}):

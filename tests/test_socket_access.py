@@ -15,9 +15,9 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth.models import Permission
 from django.contrib.sessions.models import Session
 
-from agentflow import socket_access
-from agentflow.consumers import ACCESS_ENDED
-from agentflow.engine.state.outbox import append_event
+from agentflow import _socket_access as socket_access
+from agentflow._consumers import ACCESS_ENDED
+from agentflow._engine.state.outbox import append_event
 from tests.test_websockets import make_user, new_run, receive_until, session_of, socket, up_to
 
 pytestmark = pytest.mark.usefixtures("transactional_db", "redis_client")

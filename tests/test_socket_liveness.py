@@ -28,9 +28,9 @@ import redis
 from django.conf import settings as django_settings
 from redis.asyncio.connection import Connection as AsyncConnection
 
-from agentflow.channel_checks import check_layer_socket_timeout, redis_default_socket_timeout
-from agentflow.engine import ports
-from agentflow.engine.state.outbox import append_event
+from agentflow._channel_checks import check_layer_socket_timeout, redis_default_socket_timeout
+from agentflow._engine import ports
+from agentflow._engine.state.outbox import append_event
 from agentflow.events import ALL_RUNS_GROUP, run_group
 from tests.browser import LiveServer, free_port
 from tests.support import wait_until

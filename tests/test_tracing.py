@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import agentflow
-from agentflow import tracing
-from agentflow.engine import executor
+from agentflow import _tracing as tracing
+from agentflow._engine import executor
 from agentflow.models import Run
 from tests.openai_server import OpenAIServer, Reply
 from tests.otel_worker import ENV, read_spans
@@ -129,7 +129,7 @@ def test_the_trace_context_crosses_a_message_as_its_headers(spans):
 NO_OTEL = """
 import sys
 sys.modules["opentelemetry"] = None  # as if the extra were not installed
-from agentflow import tracing
+from agentflow import _tracing as tracing
 assert not tracing.enabled()
 with tracing.span("agentflow.step", {"agentflow.position": 1}) as span:
     tracing.annotate(span, {"agentflow.outcome": "x"})
@@ -141,7 +141,7 @@ print("no-op")
 """
 
 API_ONLY = """
-from agentflow import tracing
+from agentflow import _tracing as tracing
 assert tracing.enabled() and not tracing.configured()
 with tracing.span("agentflow.step") as span:
     assert tracing.carrier() == {}  # nothing to propagate without an SDK

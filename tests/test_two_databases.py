@@ -14,7 +14,7 @@ import sys
 from django.conf import settings
 from django.test import override_settings
 
-from agentflow.checks import check_database_routing
+from agentflow._checks import check_database_routing
 from tests.conftest import ROOT
 
 

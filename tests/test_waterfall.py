@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from agentflow.console import waterfall
+from agentflow._console import waterfall
 from agentflow.models import Approval, Event, Run, Step
 
 pytestmark = pytest.mark.django_db

@@ -22,8 +22,8 @@ from django.db.models import F
 from django.test import Client
 
 import agentflow
-from agentflow.consumers import FRAME_INTERVAL
-from agentflow.engine.state.outbox import append_event
+from agentflow._consumers import FRAME_INTERVAL
+from agentflow._engine.state.outbox import append_event
 from agentflow.models import Approval, Event, Policy, Run
 from apps.project.asgi import application
 from tests.support import wait_until

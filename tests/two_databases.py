@@ -20,7 +20,7 @@ from django.test import Client
 from django.urls import reverse
 
 import agentflow
-from agentflow.engine import reconciler
+from agentflow._engine import reconciler
 from agentflow.models import Approval, Event, Run, Signal, Step
 from agentflow.models.database import alias
 from tests import two_databases_probe

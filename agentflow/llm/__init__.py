@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentflow.llm.base import Provider, Reply, Request, ToolSpec
-from agentflow.llm.results import LLMResult, TokenUsage, ToolCall
+from agentflow.llm._base import Provider, Reply, Request, ToolSpec
+from agentflow.llm._results import LLMResult, TokenUsage, ToolCall
 
 __all__ = [
     "AnthropicProvider",
@@ -32,9 +32,9 @@ __all__ = [
 ]
 
 _BACKENDS = {
-    "OpenAIProvider": "agentflow.llm.openai_compatible",
-    "AnthropicProvider": "agentflow.llm.anthropic_messages",
-    "ScriptedProvider": "agentflow.llm.scripted",
+    "OpenAIProvider": "agentflow.llm._openai_compatible",
+    "AnthropicProvider": "agentflow.llm._anthropic_messages",
+    "ScriptedProvider": "agentflow.llm._scripted",
 }
 
 

@@ -8,8 +8,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from agentflow._querysets import RunQuerySet
 from agentflow.models.sealing import reveal
-from agentflow.querysets import RunQuerySet
 
 
 class Run(models.Model):

@@ -4,7 +4,7 @@ A fan-out child's arguments, once redacted for storage, are still needed by the 
 that runs the tool; so are a reviewer's edited arguments. They are kept encrypted
 (Fernet: AES-128-CBC with an HMAC) in the ``sealed_*`` columns, with a key derived from
 ``SECRET_KEY``; ``SECRET_KEY_FALLBACKS`` still open values sealed before a key rotation.
-What to seal (the values redaction changed) is decided by ``agentflow.gates.sealing``.
+What to seal (the values redaction changed) is decided by ``agentflow._guardrails.sealing``.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ def _globs(row: Any, fields: tuple[str, ...], errors: dict[str, str]) -> None:
 
 
 def policy_errors(policy: Any) -> dict[str, str]:
-    from agentflow.definitions import parse_rate
+    from agentflow._definitions import parse_rate
 
     errors: dict[str, str] = {}
     _globs(policy, ("tool", "agent"), errors)

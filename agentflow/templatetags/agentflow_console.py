@@ -9,8 +9,8 @@ from typing import Any
 from django import template
 from django.utils.safestring import SafeString
 
-from agentflow.console import comparing, durations, timeline, trees
-from agentflow.console.errors import ErrorView, error_view
+from agentflow._console import comparing, durations, timeline, trees
+from agentflow._console.errors import ErrorView, error_view
 
 register = template.Library()
 
@@ -29,7 +29,7 @@ def status_class(status: Any) -> str:
 
 @register.filter
 def tree(value: Any) -> SafeString:
-    """A JSON value as a collapsible tree, bounded (see ``agentflow.console.trees``)."""
+    """A JSON value as a collapsible tree, bounded (see ``agentflow._console.trees``)."""
     return trees.render(value)
 
 

@@ -1,4 +1,4 @@
-"""Template tags of live console pages (see ``agentflow.console.live``)."""
+"""Template tags of live console pages (see ``agentflow._console.live``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from django import template
 
-from agentflow.console import live
+from agentflow._console import live
 from agentflow.models import Approval, Run
 
 register = template.Library()

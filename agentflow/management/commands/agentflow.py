@@ -12,14 +12,16 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Sum
 
 import agentflow
-from agentflow import embedded, registry, retention
-from agentflow.engine import reconciler
-from agentflow.engine.serialize import parse
-from agentflow.management.exit_codes import ExitCode, exit_code
-from agentflow.management.follow import approval_url, follow, pending_approvals
+from agentflow import _registry as registry
+from agentflow import _retention as retention
+from agentflow import embedded
+from agentflow._engine import reconciler
+from agentflow._engine.serialize import parse
+from agentflow.management._exit_codes import ExitCode, exit_code
+from agentflow.management._follow import approval_url, follow, pending_approvals
 from agentflow.models import Run, Step
 
-# What `start --wait` says as it exits with each code but 0 (see exit_codes).
+# What `start --wait` says as it exits with each code but 0 (see _exit_codes).
 WHY_NOT_DONE = {
     ExitCode.FAILED: "failed (exit code 3).",
     ExitCode.CANCELLED: "was cancelled (exit code 4).",

@@ -125,7 +125,7 @@
 
   var NAMES = null;
 
-  /* The server's frame names and statuses (agentflow.console.live.names), read once. */
+  /* The server's frame names and statuses (agentflow._console.live.names), read once. */
   function names() {
     if (NAMES === null) {
       NAMES = pageData("af-names");

@@ -13,7 +13,7 @@ from django_celery_beat.models import PeriodicTask
 
 import agentflow
 from agentflow import embedded
-from agentflow.management.follow import approval_url, follow, pending_approvals
+from agentflow.management._follow import approval_url, follow, pending_approvals
 from agentflow.models import Run
 
 SCHEDULE = "demo: billing.reconcile monthly"

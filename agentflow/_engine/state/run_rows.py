@@ -1,0 +1,591 @@
+"""Every transition of a Run row, each with its event, each named for what it guarantees.
+
+Create (start), take the lease (acquire), park (wait) and finish are on every run's path,
+so each is a single data-modifying statement there: the run row and its event row in one
+round trip, with no savepoint inside the caller's transaction. SQLite takes a short
+transaction of a few statements instead. The rest (wake, pause, resume, cancel, signal,
+retry, fork, join, prune) are off the hot path: ORM statements in one short transaction.
+
+    pending --take_lease--> running --park--> waiting --wake/take_lease--> running
+    running --finish--> succeeded | failed        any open --cancel--> cancelled
+    running/waiting --pause--> paused --resume--> waiting
+    failed --reopen_failed--> waiting
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from django.db import IntegrityError
+from django.db.models import F, QuerySet
+from django.db.models.constants import OnConflict
+from django.db.models.sql import InsertQuery
+
+from agentflow._engine.interrupts import LeaseLost
+from agentflow._engine.serialize import loads
+from agentflow._engine.state import child_rows, sql, step_rows
+from agentflow._engine.state.outbox import (
+    announce,
+    append_event,
+    event_insert,
+    insert_event,
+    record_json,
+)
+from agentflow._engine.state.sql import RUN, db_uuid, db_when
+from agentflow._guardrails.redaction import redact_json, redact_text
+from agentflow._guardrails.sealing import protect
+from agentflow.exceptions import InvalidState, RunNotFound
+from agentflow.models import Approval, Budget, Event, Run, Signal, Step, clock
+
+RUN_FIELDS = Run._meta.concrete_fields
+
+
+def _from_row(values: dict[str, Any]) -> Run:
+    """A Run instance from a raw row keyed by column, converted as the ORM would."""
+    connection = sql.connection()
+    loaded = []
+    for field in RUN_FIELDS:
+        value = values[field.column]
+        for convert in field.get_db_converters(connection):
+            value = convert(value, None, connection)
+        loaded.append(value)
+    return Run.from_db(sql.alias(), [field.attname for field in RUN_FIELDS], loaded)
+
+
+def create(run: Run) -> bool:
+    """Insert a new run and its ``run.created`` event; False if its idempotency key is taken.
+
+    On PostgreSQL this is one ``INSERT ... ON CONFLICT DO NOTHING`` with the event in the
+    same statement. The INSERT itself is built by the ORM, so it follows the model.
+    """
+    data = {"agent": run.agent, "version": run.agent_version}
+    data_json = record_json(data, f"event {Event.Type.RUN_CREATED}")
+    run.event_seq = 1
+    if not sql.postgres():
+        return _create_elsewhere(run, data_json)
+    query = InsertQuery(Run, on_conflict=OnConflict.IGNORE)
+    query.insert_values(RUN_FIELDS, [run])
+    ((insert, params),) = query.get_compiler(using=sql.alias()).as_sql()
+    with sql.cursor() as cursor:
+        cursor.execute(
+            f"WITH created AS ({insert} RETURNING id, event_seq), "
+            f"evented AS ({event_insert('created')}) SELECT id FROM created",
+            [*params, Event.Type.RUN_CREATED, data_json, db_when(clock.now())],
+        )
+        created = cursor.fetchone() is not None
+    if created:
+        run._state.adding, run._state.db = False, sql.alias()
+        announce(run.id, 1, Event.Type.RUN_CREATED, data_json)
+    return created
+
+
+def _create_elsewhere(run: Run, data_json: str | None) -> bool:
+    try:
+        with sql.atomic():
+            run.save(force_insert=True, using=sql.alias())
+            with sql.cursor() as cursor:
+                insert_event(cursor, run.id, 1, Event.Type.RUN_CREATED, data_json)
+    except IntegrityError:
+        if run.idempotency_key is None:
+            raise
+        return False
+    return True
+
+
+def take_lease(
+    run_id: UUID, owner: str, expires_at: datetime, now: datetime
+) -> tuple[Run, bool] | None:
+    """Take the run's lease if it is active and free or expired.
+
+    Returns the Run as it now stands, and whether this is its first start.
+
+    One statement: the row lock, the new token, and ``run.started`` on a first start.
+    Returns None when the run is finished, missing, or held by a live lease (the caller
+    then looks closer, off the fast path).
+    """
+    if not sql.postgres():
+        return None
+    columns = ", ".join(f"r.{sql.quote(field.column)}" for field in RUN_FIELDS)
+    pending = sql.literal(Run.Status.PENDING)
+    data_json = record_json({"worker": owner}, "event run.started")
+    with sql.cursor() as cursor:
+        cursor.execute(
+            f"WITH old AS (SELECT id, status FROM {RUN} WHERE id = %s FOR UPDATE), "
+            f"taken AS (UPDATE {RUN} r SET status = %s, lease_owner = %s, "
+            "lease_token = r.lease_token + 1, lease_expires_at = %s, "
+            "started_at = COALESCE(r.started_at, %s), wait_reason = '', nudged_at = NULL, "
+            f"event_seq = r.event_seq + CASE WHEN old.status IN {pending} THEN 1 ELSE 0 END "
+            f"FROM old WHERE r.id = old.id AND old.status IN {sql.ACTIVE_RUN} "
+            "AND (r.lease_expires_at IS NULL OR r.lease_expires_at < %s) "
+            f"RETURNING {columns}, old.status AS previous_status), "
+            f"started AS ({event_insert('taken')} "
+            f"WHERE previous_status IN {pending}) "
+            "SELECT * FROM taken",
+            [
+                db_uuid(run_id),
+                Run.Status.RUNNING,
+                owner,
+                db_when(expires_at),
+                db_when(now),
+                db_when(now),
+                Event.Type.RUN_STARTED,
+                data_json,
+                db_when(now),
+            ],
+        )
+        values = sql.fetch_dict(cursor)
+    if values is None:
+        return None
+    run = _from_row(values)
+    first_start = values["previous_status"] == Run.Status.PENDING
+    if first_start:
+        announce(run.id, run.event_seq, Event.Type.RUN_STARTED, data_json)
+    return run, first_start
+
+
+def park(fence: step_rows.Fence, wake_seq: int, reason: str, wake_at: datetime | None) -> bool:
+    """Mark the held run waiting, unless a wake-up moved ``wake_seq``; with ``run.waiting``."""
+    changes = {
+        "status": Run.Status.WAITING,
+        "wait_reason": redact_text(reason)[:500],  # a reason may quote an approval title
+        "wake_at": db_when(wake_at),
+        "lease_expires_at": None,
+        "lease_owner": "",
+    }
+    where = [db_uuid(fence.run_id), fence.token, wake_seq, Run.Status.RUNNING]
+    data = {"reason": reason, "wake_at": wake_at.isoformat() if wake_at else None}
+    return _transition(
+        changes, "id = %s AND lease_token = %s AND wake_seq = %s AND status = %s", where,
+        Event.Type.RUN_WAITING, data,
+    )  # fmt: skip
+
+
+def finish(
+    fence: step_rows.Fence,
+    *,
+    status: str,
+    output_json: str | None,
+    error: dict[str, Any] | None,
+    event: tuple[str, dict[str, Any]],
+) -> None:
+    """Mark the run finished, with its output or error, if the lease still holds."""
+    changes = {
+        "status": status,
+        "output": redact_json(output_json),
+        "error": record_json(error, "run error"),
+        "finished_at": db_when(clock.now()),
+        "lease_expires_at": None,
+        "lease_owner": "",
+        "wait_reason": "",
+        "wake_at": None,
+    }
+    where = [db_uuid(fence.run_id), fence.token, Run.Status.RUNNING]
+    if not _transition(changes, "id = %s AND lease_token = %s AND status = %s", where, *event):
+        raise LeaseLost(f"run {fence.run_id} is no longer held with token {fence.token}")
+
+
+def _transition(
+    changes: dict[str, Any], where: str, where_values: list[Any], type_: str, data: Any
+) -> bool:
+    """UPDATE the run row where ``where`` holds, with an event; False if no row matched."""
+    data_json = record_json(data, f"event {type_}")
+    assignments = ", ".join(f"{column} = %s" for column in changes)
+    update = (
+        f"UPDATE {RUN} SET {assignments}, event_seq = event_seq + 1 WHERE {where} "
+        "RETURNING id, event_seq"
+    )
+    params = [*changes.values(), *where_values]
+    with sql.cursor() as cursor:
+        if sql.postgres():
+            cursor.execute(
+                f"WITH moved AS ({update}), evented AS ({event_insert('moved')}) "
+                "SELECT event_seq FROM moved",
+                [*params, type_, data_json, db_when(clock.now())],
+            )
+            row = cursor.fetchone()
+            if row is not None:
+                announce(sql.as_uuid(where_values[0]), row[0], type_, data_json)
+            return row is not None
+        with sql.atomic():
+            cursor.execute(update, params)
+            row = cursor.fetchone()
+            if row is not None:
+                insert_event(cursor, sql.as_uuid(where_values[0]), row[1], type_, data_json)
+        return row is not None
+
+
+# -- off the hot path: ORM statements, each transition in one short transaction ----------
+
+
+@dataclass(frozen=True)
+class Busy:
+    """The run's lease is held and live: the holder was asked to look again.
+
+    The caller should come back at ``retry_at`` in case the holder is dead. Such a
+    wake-up is put off, never dropped.
+    """
+
+    retry_at: datetime
+
+
+def take_lease_locked(
+    run_id: UUID,
+    owner: str,
+    now: datetime,
+    expires_at: datetime,
+    retry_after: Callable[[datetime], datetime],
+) -> tuple[Run, bool] | Busy | None:
+    """``take_lease`` off the fast path: under the row lock, nudge a live holder or take over.
+
+    A live holder gets ``wake_seq`` moved (it looks again before it parks), and one put-off
+    wake-up is kept per lease expiry (``nudged_at``): ``Busy`` for the first, None after.
+    None too when the run is finished or missing.
+    """
+    with sql.atomic():
+        run = Run.objects.select_for_update().filter(id=run_id).first()
+        if run is None or run.status not in Run.ACTIVE:
+            return None
+        if run.lease_expires_at is not None and run.lease_expires_at >= now:
+            scheduled = run.nudged_at is not None and run.nudged_at > run.lease_expires_at
+            retry_at = retry_after(run.lease_expires_at)
+            changes: dict[str, Any] = {"wake_seq": F("wake_seq") + 1}
+            if not scheduled:
+                changes["nudged_at"] = retry_at
+            Run.objects.filter(id=run_id).update(**changes)
+            return None if scheduled else Busy(retry_at)
+        first_start = run.status == Run.Status.PENDING
+        run.status = Run.Status.RUNNING
+        run.lease_owner = owner
+        run.lease_token += 1
+        run.lease_expires_at = expires_at
+        run.started_at = run.started_at or now
+        run.wait_reason = ""
+        run.nudged_at = None
+        run.save(update_fields=LEASE_FIELDS)
+        if first_start:
+            run.event_seq = append_event(run.id, Event.Type.RUN_STARTED, {"worker": owner})
+    return run, first_start
+
+
+LEASE_FIELDS = [
+    "status",
+    "lease_owner",
+    "lease_token",
+    "lease_expires_at",
+    "started_at",
+    "wait_reason",
+    "nudged_at",
+]
+
+
+def renew_lease(fence: step_rows.Fence, expires_at: datetime) -> bool:
+    """Push the lease's expiry forward; False if the token is no longer the holder's."""
+    return bool(
+        Run.objects.filter(
+            id=fence.run_id, lease_token=fence.token, status=Run.Status.RUNNING
+        ).update(lease_expires_at=expires_at)
+    )
+
+
+def lease_state(run_id: UUID) -> tuple[int, int, str] | None:
+    """(lease token, wake seq, status) as committed now, for a holder whose park was refused."""
+    return Run.objects.filter(id=run_id).values_list("lease_token", "wake_seq", "status").first()
+
+
+def wake(run_id: UUID, now: datetime) -> bool:
+    """Tell an active run something it waits on is ready; True if it is active.
+
+    Moving ``wake_seq`` makes a holder that is about to park look again, and ``wake_at``
+    makes the reconciler send it if the caller's wake-up message is lost.
+    """
+    return bool(
+        Run.objects.filter(id=run_id, status__in=Run.ACTIVE).update(
+            wake_seq=F("wake_seq") + 1, wake_at=now
+        )
+    )
+
+
+def _paused(reason: str) -> dict[str, Any]:
+    return {
+        "status": Run.Status.PAUSED,
+        "wait_reason": redact_text(reason)[:500],
+        "lease_owner": "",
+        "lease_expires_at": None,
+        "wake_at": None,
+    }
+
+
+def pause_held(fence: step_rows.Fence, reason: str, limit: dict[str, Any]) -> bool:
+    """Pause a run the caller holds the lease of, with ``run.paused``; False if it is gone.
+
+    ``limit``: the guardrail that stopped it, as data (``gates.limit_hit``), for resume.
+    """
+    with sql.atomic():
+        paused = Run.objects.filter(
+            id=fence.run_id, lease_token=fence.token, status=Run.Status.RUNNING
+        ).update(**_paused(reason))
+        if paused:
+            append_event(fence.run_id, Event.Type.RUN_PAUSED, {"reason": reason, "limit": limit})
+    return bool(paused)
+
+
+def pause(run_id: UUID, reason: str, limit: dict[str, Any]) -> bool:
+    """Pause an active run from outside its lease, with ``run.paused``; False if not active.
+
+    Breaking a holder's lease is safe only where the holder cannot get past what the
+    caller holds (a fan-out child pauses its run: the agent cannot pass the open fan-out).
+    """
+    with sql.atomic():
+        paused = Run.objects.filter(id=run_id, status__in=Run.ACTIVE).update(**_paused(reason))
+        if paused:
+            append_event(run_id, Event.Type.RUN_PAUSED, {"reason": reason, "limit": limit})
+    return bool(paused)
+
+
+def resume(run_id: UUID, by: str | None, now: datetime) -> list[tuple[int, Any, str]]:
+    """paused -> waiting, woken, with ``run.resumed``; return its children to send again.
+
+    The children (id, wake_at, tool) are those still claimable, marked dispatched now.
+    ``RunNotFound`` or ``InvalidState`` (nothing changed) unless the run is paused.
+    """
+    with sql.atomic():
+        resumed = Run.objects.filter(id=run_id, status=Run.Status.PAUSED).update(
+            status=Run.Status.WAITING,
+            wait_reason="",
+            wake_at=now,
+            wake_seq=F("wake_seq") + 1,
+            nudged_at=None,
+        )
+        if not resumed:
+            current = Run.objects.filter(id=run_id).values_list("status", flat=True).first()
+            if current is None:
+                raise RunNotFound(f"There is no run {run_id}.")
+            raise InvalidState(
+                f"Run {run_id} is {current}, not paused; only a paused run can be resumed."
+            )
+        append_event(run_id, Event.Type.RUN_RESUMED, {"by": by})
+        return child_rows.claimable_children(run_id, now)
+
+
+def cancel(run_id: UUID, who: str | None, now: datetime) -> bool:
+    """Cancel a run that has not finished, with ``run.cancelled``; False if it had.
+
+    Its open steps fail and its pending approvals expire in the same transaction, so a
+    worker mid-step stops at its next fenced write and no reviewer decides for nothing.
+    """
+    by = who or "the system"
+    with sql.atomic():
+        cancelled = Run.objects.filter(
+            id=run_id, status__in=(*Run.ACTIVE, Run.Status.PAUSED)
+        ).update(
+            status=Run.Status.CANCELLED,
+            finished_at=now,
+            lease_expires_at=None,
+            lease_owner="",
+            wait_reason="",
+            wake_at=None,
+        )
+        if not cancelled:
+            return False
+        Step.objects.filter(run_id=run_id, status__in=Step.OPEN).update(
+            status=Step.Status.FAILED,
+            finished_at=now,
+            error={"type": "cancelled", "message": f"run cancelled by {by}"},
+        )
+        Approval.objects.filter(run_id=run_id, status=Approval.Status.PENDING).update(
+            status=Approval.Status.EXPIRED, decided_at=now, comment=f"the run was cancelled by {by}"
+        )
+        append_event(run_id, Event.Type.RUN_CANCELLED, {"by": who})
+    return True
+
+
+def receive_signal(run_id: UUID, name: str, data_json: str) -> None:
+    """Store a signal for a run that has not finished and wake it, with ``signal.received``.
+
+    ``RunNotFound`` or ``InvalidState`` (nothing stored) otherwise. The run row is locked
+    first, so a signal and the run's finish cannot cross.
+    """
+    stored, sealed = protect(data_json)
+    with sql.atomic():
+        current = Run.objects.select_for_update().filter(id=run_id).first()
+        if current is None:
+            raise RunNotFound(f"There is no run {run_id}.")
+        if current.status not in (*Run.ACTIVE, Run.Status.PAUSED):
+            raise InvalidState(
+                f"Run {run_id} is {current.status}; signals can only reach a run that has "
+                "not finished."
+            )
+        Signal.objects.create(
+            run_id=run_id, name=redact_text(name), data=loads(stored), sealed_data=sealed
+        )
+        Run.objects.filter(id=run_id).update(wake_seq=F("wake_seq") + 1, wake_at=clock.now())
+        append_event(run_id, Event.Type.SIGNAL_RECEIVED, {"name": name})
+
+
+def mark_nudged(run_ids: list[UUID], now: datetime) -> None:
+    """Record that the reconciler sent these runs a wake-up now (it skips them a while)."""
+    Run.objects.filter(id__in=run_ids).update(nudged_at=now)
+
+
+def mark_own_budget(run_id: UUID) -> None:
+    """The run has a budget of its own (runs without one skip that query on every call)."""
+    Run.objects.filter(id=run_id, has_own_budget=False).update(has_own_budget=True)
+
+
+@dataclass(frozen=True)
+class Retried:
+    """What ``reopen_failed`` put back to work: the step, and a fan-out's children to send."""
+
+    step: dict[str, Any] | None
+    position: int | None
+    children: list[tuple[int, str]]
+
+
+def reopen_failed(run_id: UUID, by: str | None, now: datetime) -> Retried:
+    """failed -> waiting, woken, from its failed position, with ``run.resumed``.
+
+    The run's error names that position. A failed step there is removed with any child a
+    routed call ran as (its approval stays on record, unlinked, so replay asks a person
+    again); a failed fan-out keeps its succeeded children and reopens its failed ones.
+    Every step before it stays. ``RunNotFound`` or ``InvalidState`` (nothing changed)
+    unless the run failed.
+    """
+    with sql.atomic():
+        run = Run.objects.select_for_update().filter(id=run_id).first()
+        if run is None:
+            raise RunNotFound(f"There is no run {run_id}.")
+        if run.status != Run.Status.FAILED:
+            raise InvalidState(
+                f"Run {run_id} is {run.status}, not failed; only a failed run can be retried "
+                "(a paused one is resumed). Fork it to run it again from a step."
+            )
+        error = run.error or {}
+        position = error.get("position")
+        step = None
+        if isinstance(position, int) and position >= 0:
+            step = Step.objects.filter(run_id=run_id, position=position, index=None).first()
+        retried = Retried(None, None, [])
+        if step is not None and step.status == Step.Status.FAILED:
+            shown = {"position": step.position, "kind": step.kind, "name": step.name}
+            children: list[tuple[int, str]] = []
+            if step.kind in Step.FAN_OUTS:
+                children = child_rows.reopen_failed_children(
+                    run_id, step.id, step.kind, position, now
+                )
+                shown["children"] = len(children)
+            else:
+                Approval.objects.filter(step__run_id=run_id, step__position=position).update(
+                    step=None
+                )
+                Step.objects.filter(run_id=run_id, position=position).delete()
+            retried = Retried(shown, position, children)
+        Run.objects.filter(id=run_id).update(
+            status=Run.Status.WAITING,
+            error=None,
+            output=None,
+            finished_at=None,
+            wait_reason="",
+            wake_at=now,
+            wake_seq=F("wake_seq") + 1,
+            nudged_at=None,
+        )
+        append_event(
+            run_id,
+            Event.Type.RUN_RESUMED,
+            {"by": by, "retried": retried.step, "previous_error": error},
+        )
+    return retried
+
+
+def create_fork(source: Run, at: int, by: str | None) -> Run:
+    """A new run with ``source``'s input, owner, own budget (nothing spent) and steps before ``at``.
+
+    One transaction, with ``run.created`` and ``run.forked`` on the fork and ``run.forked``
+    on the source.
+    """
+    with sql.atomic():
+        forked = Run.objects.create(
+            agent=source.agent,
+            agent_version=source.agent_version,
+            input=source.input,
+            sealed_input=source.sealed_input,
+            owner_id=source.owner_id,
+            parent=source,
+        )
+        own = source.budgets.filter(period=Budget.Period.RUN).first()
+        if own is not None:  # the same limits, with nothing spent yet
+            own.pk, own.run, own.name = None, forked, f"run {forked.id}"
+            own.save()
+        step_rows.copy_steps(source.id, forked.id, at)
+        append_event(
+            forked.id,
+            Event.Type.RUN_CREATED,
+            {"agent": forked.agent, "version": forked.agent_version},
+        )
+        append_event(forked.id, Event.Type.RUN_FORKED, {"from": str(source.id), "at": at, "by": by})
+        append_event(source.id, Event.Type.RUN_FORKED, {"to": str(forked.id), "at": at, "by": by})
+    return forked
+
+
+def join_fan_out(run_id: UUID, position: int) -> tuple[bool, bool]:
+    """Close a complete fan-out and wake its run, with ``step.completed``.
+
+    Returns (joined, woken): joined is True only for the one caller that closed it; woken
+    whether its run was active to be woken.
+    """
+    now = clock.now()
+    with sql.atomic():
+        closed = child_rows.close_parent(run_id, position, now)
+        if closed is None:
+            return False, False
+        status, kind, name = closed
+        woken = wake(run_id, now)
+        append_event(
+            run_id,
+            Event.Type.STEP_COMPLETED,
+            {"position": position, "kind": kind, "name": name, "joined": True, "status": status},
+        )
+    return True, woken
+
+
+def delete_whole(still_prunable: QuerySet[Run], picked: list[UUID]) -> dict[str, int]:
+    """Delete the picked runs that are ``still_prunable``, each with everything it recorded.
+
+    One short transaction. The pick is checked again under a lock on its run rows, so a
+    run retried or forked since is kept with what it recorded; a retry that comes after
+    waits for the lock, then finds no run. Rows go children first, so a stop half-way
+    leaves whole runs. Returns how many runs, steps, events and approvals went.
+    """
+    with sql.atomic():
+        ids = list(
+            still_prunable.filter(id__in=picked)
+            .order_by("id")  # one lock order for concurrent prunes
+            .select_for_update()
+            .values_list("id", flat=True)
+        )
+        deleted = {
+            "approvals": _delete(Approval.objects.filter(run_id__in=ids)),
+            "events": _delete(Event.objects.filter(run_id__in=ids)),
+        }
+        _delete(Signal.objects.filter(run_id__in=ids))
+        deleted["steps"] = _delete(Step.objects.filter(run_id__in=ids))
+        Budget.objects.filter(run_id__in=ids).delete()  # a run's own budget and its spend
+        deleted["runs"] = _delete(Run.objects.filter(id__in=ids))
+    return deleted
+
+
+def _delete(rows: QuerySet) -> int:
+    return rows.delete()[1].get(rows.model._meta.label, 0)
+
+
+def lock_if_active(run_id: UUID) -> bool:
+    """Lock the run's row until the caller's transaction ends; True if the run is active.
+
+    ``resume`` and ``pause`` take the same lock, so a decision made under it (a budget
+    that still refuses) cannot cross an operator's resume.
+    """
+    return Run.objects.select_for_update().filter(id=run_id, status__in=Run.ACTIVE).exists()

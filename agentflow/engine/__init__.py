@@ -1,5 +1,0 @@
-"""The execution engine: replay, context, leases, reconciler.
-
-It knows nothing of Celery or Channels; it reaches the outside world through
-``agentflow.engine.ports``.
-"""
