@@ -7,6 +7,7 @@ Chromium is the system one (``/usr/bin/chromium``): Playwright never downloads a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from django.db import connections
@@ -157,3 +159,89 @@ def open_run(page, server: LiveServer, run) -> None:
 
     page.goto(server.url + reverse("admin:agentflow_run_change", args=[run.id]))
     page.wait_for_selector('[data-testid=connection][data-state="live"]')
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator:
+    """Debian's Chromium, launched headless through Playwright, for tests that serve a site."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+# What the run page loads from STATIC_URL, and the content type each must come with.
+CONSOLE_STATIC = {
+    "admin/css/base.css": "text/css",
+    "agentflow/console.css": "text/css",
+    "agentflow/socket.js": "javascript",
+    "agentflow/decide.js": "javascript",
+    "agentflow/run_page.js": "javascript",
+}
+
+
+def approve_in_the_console(browser, url: str, run_id: str, username: str, password: str) -> None:
+    """Log in, open a run that waits for approval, see the console load and go live, approve,
+    and see the run succeed (a worker finishes it; its events reach the page over the socket).
+
+    ``url`` is a site served on its own (not the ``asgi_server`` fixture): its static files
+    answer, its stylesheets apply and its scripts run, or this fails saying which.
+    """
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    answers: dict[str, tuple[int | str, str]] = {}  # the first answer to each path
+    page.on(
+        "response",
+        lambda response: answers.setdefault(
+            urlsplit(response.url).path,
+            (response.status, response.headers.get("content-type", "")),
+        ),
+    )
+    page.on(
+        "requestfailed",
+        lambda request: answers.setdefault(urlsplit(request.url).path, (request.failure, "")),
+    )
+    try:
+        page.goto(f"{url}/admin/login/?next=/admin/")
+        page.fill("#id_username", username)
+        page.fill("#id_password", password)
+        page.click("input[type=submit]")
+        page.wait_for_url(f"{url}/admin/")
+        run_page = f"{url}/admin/agentflow/run/{run_id}/change/"
+        page.goto(run_page)  # returns once its stylesheets and scripts are loaded
+
+        for name, kind in CONSOLE_STATIC.items():
+            status, content_type = answers.get(f"/static/{name}", (None, ""))
+            assert status == 200 and kind in content_type, (
+                f"/static/{name} answered {status} {content_type!r} at {url}"
+            )
+        # The stylesheets apply: the admin's defines its colours, the console's floats the
+        # connection indicator; decide.js prepared the approval form.
+        primary = "getComputedStyle(document.documentElement).getPropertyValue('--primary')"
+        assert page.evaluate(primary).strip(), "the admin's stylesheet did not apply"
+        indicator = "getComputedStyle(document.getElementById('af-connection')).cssFloat"
+        assert page.evaluate(indicator) == "right", "the console's stylesheet did not apply"
+        assert page.get_attribute("form.af-decide", "data-shown") is not None, "decide.js"
+
+        # socket.js shows "live" once the websocket is open (a 404 says "reconnecting…").
+        page.wait_for_selector('#af-connection[data-state="live"]', timeout=15_000)
+        assert page.text_content("#af-connection") == "live"
+        assert page.evaluate("document.documentElement.dataset.afSocket") == "live"
+
+        page.click("[data-testid=approve]")
+        page.wait_for_selector('[data-testid=decide-result][data-state="done"]')
+        # The worker finishes the run; its events reach the page over the socket.
+        expect(page.locator("#af-run-status")).to_have_text("succeeded", timeout=30_000)
+        assert page.url == run_page, f"Approve left the page for {page.url}"
+        assert not errors, errors
+    finally:
+        context.close()

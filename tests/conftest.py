@@ -9,9 +9,12 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 from django.conf import settings
@@ -20,6 +23,8 @@ from tests.browser import asgi_server, browser_page, operator  # noqa: F401  (br
 from tests.support import RecordingDispatcher, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
+# The PostgreSQL server's maintenance database, where the `database` fixture creates its own.
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 class Worker:
@@ -233,3 +238,18 @@ def private_redis(tmp_path, settings):
             process.kill()
             process.wait(10)
         log.close()
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for a site the test sets up itself (it migrates it).
+
+    Named after the session's test database (AGENTFLOW_TEST_DB), so two suites side by side
+    never share one; dropped at teardown, with whatever is still connected to it.
+    """
+    name = f"{settings.DATABASES['default']['TEST']['NAME']}_site_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield name
+    with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

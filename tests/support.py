@@ -1,13 +1,19 @@
-"""Helpers shared by the tests: waiting on conditions, and a dispatcher that records."""
+"""Helpers shared by the tests: waiting on conditions, a dispatcher that records, and a
+site's long-running processes."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -138,3 +144,57 @@ def celery_conf(**values: object) -> Iterator[None]:
         for name in values:
             del conf[name]  # the value read from Django's settings again
         conf.update(before)
+
+
+class Process:
+    """A long-running command of a site (web, worker, beat), its output in a log file.
+
+    The log is ``<name>.log`` in ``log_dir`` (the working directory unless told).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        log_dir: Path | None = None,
+    ) -> None:
+        self.name, self.log_path = name, (log_dir or cwd) / f"{name}.log"
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        wait_until(
+            lambda: text in self.log() or self.process.poll() is not None,
+            timeout=timeout,
+            what=f"{self.name} to log {text!r}",
+        )
+        assert self.process.poll() is None, f"{self.name} exited:\n{self.log()[-4000:]}"
+
+    def listening(self, port: int, timeout: float = 60) -> str:
+        """Wait until this (web) process accepts connections on ``port``; return its URL."""
+
+        def accepts() -> bool:
+            assert self.process.poll() is None, f"{self.name} exited:\n{self.log()[-4000:]}"
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_until(accepts, timeout=timeout, what=f"{self.name} to listen on port {port}")
+        return f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        """Warm shutdown (SIGTERM to the main process), then SIGKILL whatever is left."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,15 +30,15 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 import redis
 
 from tests import readme_steps
-from tests.browser import CHROMIUM_FLAGS, chromium_path, free_port
-from tests.support import wait_until
+from tests.browser import approve_in_the_console, chromium, free_port
+from tests.conftest import POSTGRES
+from tests.support import Process, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "site_a"
@@ -47,7 +46,6 @@ PROJECT = "site_a"
 README_REDIS = "redis://127.0.0.1:6379/0"
 README_AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 AMQP_URL = README_AMQP
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 # The README's DATABASES names its database after the project; the test's is a new one.
 README_DATABASE_NAME = f'"NAME": "{readme_steps.PLACEHOLDER}"'
 FAN_OUT = 6
@@ -200,39 +198,6 @@ def tick(ctx: RunContext) -> str:
 '''
 
 
-class Process:
-    """A long-running command of the site (worker, beat), its output in a log file."""
-
-    def __init__(self, name: str, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
-        self.name, self.log_path = name, cwd / f"{name}.log"
-        with open(self.log_path, "w") as log:
-            self.process = subprocess.Popen(
-                argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for(self, text: str, timeout: float) -> None:
-        wait_until(
-            lambda: text in self.log() or self.process.poll() is not None,
-            timeout=timeout,
-            what=f"{self.name} to log {text!r}",
-        )
-        assert self.process.poll() is None, f"{self.name} exited:\n{self.log()[-4000:]}"
-
-    def stop(self) -> None:
-        """Warm shutdown (SIGTERM to the main process), then SIGKILL whatever is left."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-
 class Site:
     """A `startproject` site in the new virtualenv: commands run as a user would run them."""
 
@@ -299,16 +264,6 @@ def redis_url(tmp_path) -> Iterator[str]:
     client.close()
     server.kill()
     server.wait(10)
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    name = f"agentflow_adopt_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield name
-    with psycopg.connect(POSTGRES, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _rabbitmq_answers() -> bool:
@@ -434,34 +389,12 @@ def _start_command(readme_start: list[str], key: str) -> list[str]:
     ]
 
 
-# What the run page loads from STATIC_URL, and the content type each must come with.
-STATIC = {
-    "admin/css/base.css": "text/css",
-    "agentflow/console.css": "text/css",
-    "agentflow/socket.js": "javascript",
-    "agentflow/decide.js": "javascript",
-    "agentflow/run_page.js": "javascript",
-}
-
-
 def _waiting_run(site: Site, start: list[str]) -> str:
     """Start a run with the README's `start --wait`; return its id once it waits for approval."""
     waiting = site.run(start, timeout=120, expect=WAITS_FOR_A_PERSON)
     run_id = re.search(r"^run ([0-9a-f-]{36}) ", waiting, re.M)
     assert run_id and "waiting for approval" in waiting, f"no approval to decide:\n{waiting}"
     return run_id[1]
-
-
-def _listening(web: Process, port: int) -> str:
-    """Wait until a web process accepts connections; return its URL."""
-
-    def listening() -> bool:
-        assert web.process.poll() is None, f"{web.name} exited:\n{web.log()[-4000:]}"
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", port)) == 0
-
-    wait_until(listening, timeout=60, what=f"{web.name} to listen on port {port}")
-    return f"http://127.0.0.1:{port}"
 
 
 def _serve_and_approve_in_chromium(
@@ -471,90 +404,31 @@ def _serve_and_approve_in_chromium(
 
     Each web process starts while `start --wait` takes a run to its approval.
     """
-    from playwright.sync_api import sync_playwright
+    with chromium() as browser:
+        # Development (DEBUG on): daphne's runserver serves pages, static files, websockets.
+        port = free_port()
+        runserver = [*steps.command("python manage.py runserver"), "--noreload"]
+        web = site.start("runserver", [*runserver, f"127.0.0.1:{port}"])
+        run_id = _waiting_run(site, _start_command(readme_start, "adopt-development"))
+        _approve_in_the_console(browser, web.listening(port), run_id, database)
+        web.stop()
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
-        try:
-            # Development (DEBUG on): daphne's runserver serves pages, static files, websockets.
-            port = free_port()
-            runserver = [*steps.command("python manage.py runserver"), "--noreload"]
-            web = site.start("runserver", [*runserver, f"127.0.0.1:{port}"])
-            run_id = _waiting_run(site, _start_command(readme_start, "adopt-development"))
-            _approve_in_the_console(browser, _listening(web, port), run_id, database)
-            web.stop()
-
-            # Production (DEBUG off): collectstatic, then daphne; WhiteNoise serves the files.
-            production = {"DJANGO_DEBUG": "0"}
-            site.run(steps.command("python manage.py collectstatic"), env=production)
-            port = free_port()
-            daphne = [*steps.command("daphne <project>.asgi:application"), "-p", str(port)]
-            web = site.start("daphne", daphne, env=production)
-            checked = site.manage("check", "--fail-level", "WARNING", env=production)
-            assert "System check identified no issues" in checked, checked
-            run_id = _waiting_run(site, _start_command(readme_start, "adopt-production"))
-            _approve_in_the_console(browser, _listening(web, port), run_id, database)
-            web.stop()
-        finally:
-            browser.close()
+        # Production (DEBUG off): collectstatic, then daphne; WhiteNoise serves the files.
+        production = {"DJANGO_DEBUG": "0"}
+        site.run(steps.command("python manage.py collectstatic"), env=production)
+        port = free_port()
+        daphne = [*steps.command("daphne <project>.asgi:application"), "-p", str(port)]
+        web = site.start("daphne", daphne, env=production)
+        checked = site.manage("check", "--fail-level", "WARNING", env=production)
+        assert "System check identified no issues" in checked, checked
+        run_id = _waiting_run(site, _start_command(readme_start, "adopt-production"))
+        _approve_in_the_console(browser, web.listening(port), run_id, database)
+        web.stop()
 
 
 def _approve_in_the_console(browser, url: str, run_id: str, database: str) -> None:
-    """Log in, open a run that waits for approval, see the console load and go live, approve."""
-    from playwright.sync_api import expect
-
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    answers: dict[str, tuple[int | str, str]] = {}  # the first answer to each path
-    page.on(
-        "response",
-        lambda response: answers.setdefault(
-            urlsplit(response.url).path,
-            (response.status, response.headers.get("content-type", "")),
-        ),
-    )
-    page.on(
-        "requestfailed",
-        lambda request: answers.setdefault(urlsplit(request.url).path, (request.failure, "")),
-    )
-    try:
-        page.goto(f"{url}/admin/login/?next=/admin/")
-        page.fill("#id_username", "admin")
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
-        page.wait_for_url(f"{url}/admin/")
-        run_page = f"{url}/admin/agentflow/run/{run_id}/change/"
-        page.goto(run_page)  # returns once its stylesheets and scripts are loaded
-
-        for name, kind in STATIC.items():
-            status, content_type = answers.get(f"/static/{name}", (None, ""))
-            assert status == 200 and kind in content_type, (
-                f"/static/{name} answered {status} {content_type!r} at {url}"
-            )
-        # The stylesheets apply: the admin's defines its colours, the console's floats the
-        # connection indicator; decide.js prepared the approval form.
-        primary = "getComputedStyle(document.documentElement).getPropertyValue('--primary')"
-        assert page.evaluate(primary).strip(), "the admin's stylesheet did not apply"
-        indicator = "getComputedStyle(document.getElementById('af-connection')).cssFloat"
-        assert page.evaluate(indicator) == "right", "the console's stylesheet did not apply"
-        assert page.get_attribute("form.af-decide", "data-shown") is not None, "decide.js"
-
-        # socket.js shows "live" once the websocket is open (a 404 says "reconnecting…").
-        page.wait_for_selector('#af-connection[data-state="live"]', timeout=15_000)
-        assert page.text_content("#af-connection") == "live"
-        assert page.evaluate("document.documentElement.dataset.afSocket") == "live"
-
-        page.click("[data-testid=approve]")
-        page.wait_for_selector('[data-testid=decide-result][data-state="done"]')
-        # The worker finishes the run; its events reach the page over the socket.
-        expect(page.locator("#af-run-status")).to_have_text("succeeded", timeout=30_000)
-        assert page.url == run_page, f"Approve left the page for {page.url}"
-        assert not errors, errors
-    finally:
-        context.close()
+    """Approve the run in the console (tests/browser.py), then read its status in the database."""
+    approve_in_the_console(browser, url, run_id, "admin", PASSWORD)
     with psycopg.connect(POSTGRES.rsplit("/", 1)[0] + f"/{database}") as connection:
         row = connection.execute("SELECT status FROM agentflow_run WHERE id = %s", [run_id])
         assert row.fetchone() == ("succeeded",)

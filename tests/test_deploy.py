@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.request
 
 import yaml
 
-from tests.browser import free_port
-from tests.conftest import ROOT
-from tests.support import wait_until
+from agentflow.management._exit_codes import ExitCode
+from tests import readme_steps
+from tests.browser import approve_in_the_console, chromium, free_port
+from tests.conftest import POSTGRES, ROOT
+from tests.support import Process
+
+PASSWORD = "compose-admin-password"
 
 PRODUCTION = {
     "DJANGO_SETTINGS_MODULE": "apps.project.settings",
@@ -63,9 +67,17 @@ def test_compose_runs_every_service_with_a_health_check():
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
-def test_the_web_service_serves_the_static_files_the_image_collected(tmp_path, settings):
-    """The Dockerfile's collectstatic, then the compose web service's daphne, DEBUG off: the
-    admin's and the console's CSS and scripts are served (by WhiteNoise, in the settings)."""
+def test_the_compose_web_and_worker_serve_a_styled_live_console_through_an_approval(
+    tmp_path, settings, database, private_redis
+):
+    """The image as the Dockerfile builds it (collectstatic, without the runtime environment),
+    run as docker-compose.yml's web and worker services with their environment (DEBUG off):
+    web's migrate, then its daphne, serves the admin's and the console's static files (by
+    WhiteNoise, in the settings); in Chromium the console is styled and live, and an approval
+    given there lets the worker finish the run.
+
+    A new database and a Redis server of the test's own stand in for the compose services.
+    """
     middleware = settings.MIDDLEWARE
     security = middleware.index("django.middleware.security.SecurityMiddleware")
     assert middleware[security + 1] == "whitenoise.middleware.WhiteNoiseMiddleware", middleware
@@ -77,11 +89,16 @@ def test_the_web_service_serves_the_static_files_the_image_collected(tmp_path, s
     ]
     collect = [shlex.split(run) for run in runs if "collectstatic" in run]
     assert collect == [["python", "manage.py", "collectstatic", "--noinput"]], runs
-    web = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["web"]
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    web, worker = services["web"], services["worker"]
     command = shlex.split(web["command"])
     assert command[:2] == ["sh", "-c"], command
-    (serve,) = [shlex.split(part) for part in command[2].split("&&") if "daphne" in part]
+    migrate, serve = [shlex.split(part) for part in command[2].split("&&")]
+    assert migrate == ["python", "manage.py", "migrate", "--noinput"], migrate
     assert serve[0] == "daphne" and serve[-1] == "apps.project.asgi:application", serve
+    work = shlex.split(worker["command"])
+    assert work[:4] == ["celery", "-A", "apps.project", "worker"], work
+    assert worker["environment"] == web["environment"]  # one runtime environment (x-site)
 
     # As the image does: built without the runtime environment, run with web's (local
     # services in place of the compose ones), each with STATIC_ROOT under tmp_path.
@@ -92,34 +109,53 @@ def test_the_web_service_serves_the_static_files_the_image_collected(tmp_path, s
     )
     assert built.returncode == 0, built.stdout + built.stderr
     runtime = {**base, **{k: str(v) for k, v in web["environment"].items()}}
-    runtime.update(DATABASE_URL=PRODUCTION["DATABASE_URL"], REDIS_URL=PRODUCTION["REDIS_URL"])
+    runtime.update(
+        DATABASE_URL=f"{POSTGRES.rsplit('/', 1)[0]}/{database}", REDIS_URL=private_redis.url
+    )
+    migrated = manage(*migrate[2:], **runtime)
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    made = manage(
+        "createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.com",
+        **runtime, DJANGO_SUPERUSER_PASSWORD=PASSWORD,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+
     port = free_port()
     options = [*serve[1:-1], "-b", "127.0.0.1", "-p", str(port)]  # the last -b and -p win
-    log_path = tmp_path / "daphne.log"
-    with open(log_path, "w") as log:
-        daphne = subprocess.Popen(
-            [sys.executable, "-m", "daphne", *options, serve[-1]],
-            cwd=ROOT, env=runtime, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    daphne = Process(
+        "daphne", [sys.executable, "-m", serve[0], *options, serve[-1]], ROOT, runtime, tmp_path
+    )
+    # The compose file's 4 pool processes only slow the start on a 2-core test machine; 2 (the
+    # last --concurrency wins) still run the agent's fan-out side by side.
+    celery = [sys.executable, "-m", *work, "--concurrency", "2"]
+    pool = Process("worker", celery, ROOT, runtime, tmp_path)
     try:
-
-        def listening() -> bool:
-            assert daphne.poll() is None, log_path.read_text()
-            with socket.socket() as sock:
-                return sock.connect_ex(("127.0.0.1", port)) == 0
-
-        wait_until(listening, timeout=60, what="daphne to listen")
+        url = daphne.listening(port)
         for path, kind in (
             ("admin/css/base.css", "text/css"),
             ("agentflow/console.css", "text/css"),
             ("agentflow/run_page.js", "javascript"),
         ):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/static/{path}", timeout=10) as r:
+            with urllib.request.urlopen(f"{url}/static/{path}", timeout=10) as r:
                 assert r.status == 200 and kind in r.headers["Content-Type"], (path, r.headers)
                 assert r.read() == (tmp_path / "static" / path).read_bytes(), path
+        pool.wait_for(" ready.", timeout=90)
+
+        # The README's `agentflow start --wait`: the demo's billing agent stops at a payment
+        # over 250 (a Policy row the migrations load) until a person approves it.
+        start = readme_steps.read().cli_command("start")
+        assert start[:2] == ["python", "manage.py"] and start[4] == "billing.reconcile", start
+        waiting = manage(*start[2:], "--timeout", "90", **runtime)
+        assert waiting.returncode == ExitCode.NEEDS_A_PERSON, waiting.stdout + waiting.stderr
+        run_id = re.search(r"^run ([0-9a-f-]{36}) ", waiting.stdout, re.M)
+        assert run_id and "waiting for approval" in waiting.stdout, waiting.stdout
+
+        with chromium() as browser:
+            approve_in_the_console(browser, url, run_id[1], "admin", PASSWORD)
     finally:
-        daphne.terminate()
-        daphne.wait(10)
+        for process in (pool, daphne):
+            process.stop()
+            print(f"----- {process.name} log -----\n{process.log()[-20000:]}")
 
 
 def compose_command() -> list[str]:
