@@ -6,7 +6,6 @@ Each writes its facts and events in one transaction and sends wake-ups after com
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 from uuid import UUID
@@ -21,7 +20,7 @@ from agentflow._engine import fork as fork_engine
 from agentflow._engine import replay as replay_engine
 from agentflow._engine.ports import dispatcher
 from agentflow._engine.serialize import check_text, dumps, loads
-from agentflow._engine.state import run_rows, sql
+from agentflow._engine.state import run_rows
 from agentflow._guardrails import budgets
 from agentflow._guardrails.redaction import redact_text
 from agentflow._guardrails.sealing import protect
@@ -107,16 +106,9 @@ def create_run(
         has_own_budget=run_budget is not None,
     )
     attributes = {tracing.RUN_ID: str(run.id), tracing.AGENT: definition.name}
-    with (
-        tracing.span("agentflow.start", attributes),
-        sql.atomic() if run_budget is not None else contextlib.nullcontext(),
-    ):
-        if not run_rows.create(run):
+    with tracing.span("agentflow.start", attributes):
+        if not run_rows.create(run, own_budget=run_budget):
             return Run.objects.get(agent=definition.name, idempotency_key=idempotency_key)
-        if run_budget is not None:
-            run_budget.run = run
-            run_budget.name = f"run {run.id}"
-            run_budget.save()
         dispatcher().advance(run.id)  # the message continues this span's trace
     return run
 

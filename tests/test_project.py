@@ -405,9 +405,6 @@ COMPOSED_TRANSACTIONS = {
     "agentflow/_engine/ops/approval.py": "an Approval is created with the step that waits on it",
     "agentflow/_engine/decisions.py": "a decision commits with the run or child it releases",
     "agentflow/_engine/fan_out_record.py": "rate slots are booked as the children are recorded",
-    "agentflow/_engine/child_runner.py": "a budget is reserved under its run's row lock",
-    "agentflow/_engine/reconciler.py": "SQLite's fleet lock is a transaction",
-    "agentflow/_api.py": "a run starts with its own budget",
     "agentflow/schedules.py": "django-celery-beat's rows, not run state",
 }
 

@@ -25,7 +25,7 @@ from agentflow._engine.call_ids import CallKey, Waiter
 from agentflow._engine.interrupts import LeaseLost, unavailable_as_interrupt
 from agentflow._engine.ports import dispatcher
 from agentflow._engine.serialize import error_record, loads
-from agentflow._engine.state import child_rows, run_rows, sql
+from agentflow._engine.state import child_rows, run_rows
 from agentflow._guardrails import admission, budgets
 from agentflow._guardrails.redaction import redact
 from agentflow._guardrails.sealing import reveal
@@ -258,16 +258,16 @@ def _reserve_or_hold(
     to send. So: if the run is still active and the budget still has no room, hand the
     claim back and pause the run; if it is paused already, only hand the claim back.
     """
-    with sql.atomic():
-        active = run_rows.lock_if_active(step.run_id)
-        if active:
-            try:  # limits are read fresh: a raised one admits the call now
-                with unavailable_as_interrupt("reserving budget"):
-                    return budgets.reserve(rows, step.run_id, usage, what)
-            except BudgetExceeded as exc:
-                pausing.pause(step.run_id, exc.hit)
-        child_rows.hand_back(step.id, step.attempt)
-    return None
+
+    def reserve() -> budgets.Reservation | None:
+        try:  # limits are read fresh: a raised one admits the call now
+            with unavailable_as_interrupt("reserving budget"):
+                return budgets.reserve(rows, step.run_id, usage, what)
+        except BudgetExceeded as exc:
+            pausing.pause(step.run_id, exc.hit)
+            return None
+
+    return run_rows.admit_child(step.run_id, step.id, step.attempt, reserve)
 
 
 def _not_claimed(step_id: int) -> str:

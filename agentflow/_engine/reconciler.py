@@ -10,10 +10,8 @@ wake-ups; ``advance`` decides.
 
 from __future__ import annotations
 
-import contextlib
 import zlib
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 
 from django.db.models import Exists, OuterRef, Q
@@ -32,7 +30,7 @@ LOCK_KEY = zlib.crc32(b"agentflow.reconcile")
 
 def reconcile_exclusively() -> dict[str, int] | None:
     """One pass, unless another process's pass is running now (then None)."""
-    with fleet_lock() as held:
+    with sql.exclusive(LOCK_KEY) as held:
         return reconcile() if held else None
 
 
@@ -45,30 +43,6 @@ def reconcile_in_turn() -> dict[str, int] | None:
     """
     every = conf.setting("RECONCILE_EVERY")
     return reconcile_exclusively() if fleet.take_turn("reconcile", every) else None
-
-
-@contextlib.contextmanager
-def fleet_lock() -> Iterator[bool]:
-    """Yield True to one holder at a time across every process on this database.
-
-    PostgreSQL: a session advisory lock, tried without waiting; it goes with the
-    connection if the process dies. Elsewhere (SQLite) the pass runs in one transaction,
-    whose write lock serializes passes.
-    """
-    connection = sql.connection()
-    if connection.vendor != "postgresql":
-        with sql.atomic():
-            yield True
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY])
-        held = cursor.fetchone()[0]
-    try:
-        yield held
-    finally:
-        if held:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
 
 
 def reconcile() -> dict[str, int]:

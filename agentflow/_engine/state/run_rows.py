@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from django.db import IntegrityError
@@ -42,6 +42,7 @@ from agentflow.exceptions import InvalidState, RunNotFound
 from agentflow.models import Approval, Budget, Event, Run, Signal, Step, clock
 
 RUN_FIELDS = Run._meta.concrete_fields
+T = TypeVar("T")
 
 
 def _from_row(values: dict[str, Any]) -> Run:
@@ -56,12 +57,25 @@ def _from_row(values: dict[str, Any]) -> Run:
     return Run.from_db(sql.alias(), [field.attname for field in RUN_FIELDS], loaded)
 
 
-def create(run: Run) -> bool:
+def create(run: Run, own_budget: Budget | None = None) -> bool:
     """Insert a new run and its ``run.created`` event; False if its idempotency key is taken.
 
     On PostgreSQL this is one ``INSERT ... ON CONFLICT DO NOTHING`` with the event in the
-    same statement. The INSERT itself is built by the ORM, so it follows the model.
+    same statement. The INSERT itself is built by the ORM, so it follows the model. A run
+    with a budget of its own is inserted with it in one transaction: never one without
+    the other.
     """
+    if own_budget is None:
+        return _insert(run)
+    with sql.atomic():
+        if not _insert(run):
+            return False
+        own_budget.run, own_budget.name = run, f"run {run.id}"
+        own_budget.save()
+    return True
+
+
+def _insert(run: Run) -> bool:
     data = {"agent": run.agent, "version": run.agent_version}
     data_json = record_json(data, f"event {Event.Type.RUN_CREATED}")
     run.event_seq = 1
@@ -582,10 +596,21 @@ def _delete(rows: QuerySet) -> int:
     return rows.delete()[1].get(rows.model._meta.label, 0)
 
 
-def lock_if_active(run_id: UUID) -> bool:
-    """Lock the run's row until the caller's transaction ends; True if the run is active.
+def admit_child(
+    run_id: UUID, step_id: int, attempt: int, admit: Callable[[], T | None]
+) -> T | None:
+    """Decide on a claimed child under its run's row lock: ``admit()`` if the run is active.
 
-    ``resume`` and ``pause`` take the same lock, so a decision made under it (a budget
-    that still refuses) cannot cross an operator's resume.
+    When the run is not active, or ``admit`` admits nothing (None), the claim is handed
+    back (the attempt uncounted) in the same transaction. ``resume`` and ``pause`` update
+    the same row, so a decision made here (a budget that still refuses) cannot cross an
+    operator's resume, and a child handed back while its run is paused is there for
+    ``resume`` to send.
     """
-    return Run.objects.select_for_update().filter(id=run_id, status__in=Run.ACTIVE).exists()
+    with sql.atomic():
+        if Run.objects.select_for_update().filter(id=run_id, status__in=Run.ACTIVE).exists():
+            admitted = admit()
+            if admitted is not None:
+                return admitted
+        child_rows.hand_back(step_id, attempt)
+    return None

@@ -7,9 +7,10 @@ enums, so SQL and models cannot drift apart.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -169,3 +170,27 @@ def fetch_dict(cursor: Any) -> dict[str, Any] | None:
     if row is None:
         return None
     return dict(zip((column[0] for column in cursor.description), row, strict=True))
+
+
+@contextlib.contextmanager
+def exclusive(key: int) -> Iterator[bool]:
+    """Yield True to one holder of ``key`` at a time across every process on this database.
+
+    PostgreSQL: a session advisory lock, tried without waiting; it goes with the
+    connection if the process dies. Elsewhere (SQLite) the block runs in one transaction,
+    whose write lock serializes holders.
+    """
+    db = connection()
+    if db.vendor != "postgresql":
+        with atomic():
+            yield True
+        return
+    with db.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        held = cursor.fetchone()[0]
+    try:
+        yield held
+    finally:
+        if held:
+            with db.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
