@@ -20,7 +20,7 @@ from agentflow._engine import fork as fork_engine
 from agentflow._engine import replay as replay_engine
 from agentflow._engine.ports import dispatcher
 from agentflow._engine.serialize import check_text, dumps, loads
-from agentflow._engine.state import run_rows
+from agentflow._engine.state import run_actions, run_rows
 from agentflow._guardrails import budgets
 from agentflow._guardrails.redaction import redact_text
 from agentflow._guardrails.sealing import protect
@@ -145,7 +145,7 @@ def signal(run: RunRef, name: str, data: Any = None) -> None:
     run_id = _run_id(run)
     check_text(name, what="signal name", max_chars=Signal._meta.get_field("name").max_length)
     data_json = dumps(data, what=f"data of signal {name}")
-    run_rows.receive_signal(run_id, name, data_json)
+    run_actions.receive_signal(run_id, name, data_json)
     dispatcher().advance(run_id)
 
 
@@ -153,7 +153,7 @@ def cancel(run: RunRef, *, by: Any = None) -> Run:
     """Mark the run cancelled; no new step starts, and a worker mid-step stops at its next write."""
     run_id = _run_id(run)
     who = _who(by)
-    if not run_rows.cancel(run_id, who, clock.now()):
+    if not run_actions.cancel(run_id, who, clock.now()):
         current = get_run(run_id)
         raise InvalidState(f"Run {run_id} is already {current.status}; nothing to cancel.")
     return get_run(run_id)

@@ -18,7 +18,7 @@ from uuid import UUID
 
 from django.db.models import Exists, OuterRef, QuerySet
 
-from agentflow._engine.state import run_rows
+from agentflow._engine.state import run_actions
 from agentflow.exceptions import InvalidInput
 from agentflow.models import Approval, Event, Run, Step, clock
 
@@ -83,7 +83,7 @@ def prune(
         picked = _pick(before, batch)
         if not picked:
             return report
-        deleted = run_rows.delete_whole(prunable(before), picked)
+        deleted = run_actions.delete_whole(prunable(before), picked)
         report.runs += deleted["runs"]
         report.steps += deleted["steps"]
         report.events += deleted["events"]

@@ -455,7 +455,8 @@ def test_only_the_state_package_writes_runs_steps_and_events():
         "agentflow/models/budgets.py": [found.get("agentflow/models/budgets.py", [""])[0]]
     }
     assert "has_own_budget" in (PACKAGE / "models" / "budgets.py").read_text()
-    assert _owned_writes(STATE / "run_rows.py") and _owned_writes(STATE / "child_rows.py")
+    for owner in ("run_rows.py", "run_actions.py", "child_rows.py"):
+        assert _owned_writes(STATE / owner), owner  # the scan sees the writes where they are
 
 
 def test_transactions_on_run_state_are_opened_by_the_state_package():

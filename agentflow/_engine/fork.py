@@ -11,7 +11,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from agentflow._engine.ports import dispatcher
-from agentflow._engine.state import run_rows
+from agentflow._engine.state import run_actions
 from agentflow.exceptions import InvalidInput, InvalidState, RunNotFound
 from agentflow.models import Run, Step
 
@@ -40,6 +40,6 @@ def fork(run_id: UUID, *, at: int, by: str | None = None) -> Run:
             f"({unfinished.kind} '{unfinished.name}') is still {unfinished.status}. Fork at "
             f"{unfinished.position} or earlier, or wait until it finishes."
         )
-    forked = run_rows.create_fork(source, at, by)
+    forked = run_actions.create_fork(source, at, by)
     dispatcher().advance(forked.id)
     return forked

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from agentflow._engine.attempts import queue_of
 from agentflow._engine.ports import dispatcher
-from agentflow._engine.state import run_rows, step_rows
+from agentflow._engine.state import run_actions, run_rows, step_rows
 from agentflow._guardrails.limit_hit import LimitHit
 from agentflow.models import clock
 
@@ -33,7 +33,7 @@ def pause(run_id: UUID, hit: LimitHit) -> bool:
 def resume(run_id: UUID, *, by: str | None = None) -> None:
     """Continue a paused run: wake it and send its unfinished fan-out children again."""
     now = clock.now()
-    children = run_rows.resume(run_id, by, now)
+    children = run_actions.resume(run_id, by, now)
     send = dispatcher()
     send.advance(run_id)
     for step_id, wake_at, name in children:

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from agentflow._engine.attempts import queue_of
 from agentflow._engine.ports import dispatcher
-from agentflow._engine.state import run_rows
+from agentflow._engine.state import run_actions
 from agentflow.models import clock
 
 
@@ -25,7 +25,7 @@ def retry(run_id: UUID, *, by: str | None = None) -> dict[str, Any] | None:
     fail (the agent raised by itself, diverged, or returned a value that cannot be
     stored), nothing is removed and the agent code simply runs again.
     """
-    retried = run_rows.reopen_failed(run_id, by, clock.now())
+    retried = run_actions.reopen_failed(run_id, by, clock.now())
     by_queue: dict[str | None, list[int]] = {}
     for step_id, name in retried.children:
         by_queue.setdefault(queue_of(name), []).append(step_id)
