@@ -1,6 +1,6 @@
 """Why a paused run is paused, and whether resuming it now would only pause it again.
 
-A guardrail pauses a run with the row that stopped it as data (``gates.limit_hit``, in
+A guardrail pauses a run with the row that stopped it as data (``_guardrails.limit_hit``, in
 the ``run.paused`` event). The resume view reads that back, looks at the row as it is
 now, and says what still stops the run, so an operator who has not raised the limit yet
 is told so instead of "resumed".

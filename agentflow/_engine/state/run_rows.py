@@ -335,7 +335,7 @@ def _paused(reason: str) -> dict[str, Any]:
 def pause_held(fence: step_rows.Fence, reason: str, limit: dict[str, Any]) -> bool:
     """Pause a run the caller holds the lease of, with ``run.paused``; False if it is gone.
 
-    ``limit``: the guardrail that stopped it, as data (``gates.limit_hit``), for resume.
+    ``limit``: the guardrail that stopped it, as data (``_guardrails.limit_hit``), for resume.
     """
     with sql.atomic():
         paused = Run.objects.filter(

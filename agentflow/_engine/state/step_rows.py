@@ -348,7 +348,7 @@ def update_step(
     Only the columns passed change; ``UNSET`` (the default) leaves one as it is, ``None``
     clears it. ``usage`` is a model call's (input tokens, output tokens, cost).
     ``redacted_json``: the output's stored form, built from values redacted when they were
-    recorded (see ``gates.sealing.protect``). Returns the stored output (None when
+    recorded (see ``_guardrails.sealing.protect``). Returns the stored output (None when
     ``output_json`` is not passed).
     """
     changes: dict[str, Any] = {"status": status}
