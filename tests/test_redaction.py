@@ -69,25 +69,10 @@ def test_a_planted_secret_is_found_nowhere_in_the_tables_or_the_channel_layer(wo
 
     assert full_scan() == dict.fromkeys(full_scan(), 0)
 
-    seqs = set(Event.objects.filter(run=run).values_list("seq", flat=True))
-
-    def mine() -> list[dict]:
-        return [
-            e
-            for m in listener.received
-            for r in m["runs"]
-            if r["run"] == str(run.id)
-            for e in r["events"]
-        ]
-
-    def published_all() -> bool:
-        listener.drain()
-        return {e["seq"] for e in mine()} >= seqs
-
-    wait_until(published_all, timeout=30, what="every event on the channel layer")
+    events = published(listener, run)
     assert {m["type"] for m in listener.received} == {"agentflow.batch"}
-    assert SECRET not in json.dumps(mine())
-    assert any(e["event"] == "note" for e in mine())
+    assert SECRET not in json.dumps(events)
+    assert any(e["event"] == "note" for e in events)
 
 
 def published(listener: GroupListener, run: Run) -> list[dict]:
