@@ -245,6 +245,17 @@ class Busy:
     retry_at: datetime
 
 
+LEASE_FIELDS = [
+    "status",
+    "lease_owner",
+    "lease_token",
+    "lease_expires_at",
+    "started_at",
+    "wait_reason",
+    "nudged_at",
+]
+
+
 def take_lease_locked(
     run_id: UUID,
     owner: str,
@@ -282,17 +293,6 @@ def take_lease_locked(
         if first_start:
             run.event_seq = append_event(run.id, Event.Type.RUN_STARTED, {"worker": owner})
     return run, first_start
-
-
-LEASE_FIELDS = [
-    "status",
-    "lease_owner",
-    "lease_token",
-    "lease_expires_at",
-    "started_at",
-    "wait_reason",
-    "nudged_at",
-]
 
 
 def renew_lease(fence: step_rows.Fence, expires_at: datetime) -> bool:
